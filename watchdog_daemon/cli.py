@@ -1,0 +1,53 @@
+"""`slurmrestd-access`: the one command-line tool of the host side.
+
+Each subcommand lives in its own module and registers itself here; imports are lazy so that
+the quick subcommands used by the deploy's facts stay quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from watchdog_daemon.exitcodes import ExitCode
+
+# module name -> help line. Each module exposes `register(subparsers)` which adds its parser(s)
+# and sets `func` (args -> int exit code) as the parser default.
+SUBCOMMAND_MODULES: dict[str, str] = {
+    "check_cli": "check: prove slurmrestd and Slurm accept the agent's token",
+    "key_cli": "key: create, install and fingerprint JWT signing keys",
+    "conf_cli": "conf, agent-ini, preflight: merge Slurm and agent settings",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slurmrestd-access",
+        description="Host side of slurmrestd-access (Slurm-web agent, slurmrestd, JWT keys).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module_name in SUBCOMMAND_MODULES:
+        try:
+            module = importlib.import_module(f"watchdog_daemon.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"watchdog_daemon.{module_name}":
+                raise
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+__all__ = ["ExitCode", "build_parser", "main"]

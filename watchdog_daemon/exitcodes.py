@@ -1,0 +1,34 @@
+"""Exit codes of `slurmrestd-access`, one per failure reason, stable for scripts.
+
+Documented in README.md ("What each check failure means"); keep both in step.
+"""
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL_ERROR = 1  # a bug: report it
+    USAGE = 2  # argparse's own code for bad command-line arguments
+
+    CONFIG_INVALID = 10  # agent.ini / slurm.conf / tool config missing, malformed or incomplete
+    KEY_MISSING = 11
+    KEY_UNREADABLE = 12
+    KEY_EMPTY = 13
+    KEY_TOO_SHORT = 14  # fewer than 32 bytes
+    KEY_INSECURE = 15  # readable or writable by others, a symlink, or not a regular file
+    USER_MISSING = 16  # a system user or group named in the configuration does not exist
+
+    SOCKET_MISSING = 20
+    PERMISSION_DENIED = 21
+    CONNECTION_REFUSED = 22
+    NO_API_VERSION = 23  # slurmrestd answers none of the REST API versions we know
+    SLURMRESTD_ERROR = 24  # slurmrestd answered something we cannot interpret
+
+    REJECTED_BY_SLURMCTLD = 30
+    REJECTED_BY_SLURMDBD = 31
+    CONTROLLER_UNREACHABLE = 32  # slurmctld down, unresolvable or timed out
+    SLURMDBD_UNREACHABLE = 33
+
+    CHANGE_REFUSED = 40  # a file could not be merged safely (conflict, parse error); left untouched
+    PREFLIGHT_FAILED = 41  # the host is not in a state the deploy can start from
