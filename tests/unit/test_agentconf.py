@@ -1,0 +1,108 @@
+"""agent.ini parsing as the Slurm-web agent reads it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from watchdog_daemon.agentconf import (
+    AgentSettings,
+    ConfigError,
+    load_agent_settings,
+    parse_agent_ini,
+)
+from watchdog_daemon.exitcodes import ExitCode
+
+
+def test_defaults():
+    s = parse_agent_ini("[service]\ncluster = hpc\n")
+    assert s == AgentSettings(cluster="hpc")
+    assert s.uri == "unix:///run/slurmrestd/slurmrestd.socket"
+    assert s.socket_path == Path("/run/slurmrestd/slurmrestd.socket")
+    assert (s.auth, s.jwt_mode, s.jwt_user, s.jwt_lifespan) == ("jwt", "auto", "slurm", 3600)
+    assert s.jwt_key == Path("/var/lib/slurm-web/slurmrestd.key")
+    assert s.versions is None
+
+
+def test_all_settings():
+    s = parse_agent_ini(
+        "[service]\ncluster=c1\n[slurmrestd]\nuri = unix:///tmp/x%20y.sock\nauth=jwt\n"
+        "jwt_mode = auto\njwt_user = admin\njwt_lifespan = 60\njwt_key = /k\n"
+        "versions = 0.0.42, 0.0.41 ,,0.0.40\n[other]\nfoo=bar\n"
+    )
+    assert s.socket_path == Path("/tmp/x y.sock")
+    assert s.jwt_user == "admin" and s.jwt_lifespan == 60 and s.jwt_key == Path("/k")
+    assert s.versions == ("0.0.42", "0.0.41", "0.0.40")
+
+
+def test_deprecated_socket_key():
+    s = parse_agent_ini("[service]\ncluster=c\n[slurmrestd]\nsocket = /run/s.sock\n")
+    assert s.uri == "unix:///run/s.sock" and s.socket_path == Path("/run/s.sock")
+
+
+def test_uri_wins_over_socket():
+    s = parse_agent_ini("[service]\ncluster=c\n[slurmrestd]\nsocket=/a\nuri=unix:///b\n")
+    assert s.socket_path == Path("/b")
+
+
+def test_http_uri_has_no_socket_path():
+    s = parse_agent_ini("[service]\ncluster=c\n[slurmrestd]\nuri=http://localhost:6820\n")
+    assert s.socket_path is None
+
+
+def test_comments_and_case_of_keys():
+    s = parse_agent_ini("# comment\n[service]\n; other\nCLUSTER = hpc\n")
+    assert s.cluster == "hpc"
+
+
+def test_static_token_kept_secret():
+    s = parse_agent_ini("[service]\ncluster=c\n[slurmrestd]\njwt_mode=static\n"
+                        "jwt_token=SENTINEL-token\n")
+    assert s.jwt_token is not None and s.jwt_token.reveal() == b"SENTINEL-token"
+    assert "SENTINEL" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "cluster is not set"),
+        ("[service]\n", "cluster is not set"),
+        ("[service]\ncluster =   \n", "cluster is not set"),
+        ("cluster = x\n", "before the first [section]"),
+        ("[service]\ncluster=a\n[service]\n", "appears twice"),
+        ("[service]\ncluster=a\ncluster=b\n", "appears twice"),
+        ("[service]\ncluster=a\nSENTINEL-garbage-line\n", "cannot parse line(s) 3"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=abc\n", "not a positive integer"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=0\n", "not a positive integer"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=-5\n", "not a positive integer"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_mode=magic\n", "not auto or static"),
+        ("[service]\ncluster=a\n[slurmrestd]\nuri=/no/scheme\n", "has no scheme"),
+    ],
+)
+def test_errors(text, fragment):
+    with pytest.raises(ConfigError) as info:
+        parse_agent_ini(text, path="/etc/slurm-web/agent.ini")
+    err = info.value
+    assert fragment in err.message and err.hint
+    assert err.exit_code == ExitCode.CONFIG_INVALID
+    assert "SENTINEL" not in str(err)
+
+
+def test_load(tmp_path):
+    p = tmp_path / "agent.ini"
+    p.write_text("[service]\ncluster = hpc\n")
+    assert load_agent_settings(p).cluster == "hpc"
+
+
+def test_load_missing(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_agent_settings(tmp_path / "agent.ini")
+    assert "does not exist" in info.value.message and "--agent-ini" in info.value.hint
+
+
+def test_load_not_utf8(tmp_path):
+    p = tmp_path / "agent.ini"
+    p.write_bytes(b"[service]\ncluster=\xff\n")
+    with pytest.raises(ConfigError):
+        load_agent_settings(p)
