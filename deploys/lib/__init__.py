@@ -1,0 +1,1 @@
+"""Building blocks of the deploys: settings, facts, operations and the pure planning behind them."""

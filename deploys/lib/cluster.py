@@ -1,0 +1,77 @@
+"""Which host plays which part in its cluster, from the inventory's groups. Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from deploys.lib.settings import ROLES
+
+
+class InventoryError(ValueError):
+    """The inventory does not describe a cluster the deploy can set up."""
+
+
+@dataclass(frozen=True)
+class HostEntry:
+    name: str
+    cluster: str
+    roles: frozenset[str]
+
+
+@dataclass
+class ClusterPlan:
+    name: str
+    controllers: list[str] = field(default_factory=list)
+    dbd_hosts: list[str] = field(default_factory=list)
+    rest_hosts: list[str] = field(default_factory=list)
+    compute_hosts: list[str] = field(default_factory=list)
+
+    @property
+    def key_origin(self) -> str:
+        """The host whose key is the cluster's key when no key source is configured."""
+        return self.controllers[0]
+
+    def hosts_needing_key(self) -> list[str]:
+        """Hosts whose daemons load Slurm's key: every slurmctld and slurmdbd host."""
+        return list(dict.fromkeys(self.controllers + self.dbd_hosts))
+
+    def all_hosts(self) -> list[str]:
+        return list(
+            dict.fromkeys(self.controllers + self.dbd_hosts + self.rest_hosts + self.compute_hosts)
+        )
+
+    @property
+    def uses_slurmdbd(self) -> bool:
+        return bool(self.dbd_hosts)
+
+
+def roles_of(groups: Iterable[str]) -> frozenset[str]:
+    return frozenset(g for g in groups if g in ROLES)
+
+
+def plan_clusters(entries: Iterable[HostEntry]) -> dict[str, ClusterPlan]:
+    """Group hosts by cluster and check that each cluster can be deployed."""
+    clusters: dict[str, ClusterPlan] = {}
+    for entry in entries:
+        plan = clusters.setdefault(entry.cluster, ClusterPlan(entry.cluster))
+        if "slurmctld" in entry.roles:
+            plan.controllers.append(entry.name)
+        if "slurmdbd" in entry.roles:
+            plan.dbd_hosts.append(entry.name)
+        if "slurmrestd" in entry.roles:
+            plan.rest_hosts.append(entry.name)
+        if "compute" in entry.roles:
+            plan.compute_hosts.append(entry.name)
+    for plan in clusters.values():
+        if not plan.controllers:
+            raise InventoryError(
+                f"cluster {plan.name!r}: no host in group 'slurmctld'; add the controller's "
+                "name to the slurmctld group of the inventory"
+            )
+        if not plan.rest_hosts:
+            raise InventoryError(
+                f"cluster {plan.name!r}: no host in group 'slurmrestd' (the host of slurmrestd "
+                "and the Slurm-web agent); add it to the slurmrestd group"
+            )
+    return clusters

@@ -1,0 +1,133 @@
+"""The packaged deploy: slurmrestd on a unix socket with JWT, auto token mode, for Slurm-web.
+
+Each host adds the operations of its roles, in the one order that is correct for the whole
+cluster: key, Slurm configs, slurmdbd restart, slurmctld restart, slurmrestd, agent copy,
+agent.ini, check, agent restart, check again. pyinfra runs each operation on every host
+before the next, so a key created on the controller exists before it is copied elsewhere.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host, inventory
+from pyinfra.api import deploy
+from pyinfra.operations.util import any_changed
+
+from deploys.lib import operations as ops
+from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
+from deploys.lib.keytransfer import KeySource
+from deploys.lib.settings import Settings, settings_from_host_data
+
+q = shlex.quote
+
+
+def cluster_plans() -> dict[str, ClusterPlan]:
+    """Every cluster of the whole inventory (not only the --limit'ed hosts)."""
+    entries = [
+        HostEntry(h.name, str(h.data.get("cluster")), roles_of(h.groups))
+        for h in inventory
+        if roles_of(h.groups)
+    ]
+    return plan_clusters(entries)
+
+
+def key_source(settings: Settings, plan: ClusterPlan) -> KeySource:
+    if settings.key_source_file:
+        return KeySource("file", settings.key_source_file, encoding=settings.key_source_encoding)
+    if settings.key_source_command:
+        return KeySource("command", settings.key_source_command,
+                         encoding=settings.key_source_encoding)
+    return KeySource("host", plan.key_origin, path=settings.jwt_key_path)
+
+
+@deploy("slurmrestd access for Slurm-web (unix socket, JWT, auto tokens)")
+def slurmrestd_access() -> None:
+    roles = roles_of(host.groups)
+    if not roles:
+        host.noop("in no role group (slurmctld, slurmdbd, slurmrestd, compute): nothing to do")
+        return
+    settings = settings_from_host_data(host.name, dict(host.data.dict()))
+    plan = cluster_plans()[settings.cluster]
+    source = key_source(settings, plan)
+    own_key = host.name == plan.key_origin and source.kind == "host"
+
+    ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings)
+    ops.preflight(name="Preflight", settings=settings, roles=roles)
+
+    # 1-2. The key: created on the controller, or pushed from the workstation's key source;
+    # copied, by hash, to every other host whose daemons load it.
+    key_changes = []
+    if host.name in plan.hosts_needing_key():
+        if own_key:
+            key_changes.append(ops.ensure_cluster_key(
+                name="Slurm JWT signing key", settings=settings))
+        else:
+            key_changes.append(ops.push_key(
+                name=f"Slurm JWT signing key from {source.describe()}", settings=settings,
+                source=source, dest=settings.jwt_key_path, owner=settings.jwt_key_owner,
+                group=settings.jwt_key_group, mode=settings.jwt_key_mode))
+
+    # 3. AuthAlt* in slurm.conf wherever Slurm runs from it, and in slurmdbd.conf.
+    conf_changes = []
+    if roles & {"slurmctld", "slurmrestd", "compute"}:
+        conf_changes.append(ops.merge_authalt(
+            name=f"JWT settings in {settings.slurm_conf}", settings=settings,
+            path=settings.slurm_conf))
+    dbd_changes = []
+    if "slurmdbd" in roles:
+        dbd_changes.append(ops.merge_authalt(
+            name=f"JWT settings in {settings.slurmdbd_conf}", settings=settings,
+            path=settings.slurmdbd_conf))
+
+    # 4. Restarts only when something they read changed: slurmdbd first, then slurmctld.
+    if "slurmdbd" in roles:
+        unit = settings.slurmdbd_unit
+        ops.restart_unit(
+            name=f"Restart {unit}", unit=unit,
+            wait_for=f"systemctl is-active -q {unit} && ss -Hltn 'sport = :6819' | grep -q .",
+            wait_seconds=settings.restart_wait,
+            failure=f"{unit} did not come back: see journalctl -u {unit}",
+            _if=any_changed(*key_changes, *dbd_changes))
+    if "slurmctld" in roles:
+        unit = settings.slurmctld_unit
+        ops.restart_unit(
+            name=f"Restart {unit}", unit=unit,
+            wait_for="scontrol ping 2>/dev/null | grep -q 'is UP'",
+            wait_seconds=settings.restart_wait,
+            failure=f"{unit} did not answer 'scontrol ping' with UP: see journalctl -u {unit}",
+            _if=any_changed(*key_changes, *conf_changes))
+
+    if "slurmrestd" not in roles:
+        return
+
+    # 5. slurmrestd with the documentation's drop-in.
+    dropin = ops.slurmrestd_dropin(name="slurmrestd drop-in", settings=settings)
+    ops.daemon_reload(name="systemctl daemon-reload", _if=dropin.did_change)
+    ops.enable_slurmrestd(name=f"Enable and start {settings.slurmrestd_unit}", settings=settings)
+    unit = settings.slurmrestd_unit
+    ops.restart_unit(
+        name=f"Restart {unit}", unit=unit,
+        wait_for=f"test -S {q(settings.slurmrestd_socket)}",
+        wait_seconds=settings.restart_wait,
+        failure=f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}",
+        _if=any_changed(dropin, *conf_changes))
+
+    # 6-7. The agent's copy of the key and its configuration.
+    if host.name in plan.hosts_needing_key():
+        copy = ops.sync_local_copy(name=f"Agent key copy {settings.agent_key_path}",
+                                   settings=settings)
+    else:
+        copy = ops.push_key(
+            name=f"Agent key copy {settings.agent_key_path}", settings=settings,
+            source=source, dest=settings.agent_key_path, owner=settings.agent_user,
+            group=settings.agent_group, mode=settings.agent_key_mode)
+    ini = ops.merge_agent_ini(name=f"slurmrestd settings in {settings.agent_ini}",
+                              settings=settings)
+
+    # 8-10. Prove it works before touching the agent, restart the agent, prove it again.
+    ops.connect_check(name="Connect check", settings=settings, when="before the agent restart")
+    ops.restart_agent(name="Restart the Slurm-web agent", settings=settings,
+                      _if=any_changed(copy, ini))
+    ops.connect_check(name="Connect check after the agent restart", settings=settings,
+                      when="after the agent restart", _if=any_changed(copy, ini))

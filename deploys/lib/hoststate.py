@@ -1,0 +1,144 @@
+"""Parse the output of the one-command survey of a host (see facts.HostState). Pure.
+
+One remote command per host gathers every file, unit, user and version the deploy compares
+against, so a re-run that changes nothing costs few round trips.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    path: str
+    exists: bool
+    kind: str = ""  # "regular file", "symbolic link", "directory", ...
+    owner: str = ""
+    group: str = ""
+    mode: int = 0
+    sha256: str | None = None
+
+    def matches(self, sha256: str | None, owner: str, group: str, mode: int) -> bool:
+        return (
+            self.exists
+            and self.kind == "regular file"
+            and (sha256 is None or self.sha256 == sha256)
+            and self.owner == owner
+            and self.group == group
+            and self.mode == mode
+        )
+
+
+@dataclass(frozen=True)
+class UnitState:
+    name: str
+    load: str = "not-found"
+    active: str = "inactive"
+    unit_file: str = ""
+
+    @property
+    def exists(self) -> bool:
+        return self.load not in ("not-found", "")
+
+    @property
+    def in_use(self) -> bool:
+        return self.exists and self.load != "masked" and (
+            self.active in ("active", "activating", "reloading") or self.unit_file == "enabled"
+        )
+
+
+@dataclass
+class HostState:
+    python: str = ""
+    machine: str = ""
+    tool_digest: str = ""
+    files: dict[str, RemoteFile] = field(default_factory=dict)
+    units: dict[str, UnitState] = field(default_factory=dict)
+    users: dict[str, bool] = field(default_factory=dict)
+    groups: dict[str, bool] = field(default_factory=dict)
+
+    def file(self, path: str) -> RemoteFile:
+        return self.files.get(path, RemoteFile(path, exists=False))
+
+    def unit(self, name: str) -> UnitState:
+        return self.units.get(name, UnitState(name))
+
+
+def survey_script(
+    files: list[str], units: list[str], users: list[str], groups: list[str], tool_prefix: str
+) -> str:
+    """The shell script behind HostState; prints one tagged line per item."""
+    q = shlex.quote
+    lines = [
+        "export LC_ALL=C",
+        "echo \"python $(python3 -c 'import sys;print(\"%d.%d\"%sys.version_info[:2])' "
+        "2>/dev/null)\"",
+        'echo "machine $(uname -m)"',
+        f'echo "tool $(cat {q(tool_prefix + "/INSTALLED")} 2>/dev/null)"',
+    ]
+    for path in files:
+        lines.append(
+            f"if [ -e {q(path)} ] || [ -L {q(path)} ]; then "
+            f"s=$(stat -c '%U|%G|%a|%F' {q(path)}); "
+            f"h=$( [ -f {q(path)} ] && [ ! -L {q(path)} ] && sha256sum < {q(path)} | cut -c1-64); "
+            f"echo \"file|{path}|1|$s|$h\"; else echo \"file|{path}|0\"; fi"
+        )
+    for user in users:
+        lines.append(f"getent passwd {q(user)} >/dev/null && echo 'user {user} 1' "
+                     f"|| echo 'user {user} 0'")
+    for group in groups:
+        lines.append(f"getent group {q(group)} >/dev/null && echo 'group {group} 1' "
+                     f"|| echo 'group {group} 0'")
+    if units:
+        lines.append(
+            "systemctl show -p Id,LoadState,ActiveState,UnitFileState "
+            + " ".join(q(u) for u in units)
+            + " | sed 's/^/unit /'"
+        )
+    return "\n".join(lines)
+
+
+def parse_survey(lines: list[str]) -> HostState:
+    state = HostState()
+    unit: dict[str, str] = {}
+
+    def flush_unit() -> None:
+        if "Id" in unit:
+            state.units[unit["Id"]] = UnitState(
+                unit["Id"],
+                load=unit.get("LoadState", ""),
+                active=unit.get("ActiveState", ""),
+                unit_file=unit.get("UnitFileState", ""),
+            )
+        unit.clear()
+
+    for line in lines:
+        if line.startswith("unit "):
+            key, _, value = line[5:].partition("=")
+            if key == "Id" and "Id" in unit:
+                flush_unit()
+            unit[key] = value
+        elif line.startswith("file|"):
+            parts = line.split("|")
+            path, exists = parts[1], parts[2] == "1"
+            if not exists or len(parts) < 8:
+                state.files[path] = RemoteFile(path, exists=False)
+                continue
+            owner, group, mode, kind, sha = parts[3:8]
+            state.files[path] = RemoteFile(
+                path, True, kind=kind, owner=owner, group=group, mode=int(mode, 8),
+                sha256=sha or None,
+            )
+        elif line.startswith(("user ", "group ")):
+            tag, name, flag = line.split()
+            (state.users if tag == "user" else state.groups)[name] = flag == "1"
+        elif line.startswith("python "):
+            state.python = line[7:].strip()
+        elif line.startswith("machine "):
+            state.machine = line[8:].strip()
+        elif line.startswith("tool "):
+            state.tool_digest = line[5:].strip()
+    flush_unit()
+    return state

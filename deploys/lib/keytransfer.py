@@ -1,0 +1,136 @@
+"""Move a signing key between hosts through the workstation's memory, never its disk.
+
+The key travels as the standard input of `slurmrestd-access key install` (never as an
+argument, so `ps` and pyinfra's output at any verbosity never show it), is checked by
+SHA-256 on arrival, and is installed by the tool atomically with its final owner and mode.
+These functions run as pyinfra FunctionCommands at execution time: a dry run never reads a key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import shlex
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyinfra.api import OperationError, StringCommand
+
+
+class KeySourceError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where the cluster's key comes from. Holds no key material."""
+
+    kind: str  # "host" | "file" | "command"
+    where: str  # host name, workstation path, or command line
+    path: str = ""  # key path on the source host
+    encoding: str = "raw"
+
+    def describe(self) -> str:
+        if self.kind == "host":
+            return f"{self.path} on {self.where}"
+        return f"workstation {self.kind} {self.where!r}"
+
+
+def _decode(raw: bytes, encoding: str, what: str) -> bytes:
+    if encoding == "base64":
+        try:
+            return base64.b64decode(b"".join(raw.split()), validate=True)
+        except binascii.Error:
+            raise KeySourceError(f"{what} is not valid base64") from None
+    return raw
+
+
+def read_workstation_key(source: KeySource) -> bytes:
+    """Read the key from a workstation file or command, into memory only."""
+    if source.kind == "file":
+        path = Path(source.where).expanduser()
+        try:
+            mode = path.stat().st_mode
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise KeySourceError(f"cannot read key source file {path}: {exc.strerror}") from None
+        if mode & 0o077:
+            raise KeySourceError(
+                f"key source file {path} is readable by group or others (mode {mode & 0o777:o}); "
+                f"run: chmod 600 {path}"
+            )
+        return _decode(raw, source.encoding, f"key source file {path}")
+    done = subprocess.run(  # noqa: S602 - the administrator's own command line, by design
+        source.where, shell=True, capture_output=True, check=False, timeout=120
+    )
+    if done.returncode != 0:
+        # stderr of a secrets CLI says why it failed; stdout might hold key material: never shown
+        raise KeySourceError(
+            f"key source command exited {done.returncode}: "
+            f"{done.stderr.decode(errors='replace').strip()[-300:]}"
+        )
+    raw = done.stdout
+    if source.encoding == "raw" and raw.endswith(b"\n") and len(raw) == 33:
+        raw = raw[:-1]  # `echo`-style trailing newline from a CLI that prints raw keys
+    return _decode(raw, source.encoding, "output of the key source command")
+
+
+def read_host_key(state, source: KeySource) -> bytes:
+    src = state.inventory.get_host(source.where)
+    if not src.connected:
+        src.connect(raise_exceptions=True)
+    ok, output = src.run_shell_command(
+        StringCommand("base64", "-w0", "<", shlex.quote(source.path)), print_output=False
+    )
+    if not ok:
+        raise KeySourceError(f"cannot read the key {source.path} on {source.where}")
+    try:
+        return base64.b64decode("".join(output.stdout_lines), validate=True)
+    except binascii.Error:
+        raise KeySourceError(f"unreadable key {source.path} on {source.where}") from None
+
+
+def load_key(state, source: KeySource) -> bytes:
+    return read_host_key(state, source) if source.kind == "host" else read_workstation_key(source)
+
+
+_source_hashes: dict[KeySource, str] = {}
+
+
+def source_sha256(state, source: KeySource) -> str:
+    """SHA-256 of the source key, asked once per run; the key itself is dropped at once."""
+    if source not in _source_hashes:
+        try:
+            _source_hashes[source] = hashlib.sha256(load_key(state, source)).hexdigest()
+        except KeySourceError as exc:
+            raise OperationError(str(exc)) from None
+    return _source_hashes[source]
+
+
+def install_key(
+    state, host, source: KeySource, tool: str, dest: str, owner: str, group: str, mode: int
+) -> bool:
+    """FunctionCommand body: load the key and install it on `host` through stdin."""
+    try:
+        key = load_key(state, source)
+    except KeySourceError as exc:
+        raise OperationError(str(exc)) from None
+    if len(key) < 32:
+        raise OperationError(
+            f"the key from {source.describe()} has {len(key)} bytes; at least 32 are needed"
+        )
+    digest = hashlib.sha256(key).hexdigest()
+    command = StringCommand(
+        tool, "key", "install", "--path", shlex.quote(dest), "--owner", owner, "--group", group,
+        "--mode", f"{mode:04o}", "--expect-sha256", digest, "--json",
+    )
+    encoded = base64.b64encode(key).decode()
+    del key
+    ok, output = host.run_shell_command(command, print_output=False, _stdin=encoded)
+    if not ok:
+        raise OperationError(
+            f"installing the key at {dest} failed: " + " ".join(output.stderr_lines)[-500:]
+        )
+    return True

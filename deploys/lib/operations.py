@@ -1,0 +1,312 @@
+"""pyinfra operations of the slurmrestd access deploy.
+
+Thin by design: each decides from the host survey or a plan made by the host-side tool,
+and yields commands only when something must change, so a re-run changes nothing.
+Key material never passes through an argument, a fact or a command line (see keytransfer).
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pyinfra import host, state
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
+from watchdog_daemon.dropin import render_dropin
+
+from deploys.lib import survey
+from deploys.lib.facts import ToolReport
+from deploys.lib.keytransfer import KeySource, install_key, source_sha256
+from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.wheelhouse import ensure_wheelhouse
+
+q = shlex.quote
+
+
+def _tool_report(settings: Settings, *args: str, as_user: str | None = None) -> dict:
+    return host.get_fact(ToolReport, tool=settings.tool, args=tuple(args), as_user=as_user)
+
+
+def _fail(what: str, report: dict) -> OperationError:
+    message = report.get("message") or report.get("error") or "no details"
+    hint = report.get("hint")
+    text = f"{what}: {message}"
+    if hint:
+        text += f" — {hint}"
+    return OperationError(text)
+
+
+def _wait(condition: str, seconds: int, failure: str) -> StringCommand:
+    """A remote loop that waits for `condition` (a shell test) and says clearly when it gives up."""
+    script = (
+        f"i=0; until {condition}; do i=$((i+1)); if [ $i -ge {seconds * 2} ]; then "
+        f"echo {q(failure)} >&2; exit 1; fi; sleep 0.5; done"
+    )
+    return StringCommand("sh", "-c", q(script))
+
+
+@operation()
+def install_tool(settings: Settings):
+    """Install the host-side tool from the workstation's wheels into a venv (no network needed)."""
+    hs = survey.survey(settings)
+    if not hs.python:
+        raise OperationError("python3 is not installed on this host; install it (Debian: python3)")
+    house = ensure_wheelhouse(hs.python, hs.machine)
+    if hs.tool_digest == house.digest:
+        host.noop(f"slurmrestd-access {house.digest} already installed")
+        return
+    survey.forget()
+    prefix = settings.tool_prefix
+    stage = f"{prefix}/wheels-{house.digest}"
+    yield StringCommand("mkdir", "-p", "-m", "0755", q(stage))
+    for wheel in house.wheels:
+        yield FileUploadCommand(str(wheel), f"{stage}/{wheel.name}")
+    # A fresh venv per version, switched in by one rename: never a half-installed tool.
+    venv = f"{prefix}/venv-{house.digest}"
+    script = f"""set -e; umask 022
+rm -rf {q(venv)}
+python3 -m venv --without-pip {q(venv)}
+{q(venv)}/bin/python {q(stage)}/{house.pip_wheel.name}/pip install -q --no-index \
+  --disable-pip-version-check --find-links {q(stage)} slurmrestd-access
+ln -sfn {q(venv)} {q(prefix)}/current.new && mv -T {q(prefix)}/current.new {q(prefix)}/current
+ln -sfn {q(prefix)}/current/bin/slurmrestd-access {q(settings.tool_link)}
+for old in {q(prefix)}/venv-* {q(prefix)}/wheels-*; do
+  case "$old" in {q(venv)}|{q(stage)}) ;; *) rm -rf "$old";; esac
+done
+echo {house.digest} > {q(prefix)}/INSTALLED"""
+    yield StringCommand("sh", "-c", q(script))
+
+
+@operation()
+def preflight(settings: Settings, roles: frozenset[str]):
+    """Stop before any change when this host is not in a state the deploy can start from."""
+    hs = survey.survey(settings)
+    problems: list[str] = []
+    if roles & {"slurmctld", "slurmdbd"}:
+        if not hs.users.get(settings.jwt_key_owner):
+            problems.append(f"user {settings.jwt_key_owner!r} (owner of Slurm's key) does not "
+                            "exist: install Slurm's packages first")
+        if not hs.groups.get(settings.jwt_key_group):
+            problems.append(f"group {settings.jwt_key_group!r} does not exist")
+    if roles & {"slurmctld", "slurmrestd", "compute"} and not hs.file(settings.slurm_conf).exists:
+        problems.append(f"{settings.slurm_conf} is missing")
+    if "slurmctld" in roles and not hs.unit(settings.slurmctld_unit).exists:
+        problems.append(f"{settings.slurmctld_unit} is not installed")
+    if "slurmdbd" in roles:
+        if not hs.file(settings.slurmdbd_conf).exists:
+            problems.append(f"{settings.slurmdbd_conf} is missing")
+        if not hs.unit(settings.slurmdbd_unit).exists:
+            problems.append(f"{settings.slurmdbd_unit} is not installed")
+    if "slurmrestd" in roles:
+        if not hs.users.get(settings.agent_user):
+            problems.append(
+                f"user {settings.agent_user!r} does not exist: install Slurm-web's agent package "
+                f"(it creates the user), or set agent_user in the inventory"
+            )
+        if not hs.groups.get(settings.agent_group):
+            problems.append(f"group {settings.agent_group!r} does not exist")
+        if hs.tool_digest:
+            report = _tool_report(settings, "preflight", "--unit", settings.slurmrestd_unit,
+                                  "--socket", settings.slurmrestd_socket)
+            for finding in report.get("findings", []):
+                if finding.get("level") == "error":
+                    problems.append(f"{finding.get('message')} — {finding.get('hint', '')}")
+            if report["exit_code"] not in (0,) and not report.get("findings"):
+                problems.append(f"preflight: {report.get('message', report)}")
+    if problems:
+        raise OperationError("not ready for the deploy:\n  - " + "\n  - ".join(problems))
+    host.noop("preflight passed")
+
+
+@operation()
+def ensure_cluster_key(settings: Settings):
+    """Create Slurm's signing key if absent (32 CSPRNG bytes, on the host); repair owner/mode."""
+    hs = survey.survey(settings)
+    key = hs.file(settings.jwt_key_path)
+    if key.matches(None, settings.jwt_key_owner, settings.jwt_key_group, settings.jwt_key_mode):
+        host.noop(f"{settings.jwt_key_path} present with the right owner and mode")
+        return
+    if key.exists and key.kind != "regular file":
+        raise OperationError(f"{settings.jwt_key_path} is a {key.kind}, not a regular file; "
+                             "remove it or set jwt_key_path")
+    survey.forget()
+    yield StringCommand(
+        settings.tool, "key", "ensure", "--path", q(settings.jwt_key_path),
+        "--owner", settings.jwt_key_owner, "--group", settings.jwt_key_group,
+        "--mode", f"{settings.jwt_key_mode:04o}",
+    )
+
+
+@operation()
+def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group: str, mode: int):
+    """Make `dest` on this host a copy of the cluster key, compared by SHA-256 only."""
+    hs = survey.survey(settings)
+    current = hs.file(dest)
+    # By hash only: a host source is asked for its key's SHA-256 (a fact), a workstation
+    # source is hashed in memory. None = the source has no key yet (planning a first deploy).
+    wanted = _remote_sha256(source) if source.kind == "host" else source_sha256(state, source)
+    if wanted is not None and current.matches(wanted, owner, group, mode):
+        host.noop(f"{dest} matches the cluster key")
+        return
+    survey.forget()
+    yield FunctionCommand(
+        install_key, (source, settings.tool, dest, owner, group, mode), {}
+    )
+
+
+def _remote_sha256(source: KeySource) -> str | None:
+    from deploys.lib.facts import HostState
+
+    src = state.inventory.get_host(source.where)
+    data = src.get_fact(HostState, files=(source.path,), units=(), users=(), groups=(),
+                        tool_prefix="/nonexistent")
+    return data.file(source.path).sha256
+
+
+@operation()
+def sync_local_copy(settings: Settings):
+    """Single-host case: the agent's copy is made from the key on the same host."""
+    hs = survey.survey(settings)
+    key, copy = hs.file(settings.jwt_key_path), hs.file(settings.agent_key_path)
+    if key.sha256 and copy.matches(key.sha256, settings.agent_user, settings.agent_group,
+                                   settings.agent_key_mode):
+        host.noop(f"{settings.agent_key_path} matches {settings.jwt_key_path}")
+        return
+    survey.forget()
+    yield StringCommand(
+        settings.tool, "key", "sync", "--source", q(settings.jwt_key_path),
+        "--dest", q(settings.agent_key_path), "--owner", settings.agent_user,
+        "--group", settings.agent_group, "--mode", f"{settings.agent_key_mode:04o}",
+    )
+
+
+@operation()
+def merge_authalt(settings: Settings, path: str):
+    """Merge AuthAltTypes/AuthAltParameters into a Slurm config file, keeping everything else."""
+    hs = survey.survey(settings)
+    if not hs.tool_digest:  # only while planning a first deploy: the tool is not there yet
+        yield StringCommand(settings.tool, "conf", "apply", "--file", q(path),
+                            "--jwt-key", q(settings.jwt_key_path))
+        return
+    report = _tool_report(settings, "conf", "plan", "--file", path,
+                          "--jwt-key", settings.jwt_key_path)
+    if report["exit_code"] != 0:
+        raise _fail(f"cannot merge the JWT settings into {path}", report)
+    if not report.get("changed"):
+        host.noop(f"{path} already has the JWT settings")
+        return
+    for line in report.get("before", []):
+        host.noop(f"{path}: - {line}")
+    for line in report.get("after", []):
+        host.noop(f"{path}: + {line}")
+    survey.forget()
+    yield StringCommand(settings.tool, "conf", "apply", "--file", q(path),
+                        "--jwt-key", q(settings.jwt_key_path))
+
+
+@operation()
+def merge_agent_ini(settings: Settings):
+    """Set agent.ini's [slurmrestd] settings for this mode, keeping the admin's others."""
+    args = ["--file", settings.agent_ini, "--uri", settings.socket_uri,
+            "--jwt-key", settings.agent_key_path]
+    if settings.jwt_user:
+        args += ["--jwt-user", settings.jwt_user]
+    if settings.jwt_lifespan:
+        args += ["--jwt-lifespan", str(settings.jwt_lifespan)]
+    hs = survey.survey(settings)
+    if not hs.tool_digest:
+        yield StringCommand(settings.tool, "agent-ini", "apply", *(q(a) for a in args))
+        return
+    report = _tool_report(settings, "agent-ini", "plan", *args)
+    if report["exit_code"] != 0:
+        raise _fail(f"cannot update {settings.agent_ini}", report)
+    if not report.get("changed"):
+        host.noop(f"{settings.agent_ini} already set for unix socket + JWT auto mode")
+        return
+    survey.forget()
+    yield StringCommand(settings.tool, "agent-ini", "apply", *(q(a) for a in args))
+
+
+@operation()
+def slurmrestd_dropin(settings: Settings):
+    """Install the slurmrestd drop-in of the Slurm-web documentation (text compared by hash)."""
+    import hashlib
+    from io import BytesIO
+
+    text = render_dropin(socket_path=settings.slurmrestd_socket)
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    current = survey.survey(settings).file(settings.slurmrestd_dropin)
+    if current.matches(digest, "root", "root", 0o644):
+        host.noop(f"{settings.slurmrestd_dropin} up to date")
+        return
+    survey.forget()
+    directory = settings.slurmrestd_dropin.rsplit("/", 1)[0]
+    temp = f"{settings.slurmrestd_dropin}.slurmrestd-access-new"
+    yield StringCommand("mkdir", "-p", "-m", "0755", q(directory))
+    yield FileUploadCommand(BytesIO(text.encode()), temp)
+    yield StringCommand("chown", "root:root", q(temp), "&&", "chmod", "0644", q(temp), "&&",
+                        "mv", "-f", q(temp), q(settings.slurmrestd_dropin))
+
+
+@operation()
+def restart_unit(unit: str, wait_for: str, wait_seconds: int, failure: str):
+    """Restart a unit (only reached through `_if`), then wait until it really answers."""
+    survey.forget()
+    yield StringCommand("systemctl", "restart", unit)
+    yield _wait(wait_for, wait_seconds, failure)
+
+
+@operation()
+def enable_slurmrestd(settings: Settings):
+    """`enable --now` when slurmrestd is not yet enabled and running; wait for its socket."""
+    unit = settings.slurmrestd_unit
+    current = survey.survey(settings).unit(unit)
+    if current.active == "active" and current.unit_file == "enabled":
+        host.noop(f"{unit} enabled and active")
+        return
+    survey.forget()
+    yield StringCommand("systemctl", "enable", "--now", unit)
+    yield _wait(f"test -S {q(settings.slurmrestd_socket)}", settings.restart_wait,
+                f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}")
+
+
+@operation()
+def daemon_reload():
+    """Only reached through `_if`: systemd must re-read a changed drop-in."""
+    yield StringCommand("systemctl", "daemon-reload")
+
+
+def agent_units_in_use(settings: Settings) -> list[str]:
+    if settings.agent_unit:
+        return [settings.agent_unit]
+    hs = survey.survey(settings)
+    return [u for u in AGENT_UNITS if hs.unit(u).in_use]
+
+
+@operation()
+def connect_check(settings: Settings, when: str):
+    """Prove that slurmctld (and slurmdbd) accept a token signed with the agent's key copy."""
+    report = _tool_report(settings, "check", "--agent-ini", settings.agent_ini,
+                          "--timeout", str(settings.check_timeout), as_user=settings.agent_user)
+    if report["exit_code"] != 0:
+        reason = report.get("reason", "unknown")
+        raise _fail(f"connect check {when} failed ({reason}, exit {report['exit_code']})", report)
+    host.noop(
+        f"connect check {when}: ✅ connection successful (slurm: {report.get('slurm')}, "
+        f"cluster: {report.get('cluster')})"
+    )
+    return
+    yield  # pragma: no cover - makes this a generator, as pyinfra operations are
+
+
+@operation()
+def restart_agent(settings: Settings):
+    """Restart the Slurm-web agent unit in use so that it loads the new key and settings."""
+    units = agent_units_in_use(settings)
+    if not units:
+        host.noop("no Slurm-web agent unit is enabled or active: nothing to restart")
+        return
+    survey.forget()
+    for unit in units:
+        yield StringCommand("systemctl", "restart", unit)
+        yield _wait(f"systemctl is-active -q {unit}", settings.restart_wait,
+                    f"{unit} did not become active: see journalctl -u {unit}")

@@ -1,0 +1,125 @@
+"""Per-host settings of the deploy: inventory host data over the seed's defaults.
+
+Every path, user, mode and unit name is host data; the defaults are the values of the
+Slurm-web documentation page this project automates. Pure: no pyinfra import.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any
+
+ROLES = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
+AGENT_UNITS = ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
+
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:-]+\.service$")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+
+
+class SettingsError(ValueError):
+    """A host data value is missing or malformed; the message names the host and the fix."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    cluster: str
+    # Slurm's signing key (created on the slurmctld host, copied to the slurmdbd host)
+    jwt_key_path: str = "/var/spool/slurm/jwt_hs256.key"
+    jwt_key_owner: str = "slurm"
+    jwt_key_group: str = "slurm"
+    jwt_key_mode: int = 0o600
+    # Where the key comes from: None = generated on the slurmctld host; else a file on the
+    # workstation, or a command run on the workstation that prints the key (secrets manager).
+    key_source_file: str | None = None
+    key_source_command: str | None = None
+    key_source_encoding: str = "raw"  # raw | base64 (what the file/command gives)
+    slurm_conf: str = "/etc/slurm/slurm.conf"
+    slurmdbd_conf: str = "/etc/slurm/slurmdbd.conf"
+    slurmctld_unit: str = "slurmctld.service"
+    slurmdbd_unit: str = "slurmdbd.service"
+    slurmrestd_unit: str = "slurmrestd.service"
+    slurmrestd_dropin: str = "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf"
+    slurmrestd_socket: str = "/run/slurmrestd/slurmrestd.socket"
+    # The agent's copy of the key and its configuration
+    agent_key_path: str = "/var/lib/slurm-web/slurmrestd.key"
+    agent_user: str = "slurm-web"
+    agent_group: str = "slurm-web"
+    agent_key_mode: int = 0o400
+    agent_ini: str = "/etc/slurm-web/agent.ini"
+    jwt_user: str | None = None
+    jwt_lifespan: int | None = None
+    # None = the unit in use (enabled or active) among AGENT_UNITS
+    agent_unit: str | None = None
+    # Host-side tool
+    tool_prefix: str = "/opt/slurmrestd-access"
+    tool_link: str = "/usr/local/bin/slurmrestd-access"
+    check_timeout: int = 20
+    # How long to wait for a restarted daemon to answer
+    restart_wait: int = 60
+
+    @property
+    def socket_uri(self) -> str:
+        return f"unix://{self.slurmrestd_socket}"
+
+    @property
+    def tool(self) -> str:
+        return self.tool_link
+
+
+def _as_mode(host: str, name: str, value: Any) -> int:
+    if isinstance(value, int):
+        mode = value
+    elif isinstance(value, str) and re.fullmatch(r"0?o?[0-7]{3,4}", value):
+        mode = int(value.replace("o", ""), 8)
+    else:
+        raise SettingsError(f"{host}: {name}={value!r} is not a file mode; write it like '0600'")
+    if mode & ~0o7777:
+        raise SettingsError(f"{host}: {name}={value!r} is not a file mode; write it like '0600'")
+    return mode
+
+
+def settings_from_host_data(host_name: str, data: dict[str, Any]) -> Settings:
+    """Build and validate the settings of one host from its inventory data."""
+    cluster = data.get("cluster")
+    if not cluster or not isinstance(cluster, str) or not _CLUSTER_NAME.match(cluster):
+        raise SettingsError(
+            f"{host_name}: host data 'cluster' is missing or invalid ({cluster!r}); put the host "
+            "in its cluster's group with data {'cluster': '<ClusterName of slurm.conf>'}"
+        )
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {"cluster": cluster}
+    for name in known - {"cluster"}:
+        if data.get(name) is not None:
+            values[name] = data[name]
+    for name in ("jwt_key_mode", "agent_key_mode"):
+        if name in values:
+            values[name] = _as_mode(host_name, name, values[name])
+    for name in ("jwt_lifespan", "check_timeout", "restart_wait"):
+        if name in values:
+            try:
+                values[name] = int(values[name])
+            except (TypeError, ValueError):
+                raise SettingsError(
+                    f"{host_name}: {name}={values[name]!r} is not a number"
+                ) from None
+            if values[name] <= 0:
+                raise SettingsError(f"{host_name}: {name} must be positive")
+    for name in ("jwt_key_owner", "jwt_key_group", "agent_user", "agent_group"):
+        if name in values and not _USER_NAME.match(str(values[name])):
+            raise SettingsError(f"{host_name}: {name}={values[name]!r} is not a user/group name")
+    unit = values.get("agent_unit")
+    if unit is not None and not _UNIT_NAME.match(unit):
+        raise SettingsError(f"{host_name}: agent_unit={unit!r} is not a systemd service name")
+    for name, value in values.items():
+        if (name.endswith(("_path", "_conf", "_dropin", "_socket", "_ini", "_prefix", "_link"))
+                and isinstance(value, str) and not value.startswith("/")):
+            raise SettingsError(f"{host_name}: {name}={value!r} must be an absolute path")
+    if values.get("key_source_file") and values.get("key_source_command"):
+        raise SettingsError(
+            f"{host_name}: set key_source_file or key_source_command, not both"
+        )
+    if values.get("key_source_encoding", "raw") not in ("raw", "base64"):
+        raise SettingsError(f"{host_name}: key_source_encoding must be 'raw' or 'base64'")
+    return Settings(**values)
