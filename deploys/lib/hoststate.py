@@ -83,7 +83,8 @@ def survey_script(
             f"if [ -e {q(path)} ] || [ -L {q(path)} ]; then "
             f"s=$(stat -c '%U|%G|%a|%F' {q(path)}); "
             f"h=$( [ -f {q(path)} ] && [ ! -L {q(path)} ] && sha256sum < {q(path)} | cut -c1-64); "
-            f"echo \"file|{path}|1|$s|$h\"; else echo \"file|{path}|0\"; fi"
+            f"printf 'file|%s|1|%s|%s\\n' {q(path)} \"$s\" \"$h\"; "
+            f"else printf 'file|%s|0\\n' {q(path)}; fi"
         )
     for user in users:
         lines.append(f"getent passwd {q(user)} >/dev/null && echo 'user {user} 1' "
