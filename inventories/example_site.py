@@ -1,0 +1,46 @@
+"""Example inventory: two clusters behind one Slurm-web gateway.
+
+    pyinfra inventories/example_site.py deploys/slurmrestd_access.py --dry
+    pyinfra inventories/example_site.py deploys/slurmrestd_access.py --limit atlas
+
+One group per cluster holds the hosts with their data (at least `cluster`, the ClusterName
+of slurm.conf). The role groups say what runs where, by host name:
+  slurmctld   the controller(s); the JWT signing key is created on the first one
+  slurmdbd    the accounting daemon's host(s); they get the same key (checked by SHA-256)
+  slurmrestd  the host of slurmrestd AND the Slurm-web agent (a unix socket puts both on one host)
+  compute     hosts running slurmd from a local slurm.conf (it gets the AuthAlt lines too)
+Any setting of deploys/lib/settings.py can be host data; the defaults are the values of the
+Slurm-web documentation.
+"""
+
+_ssh = {"ssh_user": "root"}
+
+# Cluster "atlas": everything on separate hosts, accounting on its own server.
+atlas = [
+    ("atlas-admin", {**_ssh, "cluster": "atlas"}),
+    ("atlas-db", {**_ssh, "cluster": "atlas"}),
+    ("atlas-web", {**_ssh, "cluster": "atlas"}),
+]
+
+# Cluster "nova": one management host; the agent runs under uWSGI; the key comes from the
+# site's secrets manager on the workstation (printed base64) instead of being generated.
+nova = [
+    (
+        "nova-mgmt",
+        {
+            **_ssh,
+            "cluster": "nova",
+            "agent_unit": "slurm-web-agent-uwsgi.service",
+            "key_source_command": "vault kv get -field=jwt_hs256 secret/slurm/nova",
+            "key_source_encoding": "base64",
+        },
+    ),
+]
+
+slurmctld = ["atlas-admin", "nova-mgmt"]
+slurmdbd = ["atlas-db", "nova-mgmt"]
+slurmrestd = ["atlas-web", "nova-mgmt"]
+compute = []
+
+# Staged roll-outs: deploy these first with `--limit canary`, then the rest.
+canary = ["nova-mgmt"]
