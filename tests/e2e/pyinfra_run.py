@@ -1,0 +1,40 @@
+"""Run the project's deploys with the real pyinfra CLI, over SSH, as an administrator would."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class DeployRun:
+    returncode: int
+    output: str
+    seconds: float
+
+    def totals(self) -> dict[str, int]:
+        """The 'Grand total' row of pyinfra's results table: changed, errors, unchanged ops."""
+        for line in self.output.splitlines()[::-1]:
+            if line.strip().startswith("Grand total"):
+                cells = line.split()[2:]
+                values = [0 if c == "-" else int(c) for c in cells]
+                return dict(zip(("hosts", "changed", "errors", "unchanged"), values, strict=False))
+        raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
+
+
+def run_deploy(inventory: Path, deploy: str = "deploys/slurmrestd_access.py", *extra: str,
+               timeout: int = 900) -> DeployRun:
+    cmd = [sys.executable, "-m", "pyinfra", "-y", str(inventory), deploy, *extra]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    start = time.monotonic()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env=env, check=False)
+    output = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
+    return DeployRun(done.returncode, output, time.monotonic() - start)

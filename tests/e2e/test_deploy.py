@@ -1,0 +1,132 @@
+"""End-to-end: the deploy over SSH with the real pyinfra CLI on real Slurm hosts (testbed)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.e2e import hostcheck
+from tests.e2e.pyinfra_run import run_deploy
+
+pytestmark = pytest.mark.e2e
+
+KEY = "/var/spool/slurm/jwt_hs256.key"
+COPY = "/var/lib/slurm-web/slurmrestd.key"
+DROPIN = "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf"
+SEED_DROPIN = """[Service]
+# Unset vendor unit ExecStart and Environment to avoid cumulative definition
+ExecStart=
+Environment=
+Environment="SLURM_JWT=daemon"
+ExecStart=/usr/sbin/slurmrestd $SLURMRESTD_OPTIONS -a rest_auth/jwt unix:/run/slurmrestd/slurmrestd.socket
+RuntimeDirectory=slurmrestd
+RuntimeDirectoryMode=0755
+User=slurmrestd
+Group=slurmrestd
+DynamicUser=yes
+"""
+
+
+def hosts_with(topo, role):
+    return [h.name for h in topo.hosts if role in h.roles]
+
+
+def assert_deployed(tb) -> None:
+    """Every host of every cluster in the topology is as the documentation page describes."""
+    for cluster in {h.cluster for h in tb.hosts}:
+        members = [h for h in tb.hosts if h.cluster == cluster]
+        key_hosts = [h.name for h in members if {"slurmctld", "slurmdbd"} & set(h.roles)]
+        hashes = set()
+        for name in key_hosts:
+            key = hostcheck.stat(tb, name, KEY)
+            assert key is not None, f"{name}: no key"
+            assert (key["owner"], key["group"], key["mode"]) == ("slurm", "slurm", 0o600), key
+            hashes.add(key["sha256"])
+        assert len(hashes) == 1, f"{cluster}: key differs between {key_hosts}"
+        for h in members:
+            if "slurmrestd" in h.roles:
+                copy = hostcheck.stat(tb, h.name, COPY)
+                assert copy is not None
+                assert (copy["owner"], copy["group"], copy["mode"]) == (
+                    "slurm-web", "slurm-web", 0o400)
+                assert copy["sha256"] in hashes
+                dropin = tb.ssh(h.name, f"cat {DROPIN}").stdout
+                dropin = dropin.decode() if isinstance(dropin, bytes) else dropin
+                assert dropin == SEED_DROPIN
+                status = hostcheck.standin_status(tb, h.name)
+                assert status["accepted"] is True, status
+                assert status["cluster"] == cluster
+            if {"slurmctld", "slurmrestd", "compute"} & set(h.roles):
+                assert hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurm.conf",
+                                            "^authalttypes") == ["AuthAltTypes=auth/jwt"]
+                assert hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurm.conf",
+                                            "^authaltparameters") == [f"AuthAltParameters=jwt_key={KEY}"]
+            if "slurmdbd" in h.roles:
+                assert hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurmdbd.conf",
+                                            "^authalttypes") == ["AuthAltTypes=auth/jwt"]
+                dbd = hostcheck.stat(tb, h.name, "/etc/slurm/slurmdbd.conf")
+                assert (dbd["owner"], dbd["mode"]) == ("slurm", 0o600)
+
+
+@pytest.fixture(scope="module", params=["single", "split"])
+def deployed(request, testbed):
+    topo = testbed.up(request.param)
+    first = run_deploy(topo.inventory_path)
+    assert first.returncode == 0, first.output[-6000:]
+    return topo, first
+
+
+def test_fresh_deploy_ends_with_the_agent_accepted(deployed):
+    topo, first = deployed
+    assert first.totals()["changed"] > 0
+    assert_deployed(topo)
+
+
+def test_second_run_changes_nothing_and_restarts_nothing(deployed):
+    topo, _ = deployed
+    before = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    again = run_deploy(topo.inventory_path)
+    assert again.returncode == 0, again.output[-6000:]
+    assert again.totals()["changed"] == 0, again.output[-4000:]
+    after = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    assert after == before
+
+
+def test_dry_run_of_a_deployed_cluster_shows_no_change(deployed):
+    topo, _ = deployed
+    dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
+    assert dry.returncode == 0, dry.output[-4000:]
+    assert dry.totals()["changed"] == 0
+
+
+def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
+    topo, _ = deployed
+    rest = hosts_with(topo, "slurmrestd")[0]
+    topo.ssh(rest, f"head -c 32 /dev/urandom > {COPY}.new && chown slurm-web:slurm-web {COPY}.new"
+                   f" && chmod 0400 {COPY}.new && mv -f {COPY}.new {COPY}")
+    check = topo.ssh(rest, "runuser -u slurm-web -- slurmrestd-access check", check=False)
+    out = check.stdout.decode() if isinstance(check.stdout, bytes) else check.stdout
+    assert check.returncode == 30, (check.returncode, out, check.stderr)
+    assert "❌ connection failure" in out
+    # The deploy puts the right copy back, restarts the agent, and proves it.
+    repair = run_deploy(topo.inventory_path)
+    assert repair.returncode == 0, repair.output[-6000:]
+    assert hostcheck.standin_status(topo, rest)["accepted"] is True
+    ok = topo.ssh(rest, "runuser -u slurm-web -- slurmrestd-access check")
+    assert "✅ connection successful" in (ok.stdout.decode() if isinstance(ok.stdout, bytes)
+                                          else ok.stdout)
+
+
+def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
+    topo, _ = deployed
+    ctl = hosts_with(topo, "slurmctld")[0]
+    conf = "/etc/slurm/slurm.conf"
+    topo.ssh(ctl, f"cp -p {conf} /root/slurm.conf.good && "
+                  f"sed -i 's/^AuthAltParameters=.*/AuthAltParameters=jwt_key=\"{KEY}/' {conf}")
+    broken = hostcheck.stat(topo, ctl, conf)
+    try:
+        run = run_deploy(topo.inventory_path)
+        assert run.returncode != 0
+        assert ctl in run.output and "slurm.conf" in run.output
+        assert hostcheck.stat(topo, ctl, conf) == broken
+    finally:
+        topo.ssh(ctl, f"mv -f /root/slurm.conf.good {conf}")
