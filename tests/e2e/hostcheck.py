@@ -27,11 +27,11 @@ def stat(tb, host: str, path: str) -> dict | None:
 
 
 def unit_starts(tb, host: str) -> dict[str, str]:
-    """When each unit last entered 'active' (monotonic µs) and its main PID: a restart moves both."""
+    """When each unit last became active, and its main PID: a restart changes both."""
     res = tb.ssh(host, "systemctl show -p Id,ActiveEnterTimestampMonotonic,MainPID "
                  + " ".join(UNITS))
     starts, current = {}, {}
-    for line in _text(res).splitlines() + [""]:
+    for line in [*_text(res).splitlines(), ""]:
         if not line.strip():
             if current:
                 starts[current["Id"]] = (current.get("ActiveEnterTimestampMonotonic"),

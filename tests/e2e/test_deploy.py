@@ -17,13 +17,14 @@ SEED_DROPIN = """[Service]
 ExecStart=
 Environment=
 Environment="SLURM_JWT=daemon"
-ExecStart=/usr/sbin/slurmrestd $SLURMRESTD_OPTIONS -a rest_auth/jwt unix:/run/slurmrestd/slurmrestd.socket
+ExecStart=/usr/sbin/slurmrestd $SLURMRESTD_OPTIONS -a rest_auth/jwt \
+unix:/run/slurmrestd/slurmrestd.socket
 RuntimeDirectory=slurmrestd
 RuntimeDirectoryMode=0755
 User=slurmrestd
 Group=slurmrestd
 DynamicUser=yes
-"""
+"""  # the backslash-newline joins ExecStart into one line, as in the documentation
 
 
 def hosts_with(topo, role):
@@ -58,8 +59,9 @@ def assert_deployed(tb) -> None:
             if {"slurmctld", "slurmrestd", "compute"} & set(h.roles):
                 assert hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurm.conf",
                                             "^authalttypes") == ["AuthAltTypes=auth/jwt"]
-                assert hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurm.conf",
-                                            "^authaltparameters") == [f"AuthAltParameters=jwt_key={KEY}"]
+                params = hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurm.conf",
+                                              "^authaltparameters")
+                assert params == [f"AuthAltParameters=jwt_key={KEY}"]
             if "slurmdbd" in h.roles:
                 assert hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurmdbd.conf",
                                             "^authalttypes") == ["AuthAltTypes=auth/jwt"]
