@@ -1,0 +1,120 @@
+"""Prometheus text metrics for the watchdog, served on an opt-in loopback endpoint.
+
+No prometheus_client: a dozen counters and gauges in the text exposition format are a few lines,
+and every dependency is one more wheel to carry to air-gapped agent hosts. The server is
+http.server on a daemon thread, bound to a loopback address only (config refuses anything else).
+Metric values are counts, timestamps and 0/1 states: no key material, not even a fingerprint
+(a label per key would grow without bound over the months).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+PREFIX = "slurmrestd_access_watch_"
+
+_HELP: dict[str, tuple[str, str]] = {
+    "detections_total": ("counter", "Key changes detected, by source (events, reconcile...)."),
+    "syncs_total": ("counter", "Agent key copies installed (content or owner/mode)."),
+    "key_invalid_total": ("counter", "Runs that refused the Slurm key, by reason."),
+    "checks_total": ("counter", "Key checks against slurmrestd, by step and result."),
+    "restarts_total": ("counter", "Agent unit restarts, by result."),
+    "errors_total": ("counter", "Unexpected errors caught in the pipeline."),
+    "last_success_timestamp_seconds": (
+        "gauge", "Unix time of the last run that ended in sync (copy equal, agent checked)."),
+    "circuit_open": ("gauge", "1 while the restart circuit breaker is open."),
+    "waiting_for_slurm": ("gauge", "1 while Slurm does not accept the new key yet."),
+    "in_sync": ("gauge", "1 when the copy equals the key and nothing is pending."),
+    "observer_healthy": ("gauge", "1 while event watching works."),
+}
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._values[key] = self._values.get(key, 0.0) + amount
+
+    def set(self, name: str, value: float, **labels: str) -> None:
+        key = (name, tuple(sorted(labels.items())))
+        with self._lock:
+            self._values[key] = float(value)
+
+    def get(self, name: str, **labels: str) -> float:
+        with self._lock:
+            return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
+
+    def render(self) -> str:
+        with self._lock:
+            items = sorted(self._values.items())
+        lines: list[str] = []
+        seen: set[str] = set()
+        for (name, labels), value in items:
+            if name not in seen:
+                seen.add(name)
+                kind, text = _HELP.get(name, ("untyped", name))
+                lines.append(f"# HELP {PREFIX}{name} {text}")
+                lines.append(f"# TYPE {PREFIX}{name} {kind}")
+            label_text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+            rendered = f"{PREFIX}{name}{{{label_text}}}" if label_text else f"{PREFIX}{name}"
+            lines.append(f"{rendered} {_number(value)}")
+        return "\n".join(lines) + "\n"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+class _ThreadingHTTPServerV6(ThreadingHTTPServer):
+    address_family = socket.AF_INET6
+
+
+class MetricsServer:
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        metrics_ref = metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
+                    self.send_error(404)
+                    return
+                body = metrics_ref.render().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return  # scrapes every 15 s are not journal material
+
+        server_cls: type[ThreadingHTTPServer] = (
+            _ThreadingHTTPServerV6 if ":" in host else ThreadingHTTPServer
+        )
+        self._server = server_cls((host, port), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever,
+                                        name="watch-metrics", daemon=True)
+
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._server.server_address[:2]
+        return str(host), int(port)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
