@@ -1,0 +1,241 @@
+"""conf_cli: the `conf`, `agent-ini` and `preflight` subcommands the deploy calls over SSH."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import stat
+
+import pytest
+
+from watchdog_daemon import cli, conf_cli, preflight
+from watchdog_daemon.exitcodes import ExitCode
+
+KEY = "/var/spool/slurm/jwt_hs256.key"
+URI = "unix:///run/slurmrestd/slurmrestd.socket"
+AGENT_KEY = "/var/lib/slurm-web/slurmrestd.key"
+
+
+def run(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="slurmrestd-access")
+    conf_cli.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+def run_json(capsys, argv: list[str]) -> tuple[int, dict]:
+    code = run([*argv, "--json"])
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert len(lines) == 1, "exactly one JSON document on stdout"
+    return code, json.loads(lines[0])
+
+
+@pytest.fixture
+def slurm_conf(tmp_path):
+    path = tmp_path / "slurmdbd.conf"
+    path.write_text("DbdHost=db\nStoragePass=t0p-s3cret\nAuthAltTypes=auth/foo\n")
+    os.chmod(path, 0o600)
+    return path
+
+
+@pytest.fixture
+def agent_ini(tmp_path):
+    path = tmp_path / "agent.ini"
+    path.write_text("[service]\ncluster = hpc\n")
+    os.chmod(path, 0o640)
+    return path
+
+
+def test_registered_in_the_tool():
+    parser = cli.build_parser()
+    args = parser.parse_args(["conf", "plan", "--file", "/x", "--jwt-key", KEY])
+    assert args.func is conf_cli._run_conf
+
+
+# ------------------------------------------------------------------------------- conf
+
+
+def test_conf_plan_json_never_writes(capsys, slurm_conf):
+    before = slurm_conf.read_bytes()
+    code, data = run_json(capsys, ["conf", "plan", "--file", str(slurm_conf), "--jwt-key", KEY])
+    assert code == 0
+    assert data == {
+        "action": "plan",
+        "file": str(slurm_conf),
+        "changed": True,
+        "before": ["AuthAltTypes=auth/foo"],
+        "after": ["AuthAltTypes=auth/foo,auth/jwt", f"AuthAltParameters=jwt_key={KEY}"],
+        "warnings": [],
+    }
+    assert slurm_conf.read_bytes() == before
+
+
+def test_conf_apply_then_plan_reports_no_change(capsys, slurm_conf):
+    code, data = run_json(capsys, ["conf", "apply", "--file", str(slurm_conf), "--jwt-key", KEY])
+    assert code == 0 and data["changed"] is True
+    assert stat.S_IMODE(slurm_conf.stat().st_mode) == 0o600
+    code, data = run_json(capsys, ["conf", "plan", "--file", str(slurm_conf), "--jwt-key", KEY])
+    assert code == 0 and data["changed"] is False
+    assert data["before"] == data["after"]
+
+
+def test_conf_output_never_contains_other_lines(capsys, slurm_conf):
+    run(["conf", "plan", "--file", str(slurm_conf), "--jwt-key", KEY])
+    run(["conf", "plan", "--file", str(slurm_conf), "--jwt-key", KEY, "--json"])
+    captured = capsys.readouterr()
+    assert "t0p-s3cret" not in captured.out + captured.err
+    assert "StoragePass" not in captured.out + captured.err
+
+
+def test_conf_human_diff(capsys, slurm_conf):
+    assert run(["conf", "plan", "--file", str(slurm_conf), "--jwt-key", KEY]) == 0
+    out = capsys.readouterr().out
+    assert "-AuthAltTypes=auth/foo\n" in out
+    assert "+AuthAltTypes=auth/foo,auth/jwt\n" in out
+    assert f"+AuthAltParameters=jwt_key={KEY}\n" in out
+    assert "would change" in out
+
+
+def test_conf_human_up_to_date(capsys, tmp_path):
+    path = tmp_path / "slurm.conf"
+    path.write_text(f"AuthAltTypes=auth/jwt\nAuthAltParameters=jwt_key={KEY}\n")
+    assert run(["conf", "apply", "--file", str(path), "--jwt-key", KEY]) == 0
+    assert "up to date" in capsys.readouterr().out
+
+
+def test_conf_parse_error_json(capsys, tmp_path):
+    path = tmp_path / "slurm.conf"
+    path.write_text("ClusterName=x\nAuthAltTypes\n")
+    code, data = run_json(capsys, ["conf", "apply", "--file", str(path), "--jwt-key", KEY])
+    assert code == ExitCode.CHANGE_REFUSED == data["exit_code"]
+    assert data["error"] == "parse-error"
+    assert "line 2" in data["message"]
+    assert data["hint"]
+    assert path.read_text() == "ClusterName=x\nAuthAltTypes\n"
+
+
+def test_conf_conflict_human(capsys, tmp_path):
+    path = tmp_path / "slurm.conf"
+    path.write_text("AuthAltTypes=auth/a\nAuthAltTypes=auth/b\n")
+    assert run(["conf", "plan", "--file", str(path), "--jwt-key", KEY]) == ExitCode.CHANGE_REFUSED
+    err = capsys.readouterr().err
+    assert err.startswith("error: ")
+    assert "\nhint: " in err
+
+
+def test_conf_missing_file(capsys, tmp_path):
+    code, data = run_json(
+        capsys, ["conf", "plan", "--file", str(tmp_path / "none"), "--jwt-key", KEY]
+    )
+    assert code == ExitCode.CONFIG_INVALID
+    assert data["error"] == "file-missing"
+
+
+def test_conf_bad_key_path(capsys, slurm_conf):
+    code, data = run_json(capsys, ["conf", "plan", "--file", str(slurm_conf), "--jwt-key", "k"])
+    assert code == ExitCode.CONFIG_INVALID
+    assert data["error"] == "invalid-argument"
+
+
+def test_conf_write_failure(capsys, slurm_conf, monkeypatch):
+    def boom(src, dst):
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", boom)
+    code, data = run_json(capsys, ["conf", "apply", "--file", str(slurm_conf), "--jwt-key", KEY])
+    assert code == ExitCode.CHANGE_REFUSED
+    assert data["error"] == "write-failed"
+    assert "AuthAltTypes=auth/foo\n" in slurm_conf.read_text()
+
+
+# -------------------------------------------------------------------------- agent-ini
+
+
+def _ini_args(action, path, *extra):
+    return ["agent-ini", action, "--file", str(path), "--uri", URI, "--jwt-key", AGENT_KEY, *extra]
+
+
+def test_agent_ini_plan_and_apply(capsys, agent_ini):
+    code, data = run_json(capsys, _ini_args("plan", agent_ini, "--jwt-user", "slurm"))
+    assert code == 0 and data["changed"] is True
+    assert "jwt_user = slurm" in data["after"]
+    assert agent_ini.read_text() == "[service]\ncluster = hpc\n"
+    code, data = run_json(capsys, _ini_args("apply", agent_ini, "--jwt-lifespan", "600"))
+    assert code == 0 and data["changed"] is True
+    assert stat.S_IMODE(agent_ini.stat().st_mode) == 0o640
+    code, data = run_json(capsys, _ini_args("plan", agent_ini, "--jwt-lifespan", "600"))
+    assert data["changed"] is False
+
+
+def test_agent_ini_missing_cluster(capsys, tmp_path):
+    path = tmp_path / "agent.ini"
+    path.write_text("[ui]\n")
+    code, data = run_json(capsys, _ini_args("apply", path))
+    assert code == ExitCode.CONFIG_INVALID
+    assert "[service]" in data["hint"] and "cluster" in data["hint"]
+
+
+def test_agent_ini_missing_file(capsys, tmp_path):
+    code, data = run_json(capsys, _ini_args("apply", tmp_path / "agent.ini"))
+    assert code == ExitCode.CONFIG_INVALID
+    assert data["error"] == "file-missing"
+    assert not (tmp_path / "agent.ini").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "soon"])
+def test_agent_ini_bad_lifespan_is_usage_error(agent_ini, value):
+    with pytest.raises(SystemExit) as exc:
+        run(_ini_args("plan", agent_ini, "--jwt-lifespan", value))
+    assert exc.value.code == ExitCode.USAGE
+
+
+# -------------------------------------------------------------------------- preflight
+
+
+def test_preflight_json_failure(capsys, monkeypatch):
+    finding = preflight.Finding(preflight.ERROR, "bad", "fix", "/etc/default/slurmrestd", 3)
+    monkeypatch.setattr(preflight, "run_preflight", lambda **kw: [finding])
+    code, data = run_json(capsys, ["preflight"])
+    assert code == ExitCode.PREFLIGHT_FAILED
+    assert data == {
+        "ok": False,
+        "unit": "slurmrestd.service",
+        "socket": "/run/slurmrestd/slurmrestd.socket",
+        "findings": [
+            {
+                "level": "error",
+                "message": "bad",
+                "hint": "fix",
+                "file": "/etc/default/slurmrestd",
+                "line": 3,
+            }
+        ],
+    }
+
+
+def test_preflight_passes_arguments(capsys, monkeypatch):
+    seen = {}
+
+    def fake(**kw):
+        seen.update(kw)
+        return [preflight.Finding(preflight.WARNING, "meh", "hint")]
+
+    monkeypatch.setattr(preflight, "run_preflight", fake)
+    code = run(["preflight", "--unit", "restd.service", "--socket", "/run/r/s.socket"])
+    assert code == 0
+    assert seen == {"unit": "restd.service", "socket_path": "/run/r/s.socket"}
+    captured = capsys.readouterr()
+    assert "preflight passed" in captured.out
+    assert "warning: meh" in captured.err
+
+
+def test_preflight_human_failure(capsys, monkeypatch):
+    finding = preflight.Finding(preflight.ERROR, "bad", "fix it", "/f", 2)
+    monkeypatch.setattr(preflight, "run_preflight", lambda **kw: [finding])
+    assert run(["preflight"]) == ExitCode.PREFLIGHT_FAILED
+    captured = capsys.readouterr()
+    assert "error: bad (/f line 2)" in captured.err
+    assert "hint: fix it" in captured.err
+    assert "preflight failed" in captured.out
