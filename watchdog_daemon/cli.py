@@ -18,6 +18,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "check_cli": "check: prove slurmrestd and Slurm accept the agent's token",
     "key_cli": "key: create, install and fingerprint JWT signing keys",
     "conf_cli": "conf, agent-ini, preflight: merge Slurm and agent settings",
+    "watch_cli": "watch, status: the key-rotation watchdog",
 }
 
 

@@ -65,6 +65,8 @@ class WatchConfig:
     restart_window: float = 600.0
     # Consecutive failed restarts that open the circuit; while open no restart is attempted
     # (syncs and checks go on); one trial restart after the cool-down, closed again on success.
+    # At most one of our restarts per systemd StartLimitIntervalSec (default 10 s).
+    restart_spacing: float = 10.0
     circuit_threshold: int = 3
     circuit_cooldown: float = 600.0
     restart_timeout: float = 90.0  # systemctl restart + waiting until active
@@ -92,7 +94,7 @@ _POSITIVE = (
     "restart_timeout",
     "check_timeout",
 )
-_NON_NEGATIVE = ("coalesce", "quiet")
+_NON_NEGATIVE = ("coalesce", "quiet", "restart_spacing")
 _COUNTS = ("restart_budget", "circuit_threshold")
 _KNOWN = frozenset(
     {f.name for f in dataclasses.fields(WatchConfig)} - {"config_path"}

@@ -73,6 +73,10 @@ class Trigger:
                 # (short slices so a stop request is honoured within 50 ms)
                 self._cond.wait(min(remaining, 0.05))
 
+    def events_pending(self) -> bool:
+        with self._cond:
+            return "events" in self._vias
+
     def in_place_pending(self) -> bool:
         with self._cond:
             return self._in_place

@@ -1,0 +1,169 @@
+"""`slurmrestd-access watch` (the key-rotation daemon) and `slurmrestd-access status`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from watchdog_daemon.exitcodes import ExitCode
+from watchdog_daemon.watchconfig import (
+    DEFAULT_CONFIG_PATH,
+    WatchConfig,
+    WatchConfigError,
+    load_watch_config,
+)
+
+
+def register(subparsers: Any) -> None:
+    watch = subparsers.add_parser(
+        "watch", help="keep the agent's key copy in step with Slurm's key (systemd daemon)",
+        description="Watch Slurm's JWT key; when it changes and Slurm accepts it, install the "
+        "agent's copy atomically and restart the agent unit in use.",
+    )
+    watch.add_argument("--config", type=Path, default=None,
+                       help=f"TOML config (default {DEFAULT_CONFIG_PATH}; missing = defaults)")
+    watch.add_argument("--check-config", action="store_true",
+                       help="validate the configuration and agent.ini, then exit")
+    watch.add_argument("--print-unit", action="store_true",
+                       help="print the hardened systemd unit for this configuration and exit")
+    watch.set_defaults(func=cmd_watch)
+
+    status = subparsers.add_parser("status", help="print the watch daemon's current state (JSON)")
+    status.add_argument("--config", type=Path, default=None, help="TOML config of the daemon")
+    status.add_argument("--state-file", type=Path, default=None,
+                        help="state file to read (default: from the config)")
+    status.set_defaults(func=cmd_status)
+
+
+def _error(reason: str, message: str, code: ExitCode, hint: str = "") -> int:
+    print(f"❌ {message}", file=sys.stderr)
+    if hint:
+        print(f"   hint: {hint}", file=sys.stderr)
+    _json_log("error", "watch_config_invalid" if code == ExitCode.CONFIG_INVALID else reason,
+              reason=reason, message=message, exit_code=int(code))
+    return int(code)
+
+
+def _json_log(level: str, event: str, **fields: Any) -> None:
+    try:
+        import structlog
+
+        getattr(structlog.get_logger("slurmrestd-access.watch"), level)(event, **fields)
+    except Exception:  # noqa: S110 - stderr already has the message
+        pass
+
+
+def configure_logging() -> None:
+    """JSON lines on stderr (the journal), tracebacks without locals (FACTS: the key is a local).
+
+    Uses the project's logging_setup when present, so every subcommand logs the same way.
+    """
+    try:
+        from watchdog_daemon import logging_setup  # type: ignore[attr-defined]
+    except ImportError:
+        logging_setup = None
+    if logging_setup is not None:
+        for name in ("configure_logging", "configure", "setup_logging", "setup"):
+            func = getattr(logging_setup, name, None)
+            if callable(func):
+                func()
+                return
+    import logging
+
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.ExceptionRenderer(
+                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+            structlog.processors.JSONRenderer(),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+
+
+def validate(config: WatchConfig) -> tuple[str, str, ExitCode, str] | None:
+    """Start-time checks that turn a silent months-long misbehaviour into a clear error."""
+    from watchdog_daemon.agentconf import ConfigError, load_agent_settings
+    from watchdog_daemon.keyfile import KeyFileError, resolve_owner
+
+    try:
+        settings = load_agent_settings(config.agent_ini)
+    except ConfigError as exc:
+        return ("config_invalid", str(exc), ExitCode.CONFIG_INVALID, "")
+    if Path(settings.jwt_key) != config.copy_path:
+        return ("config_invalid",
+                f"agent.ini jwt_key is {settings.jwt_key} but the watch config's copy_path is "
+                f"{config.copy_path}: the agent would never read the synced key",
+                ExitCode.CONFIG_INVALID,
+                f"set copy_path = \"{settings.jwt_key}\" in "
+                f"{config.config_path or DEFAULT_CONFIG_PATH} (or fix agent.ini)")
+    try:
+        resolve_owner(config.copy_owner, config.copy_group, config.copy_path)
+    except KeyFileError as exc:
+        return (exc.reason, exc.message, exc.exit_code, exc.hint)
+    return None
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    configure_logging()
+    try:
+        config = load_watch_config(args.config)
+    except WatchConfigError as exc:
+        return _error("config_invalid", str(exc), ExitCode.CONFIG_INVALID)
+    if args.print_unit:
+        from watchdog_daemon.watchunit import render_unit
+
+        sys.stdout.write(render_unit(config))
+        return int(ExitCode.OK)
+    problem = validate(config)
+    if problem is not None:
+        return _error(problem[0], problem[1], problem[2], problem[3])
+    if args.check_config:
+        print(json.dumps({"ok": True, "key_path": str(config.key_path),
+                          "copy_path": str(config.copy_path)}))
+        return int(ExitCode.OK)
+
+    from watchdog_daemon.watchdaemon import WatchDaemon
+
+    try:
+        daemon = WatchDaemon(config)
+        return daemon.run()
+    except OSError as exc:
+        # e.g. the metrics port is taken: a clear error at start, not a half-running daemon.
+        return _error("config_invalid", f"cannot start: {exc.strerror or exc}",
+                      ExitCode.CONFIG_INVALID)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from watchdog_daemon.watchstate import pid_alive, read_state
+
+    state_file = args.state_file
+    if state_file is None:
+        try:
+            state_file = load_watch_config(args.config).state_file
+        except WatchConfigError as exc:
+            print(f"❌ {exc}", file=sys.stderr)
+            return int(ExitCode.CONFIG_INVALID)
+    state = read_state(state_file)
+    if state is None:
+        print(json.dumps({"running": False, "state_file": str(state_file),
+                          "message": "no state: is slurmrestd-access-watch.service running?"},
+                         indent=2))
+        return int(ExitCode.INTERNAL_ERROR)
+    state["running"] = pid_alive(state.get("pid"))
+    print(json.dumps(state, indent=2, sort_keys=True))
+    if not state["running"]:
+        return int(ExitCode.INTERNAL_ERROR)
+    if state.get("state") == "in_sync":
+        return int(ExitCode.OK)
+    code = state.get("exit_code")
+    # The reason's own exit code (e.g. REJECTED_BY_SLURMCTLD while waiting for Slurm).
+    return int(code) if isinstance(code, int) and code > 0 else int(ExitCode.INTERNAL_ERROR)

@@ -1,0 +1,309 @@
+"""`slurmrestd-access watch`: the long-running part that ties the pieces together.
+
+Threads, and why each is safe:
+* main thread: signals (flags only), health ticks of the event watcher (re-arm), the reconcile
+  timer, systemd notifications. Never touches the key.
+* one worker: takes triggers and runs the pipeline, one run at a time; a trigger during a run
+  leaves the flag set, so it means exactly one more run.
+* watchdog's observer threads: only `Trigger.fire` (a flag under a lock), inside a catch-all.
+* optional metrics HTTP thread: reads counters.
+
+WATCHDOG=1 is sent only while event watching works (or the key's directory is missing, which a
+restart by systemd would not fix), the worker thread lives and is not stuck in one run, and the
+reconcile loop has completed a pass recently. Otherwise systemd's WatchdogSec= restarts us.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from watchdog.observers import Observer
+
+from watchdog_daemon.metrics import Metrics, MetricsServer
+from watchdog_daemon.pipeline import (
+    AgentCheck,
+    KeyStore,
+    Pipeline,
+    RealKeyStore,
+    Verifier,
+)
+from watchdog_daemon.sdnotify import Notifier
+from watchdog_daemon.systemctl import SubprocessSystemctl, Systemctl
+from watchdog_daemon.watchconfig import WatchConfig
+from watchdog_daemon.watchevents import KeyWatcher
+from watchdog_daemon.watchlog import EventLog, Redactor, describe_exc
+from watchdog_daemon.watchstate import read_state, write_state
+from watchdog_daemon.watchtrigger import Trigger
+
+
+class WatchDaemon:
+    def __init__(self, config: WatchConfig, *, keys: KeyStore | None = None,
+                 verifier: Verifier | None = None, agent_check: AgentCheck | None = None,
+                 systemctl: Systemctl | None = None, notifier: Notifier | None = None,
+                 logger: Any = None, observer_factory: Callable[[], Any] = Observer,
+                 tick: float = 1.0, clock: Callable[[], float] = time.monotonic,
+                 rand: Callable[[], float] | None = None) -> None:
+        self.config = config
+        self.tick = tick
+        self.clock = clock
+        self.keys = keys or RealKeyStore()
+        self.notifier = notifier or Notifier()
+        self.metrics = Metrics()
+        self.redactor = Redactor()
+        self.events = EventLog(self.redactor, logger)
+        self.stop_event = threading.Event()
+        self.first_run_done = threading.Event()
+        self.trigger = Trigger(clock=clock)
+        if verifier is None or agent_check is None:
+            from watchdog_daemon.watchverify import CheckVerifier
+
+            checker = CheckVerifier(config)
+            verifier = verifier or checker.verify_new_key
+            agent_check = agent_check or checker.check_agent
+        self.pipeline = Pipeline(
+            config, keys=self.keys, verifier=verifier, agent_check=agent_check,
+            systemctl=systemctl or SubprocessSystemctl(), sink=self, redactor=self.redactor,
+            clock=clock, sleep=self._sleep, rand=rand,
+        )
+        self.watcher = KeyWatcher(config.key_path, self._on_change,
+                                  observer_factory=observer_factory)
+        self._worker: threading.Thread | None = None
+        self._metrics_server: MetricsServer | None = None
+        self._wake = threading.Event()
+        self._hup = False
+        self._term = False
+        self._busy_since: float | None = None
+        self._last_reconcile_done = clock()
+        self._last_state_json = ""
+        self._persist_lock = threading.Lock()
+        self._persist_failed = False
+        self.started_at = time.time()
+        # A run may legitimately take this long (quiet cap, two checks of up to 3 timeouts
+        # each, restarts); longer means stuck, and the systemd watchdog should restart us.
+        self.max_run_seconds = (config.quiet_cap + 6 * config.check_timeout
+                                + 2 * config.restart_timeout + 60.0)
+
+    # -- Sink for the pipeline ---------------------------------------------------------------
+
+    def log(self, level: str, event: str, **fields: Any) -> None:
+        self.events.emit(level, event, **fields)
+
+    def count(self, name: str, **labels: str) -> None:
+        self.metrics.inc(name, **labels)
+
+    def persist(self) -> None:
+        status = self.pipeline.status
+        self.metrics.set("in_sync", 1 if status.state == "in_sync" else 0)
+        self.metrics.set("waiting_for_slurm", 1 if status.state == "waiting_for_slurm" else 0)
+        self.metrics.set("circuit_open", 0 if self.pipeline.circuit.allows() else 1)
+        self.metrics.set("observer_healthy", 1 if self.watcher.healthy else 0)
+        if status.last_success_at is not None:
+            self.metrics.set("last_success_timestamp_seconds", status.last_success_at)
+        state = self.snapshot()
+        text = json.dumps(state, sort_keys=True, default=str)
+        with self._persist_lock:
+            if text == self._last_state_json:
+                return
+            try:
+                write_state(self.config.state_file, state)
+            except OSError as exc:
+                if not self._persist_failed:
+                    self._persist_failed = True
+                    self.log("warning", "state_file_unwritable", path=str(self.config.state_file),
+                             **describe_exc(exc, self.redactor))
+                return
+            self._persist_failed = False
+            self._last_state_json = text
+        self.notifier.status(status.line())
+
+    def snapshot(self) -> dict[str, Any]:
+        status = self.pipeline.status
+        data = status.to_dict()
+        data.update(
+            pid=os.getpid(),
+            started_at=self.started_at,
+            key_path=str(self.config.key_path),
+            copy_path=str(self.config.copy_path),
+            watching=self.watcher.state,
+            circuit=self.pipeline.circuit.state.value,
+            restarts_in_window=self.pipeline.budget.used,
+            status_line=status.line(),
+        )
+        data.pop("next_retry_in", None)  # changes every run: not worth a write
+        return data
+
+    # -- triggers ----------------------------------------------------------------------------
+
+    def _on_change(self, via: str, in_place: bool) -> None:
+        self.trigger.fire(via, in_place=in_place)
+
+    def _sleep(self, seconds: float) -> None:
+        self.stop_event.wait(seconds)
+
+    def request_reconcile(self) -> None:
+        self._hup = True
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        self._wake.set()
+        self.trigger.wake()
+
+    # -- worker ------------------------------------------------------------------------------
+
+    def _worker_loop(self) -> None:
+        retry_at: float | None = None
+        cfg = self.config
+        while not self.stop_event.is_set():
+            wait = self.tick if retry_at is None else max(0.0, min(self.tick,
+                                                                   retry_at - self.clock()))
+            if not self.trigger.wait(wait):
+                if retry_at is not None and self.clock() >= retry_at:
+                    retry_at = None
+                    self.trigger.fire("retry")
+                continue
+            if self.stop_event.is_set():
+                break
+            # Coalesce a burst: wait until the events stop (longer for in-place writes).
+            settle = cfg.coalesce
+            if self.trigger.in_place_pending():
+                settle = max(settle, cfg.quiet)
+            if self.trigger.events_pending():
+                self.trigger.settle(settle, cfg.quiet_cap, self.stop_event)
+            batch = self.trigger.take()
+            self._busy_since = self.clock()
+            try:
+                delay = self.pipeline.run(batch)
+            finally:
+                self._busy_since = None
+            if "reconcile" in batch.vias or "start" in batch.vias:
+                self._last_reconcile_done = self.clock()
+            retry_at = None if delay is None else self.clock() + delay
+            self.persist()
+            self.first_run_done.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.config
+        removed = self.keys.remove_stale(cfg.copy_dir)
+        if removed:
+            self.log("warning", "stale_temp_removed", directory=str(cfg.copy_dir),
+                     files=[p.name for p in removed])
+        self.pipeline.restore(read_state(cfg.state_file))
+        if self.watcher.arm() != "armed":
+            self.log("warning", "watch_unavailable", directory=str(cfg.key_path.parent),
+                     state=self.watcher.state,
+                     message="watching by periodic reconcile only until the directory exists")
+        if cfg.metrics is not None:
+            host, port = cfg.metrics
+            self._metrics_server = MetricsServer(self.metrics, host, port)
+            self._metrics_server.start()
+        self.metrics.set("observer_healthy", 1 if self.watcher.healthy else 0)
+        self._worker = threading.Thread(target=self._worker_loop, name="watch-pipeline",
+                                        daemon=True)
+        self._worker.start()
+        self.trigger.fire("start")
+
+    def healthy(self) -> bool:
+        if not self.watcher.healthy:
+            return False
+        if self._worker is None or not self._worker.is_alive():
+            return False
+        busy = self._busy_since
+        now = self.clock()
+        if busy is not None and now - busy > self.max_run_seconds:
+            return False
+        limit = 3 * self.config.reconcile_interval + self.max_run_seconds
+        return now - self._last_reconcile_done <= limit
+
+    def loop(self) -> None:
+        """Main-thread loop: health ticks, reconcile timer, systemd notifications."""
+        cfg = self.config
+        next_reconcile = self.clock() + cfg.reconcile_interval
+        ready_sent = False
+        next_ping = 0.0
+        while not self.stop_event.is_set():
+            if self._term:
+                self.log("info", "stop_requested")
+                self.request_stop()
+                break
+            if self._hup:
+                self._hup = False
+                self.log("info", "reconcile_requested", via="signal")
+                self.trigger.fire("signal")
+            health = self.watcher.check()
+            if health in ("dirty", "rearmed"):
+                # Events may have been lost meanwhile: look at the key now.
+                self.log("warning", "watch_recovered", result=health,
+                         rearms=self.watcher.rearms,
+                         handler_errors=self.watcher.handler.errors if self.watcher.handler
+                         else 0)
+                self.trigger.fire("rearm")
+            elif health in ("dir_missing", "failed"):
+                self.log("warning", "watch_unavailable", state=health,
+                         directory=str(cfg.key_path.parent))
+                self.metrics.set("observer_healthy", 0)
+            now = self.clock()
+            if now >= next_reconcile:
+                next_reconcile = now + cfg.reconcile_interval
+                self.trigger.fire("reconcile")
+            if not ready_sent and self.first_run_done.is_set():
+                ready_sent = True
+                self.notifier.ready(self.pipeline.status.line())
+                self.log("info", "watch_started", state=self.pipeline.status.state,
+                         key_fingerprint=self.pipeline.status.key_fingerprint,
+                         watching=self.watcher.state)
+            interval = self.notifier.watchdog_interval
+            if interval is not None and ready_sent and now >= next_ping and self.healthy():
+                self.notifier.watchdog()
+                next_ping = now + interval
+            wait = self.tick if interval is None else min(self.tick, interval)
+            self._wake.wait(wait)
+            self._wake.clear()
+
+    def shutdown(self, join_timeout: float = 15.0) -> None:
+        self.request_stop()
+        self.notifier.stopping()
+        if self._worker is not None:
+            self._worker.join(join_timeout)
+        self.watcher.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        # A run cut short (or a crash before this start) must leave no temp file behind.
+        with contextlib.suppress(Exception):
+            self.keys.remove_stale(self.config.copy_dir)
+        self.persist()
+        self.log("info", "watch_stopped", state=self.pipeline.status.state)
+        self.notifier.close()
+
+    def run(self, *, install_signals: bool = True) -> int:
+        if install_signals:
+            self._install_signals()
+        self.start()
+        try:
+            self.loop()
+        finally:
+            self.shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        # Handlers only set plain attributes: they run between bytecodes of the main thread,
+        # which may hold the very lock an Event.set() would need. The loop sees them within
+        # one tick.
+        def on_term(signum: int, _frame: Any) -> None:
+            self._term = True
+
+        def on_hup(signum: int, _frame: Any) -> None:
+            self._hup = True
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+        signal.signal(signal.SIGHUP, on_hup)
