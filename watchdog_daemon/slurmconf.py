@@ -14,7 +14,8 @@ The parsing mirrors Slurm's own reader, `src/common/parse_config.c` (SchedMD/slu
 * a string setting such as AuthAltTypes takes exactly one pair per line: text after it is a
   "Parse error" that stops the daemon; a key given twice is logged ("specified more than once,
   latest value used") and the last value wins (`_handle_common`);
-* `Include FILE` (the word, whitespace, one file name) reads FILE inline, relative names being
+* `Include FILE` (the word, whitespace, one file name; accepted here after leading whitespace
+  too, which only makes the conflict check wider) reads FILE inline, relative names being
   resolved against the including file's directory (`_add_full_path`) and `%c` standing for the
   lower-cased ClusterName (`_parse_for_format`). Glob characters are expanded here (sorted) so a
   pattern such as `Include slurm.conf.d/*.conf` is checked file by file.
@@ -635,7 +636,8 @@ def _cluster_name(text: str) -> str | None:
 def collect_includes(path: str) -> dict[str, str]:
     """Read every file reachable from `path` through Include lines (globs expanded).
 
-    Unreadable or missing files are skipped here; merge_authalt reports them as warnings.
+    Missing files are skipped here (merge_authalt warns about them); a file that exists but
+    cannot be read stops the merge, since it may hold a conflicting setting.
     """
     path = os.path.abspath(path)
     found: dict[str, str] = {}
@@ -663,8 +665,10 @@ def collect_includes(path: str) -> dict[str, str]:
                         continue
                     try:
                         found[name], _ = read_text(name)
-                    except ChangeError:
-                        continue
+                    except FileMissingError:
+                        continue  # removed meanwhile
+                    # An included file that exists but cannot be read may hide a conflicting
+                    # setting: FileUnreadableError propagates and the merge is refused.
                     nxt.append((name, found[name]))
         todo = nxt
     return found

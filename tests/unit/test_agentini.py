@@ -291,3 +291,45 @@ def test_apply_missing_cluster_leaves_file(tmp_path):
     with pytest.raises(ConfigError):
         apply_agent_ini(str(ini), uri=URI, jwt_key=KEY, dry_run=False)
     assert ini.read_text() == "[ui]\n"
+
+
+# ------------------------------------------------------------------- property: random texts
+
+_POOL = [
+    "[ui]",
+    "[slurmrestd]",
+    "# comment",
+    "; comment",
+    "",
+    "uri = unix:///old.socket",
+    "socket = /run/old.socket",
+    "auth=jwt",
+    "jwt_mode: static",
+    "versions = 0.0.41",
+    "jwt_key = /old.key",
+    "jwt_user = slurm",
+]
+
+
+@pytest.mark.parametrize("seed", range(200))
+def test_property_merge_is_idempotent_and_agent_reads_it(seed):
+    import random
+
+    rng = random.Random(seed)
+    body = [rng.choice(_POOL) for _ in range(rng.randint(0, 8))]
+    text = "[service]\ncluster = hpc\n" + "\n".join(body) + "\n"
+    try:
+        read_like_agent(text)
+    except configparser.Error:
+        with pytest.raises(IniParseError):
+            merge(text)
+        return
+    once = merge(text)
+    again = merge(once.text)
+    assert again.changed is False and again.text == once.text
+    parsed = read_like_agent(once.text)
+    assert parsed["slurmrestd"]["uri"] == URI
+    assert parsed["slurmrestd"]["jwt_mode"] == "auto"
+    assert parsed["service"]["cluster"] == "hpc"
+    if parsed.has_section("ui"):
+        assert dict(parsed["ui"]) == dict(read_like_agent(text)["ui"])

@@ -534,3 +534,53 @@ def test_apply_keeps_non_utf8_bytes(tmp_path):
     conf.write_bytes(b"# caf\xe9\nClusterName=x\n")
     apply_merge(str(conf), KEY, dry_run=False)
     assert conf.read_bytes().startswith(b"# caf\xe9\nClusterName=x\n")
+
+
+# ------------------------------------------------------------------- property: random texts
+
+_POOL = [
+    "ClusterName=hpc",
+    "# a comment",
+    "#AuthAltTypes=auth/jwt",
+    "",
+    "   ",
+    "NodeName=n[1-2] CPUs=2 # nodes",
+    "AuthAltTypes=auth/foo",
+    "authalttypes = auth/jwt",
+    "AuthAltTypes=auth/munge,auth/jwt",
+    "AuthAltParameters=disable_token_creation",
+    "AuthAltParameters=jwt_key=/old.key,max_token_lifespan=60",
+    f"AUTHALTPARAMETERS=jwt_key={KEY}",
+    'AuthAltParameters="jwks=/etc/jwks.json"',
+    "\tAuthAltTypes\t=\tauth/jwt\t# tabbed",
+    "StoragePass=s3cret",
+]
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_property_merge_is_idempotent_and_keeps_other_lines(seed):
+    import random
+
+    from watchdog_daemon.atomicwrite import ChangeError
+
+    rng = random.Random(seed)
+    eol = rng.choice(["\n", "\r\n"])
+    lines = [rng.choice(_POOL) for _ in range(rng.randint(0, 8))]
+    text = eol.join(lines) + (eol if rng.random() < 0.7 else "")
+    try:
+        once = merge(text)
+    except ChangeError as exc:
+        # Refusals happen only for duplicates that differ or carry comments.
+        assert exc.reason == "conflict"
+        return
+    again = merge(once.text)
+    assert again.changed is False and again.text == once.text
+    if eol in once.text:  # an empty text gives no line ending to copy: "\n" is used
+        assert once.text.count(eol) == once.text.count("\n")
+    others = [ln.rstrip("\r") for ln in text.split("\n")]
+    others = [ln for ln in others if "authalt" not in ln.lower() or ln.startswith("#")]
+    got = [ln.rstrip("\r") for ln in once.text.split("\n")]
+    got = [ln for ln in got if ln != ADDED_COMMENT]
+    got = [ln for ln in got if "authalt" not in ln.lower() or ln.startswith("#")]
+    assert [ln for ln in got if ln.strip()] == [ln for ln in others if ln.strip()]
+    assert sum(ln.lstrip().lower().startswith("authalttypes") for ln in got + once.after) >= 1
