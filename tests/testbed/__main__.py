@@ -1,0 +1,60 @@
+"""`python -m tests.testbed up|down|status|ssh`: the testbed's command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tests.testbed.errors import TestbedError
+from tests.testbed.testbed import Testbed
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m tests.testbed",
+        description="Real Slurm 24.11 clusters in booted systemd-nspawn hosts on this machine.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="boot the hosts of topologies (reuses healthy ones)")
+    up.add_argument("topologies", nargs="+", metavar="TOPOLOGY")
+    sub.add_parser("down", help="stop every host, unmount overlays, delete the bridge")
+    sub.add_parser("status", help="each host, its roles, whether it is up")
+    ssh = sub.add_parser("ssh", help="run a command on a host; its exit code is passed through")
+    ssh.add_argument("host")
+    ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    testbed = Testbed()
+    try:
+        if args.command == "up":
+            testbed.up(args.topologies)
+            print(testbed.inventory_path())
+        elif args.command == "down":
+            testbed.down()
+        elif args.command == "status":
+            running = {t.name for t in testbed.running_topologies()}
+            for topo in testbed.catalog.topologies.values():
+                print(f"{topo.name}: {'up' if topo.name in running else 'down'}")
+                for st in (s for s in testbed.status() if s.host in topo.hosts):
+                    state = "up" if st.running and st.ssh else ("booting" if st.running else "down")
+                    print(f"  {st.host.name:<12} {st.host.address:<14} {st.host.cluster:<6} "
+                          f"{state:<8} {','.join(st.host.roles)}")
+        elif args.command == "ssh":
+            cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
+            if not cmd:
+                print("usage: python -m tests.testbed ssh HOST -- COMMAND", file=sys.stderr)
+                return 2
+            # Like ssh(1): the words are joined into one remote shell command line.
+            res = testbed.ssh(args.host, " ".join(cmd), stream=True)
+            return res.returncode
+    except TestbedError as exc:
+        print(f"testbed: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

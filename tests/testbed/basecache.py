@@ -1,0 +1,211 @@
+"""The cached Debian 13 base root file system every host is an overlay of.
+
+Keyed by a hash of what goes into it; built in a temporary directory and renamed into place only
+when complete, so an interrupted build never looks like a usable base.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.testbed.errors import TestbedError
+from tests.testbed.hostconfig import DB_NAME, DB_PASSWORD, DB_USER
+from tests.testbed.mounts import remove_tree, unmount_below
+from tests.testbed.proc import run, say
+
+SUITE = "trixie"
+MIRROR = os.environ.get("SRA_TESTBED_MIRROR", "http://deb.debian.org/debian")
+# What debootstrap itself installs (minbase plus a bootable systemd).
+BOOTSTRAP_INCLUDE = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2")
+# What goes in through apt-get in the chroot before any boot (a booted host has no registry).
+PACKAGES = (
+    "slurmctld",
+    "slurmd",
+    "slurmdbd",
+    "slurmrestd",
+    "slurm-client",
+    "munge",
+    "mariadb-server",
+    "openssh-server",
+    "python3",
+    "python3-venv",
+    "iproute2",
+    "procps",
+    "less",
+)
+# Bump when the build steps below change in a way the package list does not show.
+RECIPE = 1
+# Units the packages enable that only some roles want: each host enables its own.
+DISABLED_IN_BASE = (
+    "slurmctld.service",
+    "slurmd.service",
+    "slurmdbd.service",
+    "slurmrestd.service",
+    "mariadb.service",
+)
+MARKER = ".testbed-base.json"
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    suite: str
+    mirror: str
+    include: tuple[str, ...]
+    packages: tuple[str, ...]
+    recipe: int
+
+    def manifest(self) -> dict[str, object]:
+        return {
+            "suite": self.suite,
+            "mirror": self.mirror,
+            "include": sorted(self.include),
+            "packages": sorted(self.packages),
+            "recipe": self.recipe,
+        }
+
+    @property
+    def key(self) -> str:
+        """Stable over order; changes whenever a package, the suite or the recipe changes."""
+        blob = json.dumps(self.manifest(), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+DEFAULT_SPEC = BaseSpec(SUITE, MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE)
+
+
+def base_dir(cache: Path, spec: BaseSpec = DEFAULT_SPEC) -> Path:
+    return cache / f"base-{spec.key}"
+
+
+def is_complete(path: Path) -> bool:
+    return (path / MARKER).is_file()
+
+
+def stale_builds(cache: Path) -> list[Path]:
+    """Leftovers of interrupted builds: temp dirs, and base dirs without the marker."""
+    if not cache.is_dir():
+        return []
+    found = [p for p in cache.glob("base-*.building-*") if p.is_dir()]
+    found += [
+        p for p in cache.glob("base-*")
+        if p.is_dir() and ".building-" not in p.name and not is_complete(p)
+    ]
+    return sorted(found)
+
+
+def ensure_base(cache: Path, spec: BaseSpec = DEFAULT_SPEC) -> Path:
+    """Return the complete base for spec, building it if needed (caller holds the cache lock)."""
+    target = base_dir(cache, spec)
+    for stale in stale_builds(cache):
+        say(
+            f"testbed: removing half-built base {stale} left by an interrupted run "
+            "(it was never used; a complete base is rebuilt)"
+        )
+        remove_tree(stale)
+    if is_complete(target):
+        return target
+    started = time.monotonic()
+    say(f"testbed: building base {target.name} (Debian {spec.suite}; a few minutes, once)")
+    tmp = cache / f"{target.name}.building-{os.getpid()}"
+    try:
+        _build(tmp, spec)
+        (tmp / MARKER).write_text(json.dumps(spec.manifest(), indent=2) + "\n")
+        os.rename(tmp, target)
+    except BaseException:
+        remove_tree(tmp)
+        raise
+    say(f"testbed: base built in {time.monotonic() - started:.0f} s")
+    _remove_other_bases(cache, keep=target)
+    return target
+
+
+def _build(root: Path, spec: BaseSpec) -> None:
+    root.mkdir(parents=True)
+    run(
+        [
+            "debootstrap",
+            "--variant=minbase",
+            f"--include={','.join(spec.include)}",
+            spec.suite,
+            str(root),
+            spec.mirror,
+        ],
+        what=f"debootstrap of Debian {spec.suite} from {spec.mirror}",
+        timeout=1800,
+    )
+    # Packages must not start daemons inside the chroot.
+    policy = root / "usr/sbin/policy-rc.d"
+    policy.write_text("#!/bin/sh\nexit 101\n")
+    policy.chmod(0o755)
+    run(["mount", "-t", "proc", "proc", str(root / "proc")], what="mount /proc in the base")
+    try:
+        env = ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8"]
+        run(["chroot", str(root), *env, "apt-get", "update"], what="apt-get update in the base",
+            timeout=600)
+        run(
+            ["chroot", str(root), *env, "apt-get", "install", "-y", "--no-install-recommends",
+             *spec.packages],
+            what="apt-get install in the base",
+            timeout=1800,
+        )
+        run(["chroot", str(root), "apt-get", "clean"], what="apt-get clean in the base")
+        _create_db_user(root)
+    finally:
+        unmount_below(root / "proc")
+    policy.unlink()
+    run(["chroot", str(root), "systemctl", "disable", *DISABLED_IN_BASE],
+        what="disable role daemons in the base")
+    run(
+        ["chroot", str(root), "useradd", "--system", "--user-group", "--home-dir",
+         "/var/lib/slurm-web", "--create-home", "--shell", "/usr/sbin/nologin", "slurm-web"],
+        what="create the slurm-web user in the base",
+    )
+    # Small buffers: several MariaDB servers share one machine in the fleet topology.
+    (root / "etc/mysql/mariadb.conf.d/90-testbed.cnf").write_text(
+        "# testbed: keep MariaDB small, several run on one machine\n"
+        "[mysqld]\ninnodb_buffer_pool_size=32M\nperformance_schema=OFF\n"
+    )
+    # Each host writes its own machine-id; an empty one here keeps the base neutral.
+    (root / "etc/machine-id").write_text("")
+
+
+def _create_db_user(root: Path) -> None:
+    """Create slurmdbd's database user offline (mariadbd --bootstrap needs no running server)."""
+    sql = (
+        "FLUSH PRIVILEGES;\n"
+        f"CREATE USER IF NOT EXISTS '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';\n"
+        f"GRANT ALL ON {DB_NAME}.* TO '{DB_USER}'@'localhost';\n"
+    )
+    run(["chroot", str(root), "/usr/sbin/mariadbd", "--bootstrap", "--user=mysql"],
+        input=sql.encode(), what="create the slurmdbd database user in the base", timeout=120)
+
+
+def _remove_other_bases(cache: Path, keep: Path) -> None:
+    for other in cache.glob("base-*"):
+        if other == keep or not other.is_dir():
+            continue
+        if _in_use(other):
+            continue
+        say(f"testbed: removing outdated base {other.name}")
+        remove_tree(other)
+
+
+def _in_use(base: Path) -> bool:
+    info = Path("/proc/self/mountinfo").read_text()
+    return f"lowerdir={base}" in info
+
+
+def check_not_stale(cache: Path) -> None:
+    """Explain a half-built cache the user may find by hand."""
+    stale = stale_builds(cache)
+    if stale:
+        raise TestbedError(
+            "half-built testbed base(s) from an interrupted run: "
+            + ", ".join(map(str, stale))
+            + "; `python -m tests.testbed up ...` removes and rebuilds them"
+        )

@@ -1,0 +1,188 @@
+"""Render the host-specific files of a testbed host (pure: text in, text out).
+
+The result is the start state an administrator has after installing the Slurm and Slurm-web
+packages: Slurm working with munge only (no AuthAlt/JWT anywhere), slurmrestd untouched, the
+agent installed and reading an agent.ini that names only its cluster.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tests.testbed.topology import AGENT_UNITS, Catalog, Cluster, Host
+
+# Baked into the base's MariaDB by basecache; slurmdbd.conf must carry the same one.
+DB_USER = "slurm"
+DB_PASSWORD = "testbed-slurmdbd"
+DB_NAME = "slurm_acct_db"
+
+STANDIN_PATH = "/usr/local/libexec/slurm-web-agent-standin.py"
+UNIT_DIR = "/usr/lib/systemd/system"
+NET_UNIT = "testbed-network.service"
+
+# Daemon units enabled per role; everything else the packages enabled is disabled in the base.
+ROLE_UNITS = {
+    "slurmctld": ("slurmctld.service",),
+    "slurmdbd": ("mariadb.service", "slurmdbd.service"),
+    "compute": ("slurmd.service",),
+    "slurmrestd": (),  # slurmrestd stays installed but not enabled: that is the project's job
+}
+
+
+@dataclass(frozen=True)
+class HostFile:
+    """A file to place in the host's root before boot."""
+
+    path: str
+    content: str | bytes
+    mode: int = 0o644
+    owner: str = "root"
+    group: str = "root"
+
+
+def etc_hosts(catalog: Catalog) -> str:
+    # Every host of every topology: addresses are fixed, and a name that does not resolve makes
+    # slurmrestd hang 10-19 s on each call (TESTBED.md).
+    # The host's own name maps to its bridge address (not 127.0.1.1) so Slurm daemons announce
+    # an address the other hosts can reach.
+    lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]
+    lines += [f"{h.address}\t{h.name}" for h in catalog.all_hosts]
+    return "\n".join(lines) + "\n"
+
+
+def slurm_conf(cluster: Cluster) -> str:
+    ctl = cluster.ctl_host
+    db = cluster.db_host
+    nodes = cluster.compute_hosts
+    node_names = ",".join(h.name for h in nodes)
+    lines = [
+        "# slurm.conf written by the testbed: a plain munge-only cluster (no AuthAlt).",
+        f"ClusterName={cluster.name}",
+        f"SlurmctldHost={ctl.name}",
+        "SlurmUser=slurm",
+        "AuthType=auth/munge",
+        "StateSaveLocation=/var/lib/slurm/slurmctld",
+        "SlurmdSpoolDir=/var/lib/slurm/slurmd",
+        # The units' RuntimeDirectory is where the unprivileged slurmctld may write its pid.
+        "SlurmctldPidFile=/run/slurmctld/slurmctld.pid",
+        "SlurmdPidFile=/run/slurm/slurmd.pid",
+        # No cgroup plugins: the hosts are containers and jobs are not what is tested.
+        "ProctrackType=proctrack/linuxproc",
+        "TaskPlugin=task/none",
+        "JobAcctGatherType=jobacct_gather/none",
+        "SelectType=select/cons_tres",
+        "ReturnToService=2",
+        "AccountingStorageType=accounting_storage/slurmdbd",
+        f"AccountingStorageHost={db.name}",
+        "SlurmctldTimeout=30",
+        "SlurmdTimeout=60",
+    ]
+    lines += [f"NodeName={h.name} CPUs=1 State=UNKNOWN" for h in nodes]
+    lines.append(f"PartitionName=main Nodes={node_names} Default=YES MaxTime=INFINITE State=UP")
+    return "\n".join(lines) + "\n"
+
+
+def slurmdbd_conf(cluster: Cluster) -> str:
+    lines = [
+        "# slurmdbd.conf written by the testbed (no AuthAlt).",
+        "AuthType=auth/munge",
+        f"DbdHost={cluster.db_host.name}",
+        "SlurmUser=slurm",
+        "PidFile=/run/slurmdbd/slurmdbd.pid",
+        "StorageType=accounting_storage/mysql",
+        "StorageHost=localhost",
+        f"StorageUser={DB_USER}",
+        f"StoragePass={DB_PASSWORD}",
+        f"StorageLoc={DB_NAME}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def network_unit(host: Host, prefixlen: int) -> str:
+    # No default route on purpose: nothing beyond the bridge is reachable from a host.
+    return (
+        "[Unit]\n"
+        "Description=Testbed address on host0\n"
+        "DefaultDependencies=no\n"
+        "After=sys-subsystem-net-devices-host0.device\n"
+        "Before=network.target network-online.target ssh.service\n"
+        "Wants=network.target\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"ExecStart=/usr/sbin/ip addr replace {host.address}/{prefixlen} dev host0\n"
+        "ExecStart=/usr/sbin/ip link set host0 up\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=network-online.target multi-user.target\n"
+    )
+
+
+def agent_ini(cluster: Cluster) -> str:
+    return f"[service]\ncluster={cluster.name}\n"
+
+
+def standin_unit(unit: str) -> str:
+    return (
+        "[Unit]\n"
+        f"Description=STAND-IN for Slurm-web agent ({unit}); testbed only, not Slurm-web\n"
+        "After=network.target\n"
+        "\n"
+        "[Service]\n"
+        "User=slurm-web\n"
+        "Group=slurm-web\n"
+        f"Environment=UNIT={unit}\n"
+        f"ExecStart=/usr/bin/python3 {STANDIN_PATH}\n"
+        "Restart=on-failure\n"
+        "RestartSec=1\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def enabled_units(host: Host) -> list[str]:
+    """multi-user.target units to enable on this host, beyond what the base enables."""
+    units = [NET_UNIT]
+    for role in host.roles:
+        units.extend(ROLE_UNITS[role])
+    if host.is_agent_host:
+        units.append(host.agent_unit)
+    return units
+
+
+def host_files(
+    catalog: Catalog,
+    host: Host,
+    munge_key: bytes,
+    authorized_key: str,
+    standin_source: str,
+    machine_id: str,
+) -> list[HostFile]:
+    cluster = _cluster_of(catalog, host)
+    files = [
+        HostFile("/etc/hostname", host.name + "\n"),
+        HostFile("/etc/machine-id", machine_id + "\n", 0o444),
+        HostFile("/etc/hosts", etc_hosts(catalog)),
+        HostFile(f"/etc/systemd/system/{NET_UNIT}", network_unit(host, catalog.network.prefixlen)),
+        HostFile("/root/.ssh/authorized_keys", authorized_key.strip() + "\n", 0o600),
+        HostFile("/etc/munge/munge.key", munge_key, 0o400, "munge", "munge"),
+        HostFile("/etc/slurm/slurm.conf", slurm_conf(cluster)),
+    ]
+    if host.has("slurmdbd"):
+        files.append(
+            HostFile("/etc/slurm/slurmdbd.conf", slurmdbd_conf(cluster), 0o600, "slurm", "slurm")
+        )
+    if host.is_agent_host:
+        files.append(HostFile("/etc/slurm-web/agent.ini", agent_ini(cluster)))
+        files.append(HostFile(STANDIN_PATH, standin_source, 0o755))
+        files.extend(HostFile(f"{UNIT_DIR}/{u}", standin_unit(u)) for u in AGENT_UNITS)
+    return files
+
+
+def _cluster_of(catalog: Catalog, host: Host) -> Cluster:
+    for topo in catalog.topologies.values():
+        if host.cluster in topo.clusters:
+            return topo.clusters[host.cluster]
+    raise KeyError(host.cluster)

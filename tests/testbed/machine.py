@@ -1,0 +1,272 @@
+"""Machine-side plumbing: prerequisites, the bridge, per-host overlays and nspawn processes."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.testbed.errors import TestbedError
+from tests.testbed.hostconfig import HostFile
+from tests.testbed.mounts import is_mountpoint, remove_tree, unmount_below
+from tests.testbed.proc import run
+from tests.testbed.topology import Network
+
+SETUP_HINT = "run tests/testbed/setup-host.sh (as root) to install what the testbed needs"
+GIB = 1024**3
+# Free space wanted on the cache's file system: a base is about 1 GB, hosts' upper dirs small.
+NEED_FOR_BUILD = 4 * GIB
+NEED_FOR_HOSTS = 1 * GIB
+
+
+@dataclass(frozen=True)
+class HostDirs:
+    top: Path
+
+    @property
+    def upper(self) -> Path:
+        return self.top / "upper"
+
+    @property
+    def work(self) -> Path:
+        return self.top / "work"
+
+    @property
+    def root(self) -> Path:
+        return self.top / "root"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.top / "nspawn.pid"
+
+    @property
+    def console_log(self) -> Path:
+        return self.top / "console.log"
+
+
+def check_root() -> None:
+    if os.geteuid() != 0:
+        raise TestbedError(
+            "the testbed must run as root (it mounts overlays, creates a bridge and runs "
+            "systemd-nspawn): run it with sudo, e.g. `sudo python -m tests.testbed up single`"
+        )
+
+
+def check_tools(building: bool) -> None:
+    tools = {
+        "systemd-nspawn": "systemd-container",
+        "ip": "iproute2",
+        "ssh": "openssh-client",
+        "ssh-keygen": "openssh-client",
+        "mount": "mount",
+    }
+    if building:
+        tools["debootstrap"] = "debootstrap"
+    missing = [f"{t} (Debian package {p})" for t, p in tools.items() if shutil.which(t) is None]
+    if missing:
+        raise TestbedError(f"missing on this machine: {', '.join(missing)}; {SETUP_HINT}")
+
+
+def check_disk(cache: Path, building: bool) -> None:
+    probe = cache
+    while not probe.exists():
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    need = NEED_FOR_BUILD if building else NEED_FOR_HOSTS
+    if free < need:
+        raise TestbedError(
+            f"only {free / GIB:.1f} GiB free on the file system holding {cache} "
+            f"(the testbed needs {need / GIB:.0f} GiB): free some space or point "
+            "SRA_TESTBED_CACHE at a directory on a larger file system"
+        )
+
+
+# --- bridge -------------------------------------------------------------------------------
+
+
+def link_exists(name: str) -> bool:
+    return Path("/sys/class/net", name).exists()
+
+
+def ensure_bridge(net: Network) -> None:
+    if not link_exists(net.bridge):
+        run(["ip", "link", "add", net.bridge, "type", "bridge"], what="create the testbed bridge")
+    run(["ip", "addr", "replace", f"{net.gateway}/{net.prefixlen}", "dev", net.bridge],
+        what="address the testbed bridge")
+    run(["ip", "link", "set", net.bridge, "up"], what="bring the testbed bridge up")
+
+
+def remove_bridge(net: Network) -> None:
+    if link_exists(net.bridge):
+        run(["ip", "link", "del", net.bridge], what="delete the testbed bridge")
+
+
+# --- nspawn processes ---------------------------------------------------------------------
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def nspawn_pids_below(hosts_dir: Path) -> dict[int, Path]:
+    """Every systemd-nspawn process whose root lies under hosts_dir (even without pid files)."""
+    found: dict[int, Path] = {}
+    prefix = str(hosts_dir) + "/"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        args = _cmdline(int(entry.name))
+        if not args or not args[0].endswith("systemd-nspawn"):
+            continue
+        for i, arg in enumerate(args[:-1]):
+            if arg in ("-D", "--directory") and args[i + 1].startswith(prefix):
+                found[int(entry.name)] = Path(args[i + 1])
+    return found
+
+
+def running_pid(dirs: HostDirs) -> int | None:
+    try:
+        pid = int(dirs.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    args = _cmdline(pid)
+    if args and args[0].endswith("systemd-nspawn") and str(dirs.root) in args:
+        return pid
+    return None
+
+
+def signal_pid(pid: int, sig: int = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def stop_pid(pid: int, timeout: float = 30) -> None:
+    """SIGTERM makes nspawn power the container off; SIGKILL only if that hangs."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap(pid)
+        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
+            _reap(pid)
+            return
+        time.sleep(0.2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+
+
+def _reap(pid: int) -> None:
+    # nspawn is our child when `up` ran in this same process (the pytest fixture).
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+# --- overlay and host root ----------------------------------------------------------------
+
+
+def mount_overlay(base: Path, dirs: HostDirs) -> None:
+    for d in (dirs.upper, dirs.work, dirs.root):
+        d.mkdir(parents=True, exist_ok=True)
+    if is_mountpoint(dirs.root):
+        return
+    opts = f"lowerdir={base},upperdir={dirs.upper},workdir={dirs.work}"
+    run(["mount", "-t", "overlay", "overlay", "-o", opts, str(dirs.root)],
+        what=f"mount the overlay for {dirs.top.name}")
+
+
+def _ids(root: Path, db: str) -> dict[str, int]:
+    ids = {}
+    for line in (root / "etc" / db).read_text().splitlines():
+        parts = line.split(":")
+        if len(parts) > 2:
+            ids[parts[0]] = int(parts[2])
+    return ids
+
+
+def write_files(root: Path, files: list[HostFile]) -> None:
+    """Write files into the host's root, owners resolved from the host's own passwd/group."""
+    users, groups = _ids(root, "passwd"), _ids(root, "group")
+    for f in files:
+        target = root / f.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data = f.content.encode() if isinstance(f.content, str) else f.content
+        tmp = target.with_name(f".{target.name}.testbed-tmp")
+        tmp.write_bytes(data)
+        os.chown(tmp, users[f.owner], groups[f.group])
+        tmp.chmod(f.mode)
+        os.replace(tmp, target)
+    ssh_dir = root / "root/.ssh"
+    if ssh_dir.is_dir():
+        ssh_dir.chmod(0o700)
+
+
+def enable_units(root: Path, units: list[str]) -> None:
+    """What `systemctl enable` does for WantedBy=multi-user.target, without a running systemd."""
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    for unit in units:
+        for where in ("etc/systemd/system", "usr/lib/systemd/system", "lib/systemd/system"):
+            if (root / where / unit).exists():
+                link = wants / unit
+                if link.is_symlink() or link.exists():
+                    link.unlink()
+                link.symlink_to(f"/{where}/{unit}")
+                break
+        else:
+            raise TestbedError(f"unit {unit} not found in {root}: the base is incomplete")
+
+
+def boot(dirs: HostDirs, name: str, bridge: str) -> int:
+    log = dirs.console_log.open("ab")
+    try:
+        proc = subprocess.Popen(
+            [
+                "systemd-nspawn",
+                "-D", str(dirs.root),
+                "--boot",
+                # No system bus on this machine: do not register with machined (TESTBED.md).
+                "--register=no",
+                "--keep-unit",
+                f"--network-bridge={bridge}",
+                "-M", name,
+                "--link-journal=no",
+                "--console=read-only",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    finally:
+        log.close()
+    dirs.pid_file.write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def destroy_host(dirs: HostDirs) -> None:
+    pid = running_pid(dirs)
+    if pid is not None:
+        stop_pid(pid)
+    unmount_below(dirs.top)
+    remove_tree(dirs.top)

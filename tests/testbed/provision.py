@@ -1,0 +1,106 @@
+"""After boot: wait until a cluster's daemons really work (over SSH, as an admin would check)."""
+
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+
+from tests.testbed.errors import TestbedError
+from tests.testbed.sshrun import ssh
+from tests.testbed.topology import Cluster, Host
+
+READY_TIMEOUT = 120
+
+# Runs on every host: wait for boot to settle, then give failed units one more start. slurmdbd's
+# first start right after MariaDB's can fail (TESTBED.md); later ones succeed.
+_SETTLE = """
+timeout {t} systemctl is-system-running --wait >/dev/null 2>&1
+for unit in {units}; do
+  for i in $(seq 1 {t}); do
+    systemctl is-active -q "$unit" && break
+    case "$(systemctl show -p ActiveState --value "$unit")" in
+      failed|inactive) systemctl reset-failed "$unit" 2>/dev/null; systemctl start "$unit";;
+    esac
+    sleep 1
+  done
+  systemctl is-active -q "$unit" || {{ echo "$unit is not active"; \
+    systemctl status --no-pager -l "$unit" | tail -20; exit 1; }}
+done
+"""
+
+_CTL_READY = """
+for i in $(seq 1 {t}); do
+  scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 1
+done
+scontrol ping | grep -q 'is UP' || {{ scontrol ping; exit 1; }}
+for i in $(seq 1 {t}); do
+  sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx {cluster} && break
+  # slurmctld registers its cluster with slurmdbd when it can reach it; make sure it is added.
+  [ "$i" = 5 ] && sacctmgr -i add cluster {cluster} >/dev/null 2>&1
+  sleep 1
+done
+sacctmgr -n -P show cluster format=cluster | grep -qx {cluster} || \
+  {{ echo "cluster {cluster} not in slurmdbd"; exit 1; }}
+for node in {nodes}; do
+  for i in $(seq 1 {t}); do
+    case "$(sinfo -h -n "$node" -o %t)" in idle*) break;; esac
+    [ "$i" = 20 ] && scontrol update nodename="$node" state=resume >/dev/null 2>&1
+    sleep 1
+  done
+  case "$(sinfo -h -n "$node" -o %t)" in idle*) ;; *) sinfo -N; exit 1;; esac
+done
+"""
+
+_AGENT_READY = """
+for i in $(seq 1 {t}); do
+  python3 - <<'EOF' && exit 0
+import json, sys, urllib.request
+try:
+    s = json.load(urllib.request.urlopen("http://127.0.0.1:5012/standin/status", timeout=30))
+except OSError:
+    sys.exit(1)
+sys.exit(0 if s.get("standin") and s.get("unit") == {unit!r} else 1)
+EOF
+  sleep 1
+done
+systemctl status --no-pager -l {unit} | tail -20
+exit 1
+"""
+
+
+def host_units(host: Host) -> list[str]:
+    units = ["munge.service", "ssh.service"]
+    if host.has("slurmdbd"):
+        units += ["mariadb.service", "slurmdbd.service"]
+    if host.has("slurmctld"):
+        units.append("slurmctld.service")
+    if host.has("compute"):
+        units.append("slurmd.service")
+    if host.is_agent_host:
+        units.append(host.agent_unit)
+    return units
+
+
+def _remote(key: Path, host: Host, script: str, what: str) -> None:
+    res = ssh(key, host.address, script, timeout=READY_TIMEOUT * 3)
+    if res.returncode != 0:
+        out = (res.stdout + res.stderr).decode(errors="replace").strip()
+        raise TestbedError(
+            f"{host.name}: {what} (exit {res.returncode}):\n{out}\n"
+            f"inspect with `python -m tests.testbed ssh {host.name} -- journalctl -b --no-pager`"
+        )
+
+
+def settle_host(key: Path, host: Host) -> None:
+    units = " ".join(shlex.quote(u) for u in host_units(host))
+    _remote(key, host, _SETTLE.format(t=READY_TIMEOUT, units=units), "daemons did not start")
+
+
+def cluster_ready(key: Path, cluster: Cluster) -> None:
+    """slurmctld answers, slurmdbd knows the cluster, compute nodes idle, agent answers."""
+    nodes = " ".join(h.name for h in cluster.compute_hosts)
+    script = _CTL_READY.format(t=READY_TIMEOUT, cluster=cluster.name, nodes=nodes)
+    _remote(key, cluster.ctl_host, script, "Slurm is not ready")
+    rest = cluster.rest_host
+    _remote(key, rest, _AGENT_READY.format(t=READY_TIMEOUT, unit=rest.agent_unit),
+            f"agent stand-in {rest.agent_unit} does not answer")

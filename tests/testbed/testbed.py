@@ -1,0 +1,256 @@
+"""The testbed as a whole: up, down, status and ssh, tying the pieces together."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import secrets
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.testbed import basecache, hostconfig, machine, provision
+from tests.testbed.errors import TestbedError
+from tests.testbed.inventory import render_inventory
+from tests.testbed.mounts import mounts_below, remove_tree
+from tests.testbed.proc import say
+from tests.testbed.sshrun import ensure_keypair, port_open, ssh, wait_ssh
+from tests.testbed.topology import Catalog, Host, Topology, load_catalog
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_CACHE = Path("/var/cache/slurmrestd-access-testbed")
+STANDIN_SOURCE = Path(__file__).with_name("standin") / "slurm_web_agent_standin.py"
+SSH_TIMEOUT = float(os.environ.get("SRA_TESTBED_SSH_TIMEOUT", "90"))
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("SRA_TESTBED_CACHE") or DEFAULT_CACHE).resolve()
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    host: Host
+    running: bool
+    ssh: bool
+
+
+class Testbed:
+    __test__ = False  # not a pytest test class
+
+    def __init__(
+        self,
+        catalog: Catalog | None = None,
+        cache: Path | None = None,
+        state_dir: Path | None = None,
+    ) -> None:
+        self.catalog = catalog or load_catalog()
+        self.cache = cache or cache_dir()
+        # Repo-relative and git-ignored: the key and the inventories.
+        self.state_dir = state_dir or REPO / ".testbed"
+        self.hosts_dir = self.cache / "hosts"
+        self.clusters_dir = self.cache / "clusters"
+
+    # --- paths -----------------------------------------------------------------------------
+
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    def inventory_path(self, topology: str | None = None) -> Path:
+        return self.state_dir / (f"{topology}.py" if topology else "inventory.py")
+
+    def dirs(self, host: Host) -> machine.HostDirs:
+        return machine.HostDirs(self.hosts_dir / host.name)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        # One up/down at a time: two concurrent runs would fight over mounts and the bridge.
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with (self.cache / ".lock").open("w") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            yield
+
+    # --- up --------------------------------------------------------------------------------
+
+    def up(self, names: list[str]) -> list[Topology]:
+        topologies = [self.catalog.topology(n) for n in dict.fromkeys(names)]
+        machine.check_root()
+        base_target = basecache.base_dir(self.cache)
+        building = not basecache.is_complete(base_target)
+        machine.check_tools(building)
+        machine.check_disk(self.cache, building)
+        started = time.monotonic()
+        with self._locked():
+            base = basecache.ensure_base(self.cache)
+            key = ensure_keypair(self.state_dir)
+            machine.ensure_bridge(self.catalog.network)
+            hosts = [h for t in topologies for h in t.hosts]
+            fresh = self._start_hosts(base, key, hosts)
+            self._wait_ssh(key, hosts)
+            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                list(pool.map(lambda h: provision.settle_host(key, h), hosts))
+            clusters = [c for t in topologies for c in t.clusters.values()]
+            with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
+                list(pool.map(lambda c: provision.cluster_ready(key, c), clusters))
+            self._write_inventories(key)
+        reused = len(hosts) - len(fresh)
+        say(
+            f"testbed: {', '.join(t.name for t in topologies)} up in "
+            f"{time.monotonic() - started:.1f} s ({len(fresh)} booted, {reused} reused)"
+        )
+        return topologies
+
+    def _start_hosts(self, base: Path, key: Path, hosts: list[Host]) -> list[Host]:
+        fresh = []
+        for host in hosts:
+            dirs = self.dirs(host)
+            if self._healthy(host, base, key):
+                continue
+            # Anything half there (stopped, wrong base, not answering) is rebuilt from scratch.
+            machine.destroy_host(dirs)
+            self._create_host(base, key, host, dirs)
+            fresh.append(host)
+        return fresh
+
+    def _healthy(self, host: Host, base: Path, key: Path) -> bool:
+        dirs = self.dirs(host)
+        if machine.running_pid(dirs) is None:
+            return False
+        try:
+            lower = (dirs.top / "base").read_text().strip()
+        except OSError:
+            return False
+        if lower != str(base):
+            return False
+        if not port_open(host.address):
+            return False
+        return ssh(key, host.address, "true", timeout=15).returncode == 0
+
+    def _create_host(self, base: Path, key: Path, host: Host, dirs: machine.HostDirs) -> None:
+        dirs.top.mkdir(parents=True, exist_ok=True)
+        (dirs.top / "base").write_text(f"{base}\n")
+        machine.mount_overlay(base, dirs)
+        files = hostconfig.host_files(
+            self.catalog,
+            host,
+            munge_key=self._munge_key(host.cluster),
+            authorized_key=key.with_suffix(".pub").read_text(),
+            standin_source=STANDIN_SOURCE.read_text(),
+            machine_id=uuid.uuid4().hex,
+        )
+        machine.write_files(dirs.root, files)
+        machine.enable_units(dirs.root, hostconfig.enabled_units(host))
+        machine.boot(dirs, host.name, self.catalog.network.bridge)
+
+    def _munge_key(self, cluster: str) -> bytes:
+        """One key per cluster, kept while any of its hosts may be up so a rebuilt host joins."""
+        path = self.clusters_dir / cluster / "munge.key"
+        if not path.is_file():
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(secrets.token_bytes(1024))
+            tmp.chmod(0o600)
+            os.replace(tmp, path)
+        return path.read_bytes()
+
+    def _wait_ssh(self, key: Path, hosts: list[Host]) -> None:
+        deadline = time.monotonic() + SSH_TIMEOUT
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            answered = list(pool.map(lambda h: wait_ssh(key, h.address, deadline), hosts))
+        silent = [h for h, ok in zip(hosts, answered, strict=True) if not ok]
+        if silent:
+            details = "; ".join(
+                f"{h.name} ({h.address}), console log {self.dirs(h).console_log}" for h in silent
+            )
+            raise TestbedError(
+                f"host(s) never answered SSH within {SSH_TIMEOUT:.0f} s: {details}. "
+                "Read the console log, then `python -m tests.testbed down` and retry "
+                "(SRA_TESTBED_SSH_TIMEOUT raises the wait)"
+            )
+
+    # --- inventories -----------------------------------------------------------------------
+
+    def running_topologies(self) -> list[Topology]:
+        return [
+            t for t in self.catalog.topologies.values()
+            if all(machine.running_pid(self.dirs(h)) is not None for h in t.hosts)
+        ]
+
+    def _write_inventories(self, key: Path) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        running = self.running_topologies()
+        for topo in self.catalog.topologies.values():
+            path = self.inventory_path(topo.name)
+            if topo in running:
+                _write_text(path, render_inventory([topo], key))
+            else:
+                path.unlink(missing_ok=True)
+        if running:
+            _write_text(self.inventory_path(), render_inventory(running, key))
+        else:
+            self.inventory_path().unlink(missing_ok=True)
+
+    # --- down ------------------------------------------------------------------------------
+
+    def down(self) -> list[str]:
+        """Stop every host, unmount every overlay, delete the bridge; return what was stopped."""
+        machine.check_root()
+        started = time.monotonic()
+        with self._locked():
+            stopped = []
+            pids = machine.nspawn_pids_below(self.hosts_dir)
+            # Signal every host first so they power off in parallel, then wait for each.
+            for pid in pids:
+                machine.signal_pid(pid)
+            for pid, root in pids.items():
+                stopped.append(root.parent.name)
+                machine.stop_pid(pid)
+            if self.hosts_dir.exists():
+                for top in sorted(self.hosts_dir.iterdir()):
+                    machine.destroy_host(machine.HostDirs(top))
+                remove_tree(self.hosts_dir)
+            remove_tree(self.clusters_dir)
+            machine.remove_bridge(self.catalog.network)
+            for topo in self.catalog.topologies:
+                self.inventory_path(topo).unlink(missing_ok=True)
+            self.inventory_path().unlink(missing_ok=True)
+            left = mounts_below(self.hosts_dir)
+            if left or machine.nspawn_pids_below(self.hosts_dir):
+                raise TestbedError(f"down left mounts or processes behind: {left}")
+        say(f"testbed: down in {time.monotonic() - started:.1f} s ({len(stopped)} hosts stopped)")
+        return stopped
+
+    # --- status and ssh --------------------------------------------------------------------
+
+    def status(self) -> list[HostStatus]:
+        result = []
+        for host in self.catalog.all_hosts:
+            running = machine.running_pid(self.dirs(host)) is not None
+            answers = running and port_open(host.address, timeout=0.5)
+            result.append(HostStatus(host, running, answers))
+        return result
+
+    def ssh(
+        self,
+        host_name: str,
+        command: str,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        stream: bool = False,
+    ) -> subprocess.CompletedProcess[bytes]:
+        host = self.catalog.host(host_name)
+        if not self.key_path.is_file():
+            raise TestbedError("no testbed key yet: run `python -m tests.testbed up TOPOLOGY`")
+        return ssh(self.key_path, host.address, command, input=input, timeout=timeout,
+                   capture=not stream)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
