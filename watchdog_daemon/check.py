@@ -552,12 +552,11 @@ def run_check(settings: Any, *, timeout: float = 10.0, accounting: Accounting = 
               getter: Getter | None = None) -> CheckResult:
     """Run the connect check with the agent's settings (an `agentconf.AgentSettings`).
 
-    `timeout` bounds each call; `total_timeout` (default 3 x timeout) bounds the whole check.
-    `decoy` also sends a token signed with a random key, which must be refused.
-    `getter` replaces the HTTP client (tests).
+    Reads the agent's key copy under the agent-copy rule (owner only), then as
+    `run_check_with_key`. `timeout` bounds each call; `total_timeout` (default 3 x timeout)
+    bounds the whole check. `decoy` also sends a token signed with a random key, which must be
+    refused. `getter` replaces the HTTP client (tests).
     """
-    started = time.monotonic()
-    deadline = started + (total_timeout if total_timeout is not None else 3 * timeout)
     problem = _key_failure(settings)
     if problem is not None:
         return problem
@@ -565,14 +564,44 @@ def run_check(settings: Any, *, timeout: float = 10.0, accounting: Accounting = 
         key = read_key(settings.jwt_key, allow_group=False)
     except KeyFileError as exc:
         return failure(exc.reason, exc.message, exc.hint)
+    return run_check_with_key(settings, key, timeout=timeout, accounting=accounting,
+                              slurm_conf=slurm_conf, total_timeout=total_timeout, decoy=decoy,
+                              getter=getter)
+
+
+def run_check_with_key(settings: Any, key: SecretBytes, *, timeout: float = 10.0,
+                       accounting: Accounting = "auto",
+                       slurm_conf: str | os.PathLike[str] = DEFAULT_SLURM_CONF,
+                       total_timeout: float | None = None, decoy: bool = True,
+                       getter: Getter | None = None) -> CheckResult:
+    """The check with a key given in memory (the watchdog verifies a new key before copying it).
+
+    The key's length is checked here too (HS256 needs >= 32 bytes; PyJWT only warns).
+    """
+    from watchdog_daemon.keyfile import MIN_KEY_BYTES
+
+    started = time.monotonic()
+    deadline = started + (total_timeout if total_timeout is not None else 3 * timeout)
+    problem = _key_failure(settings)
+    if problem is not None:
+        return problem
+    if len(key) == 0:
+        return failure("key_empty", f"the key {key} is empty",
+                       "use a key of at least 32 random bytes")
+    if len(key) < MIN_KEY_BYTES:
+        return failure("key_too_short", f"the key {key} has {len(key)} bytes, fewer than "
+                       f"{MIN_KEY_BYTES}", "use a key of at least 32 random bytes")
 
     socket_path: Path = settings.socket_path
     token = sign_token(key, settings.jwt_user, settings.jwt_lifespan)
     secret_texts = [token, key.reveal().decode("latin-1"), key.reveal().hex()]
-    result = _run_with_token(
-        settings, key, token, socket_path, timeout=timeout, deadline=deadline,
-        accounting=accounting, slurm_conf=slurm_conf, decoy=decoy, getter=getter,
-    )
+    try:
+        result = _run_with_token(
+            settings, key, token, socket_path, timeout=timeout, deadline=deadline,
+            accounting=accounting, slurm_conf=slurm_conf, decoy=decoy, getter=getter,
+        )
+    except Exception as exc:  # a bug must still give a clean, secret-free result
+        result = failure("internal_error", f"unexpected {type(exc).__name__} during the check")
     if not result.cluster and result.ok:
         # 22.05 reports no cluster: fall back to the agent's own name, as its line would show.
         result = replace(result, cluster=settings.cluster)
@@ -693,6 +722,7 @@ __all__ = [
     "probe_socket_path",
     "result_for_verdict",
     "run_check",
+    "run_check_with_key",
     "scrub",
     "sign_token",
 ]

@@ -336,3 +336,33 @@ def test_key_unreadable_by_agent_user_is_12():
         assert (reason, code) == ("key_unreadable", ExitCode.KEY_UNREADABLE)
     finally:
         shutil.rmtree(base)
+
+
+# ---- the key given in memory (the watchdog's verification of a new key) -----------------------
+
+def test_run_check_with_key(env):
+    from watchdog_daemon.check import run_check_with_key
+    from watchdog_daemon.secret import SecretBytes
+
+    settings, sock, conf = env
+    with FakeSlurmrestd(sock, slurmctld_key=OTHER):
+        assert run_check_with_key(settings, SecretBytes(OTHER), slurm_conf=conf,
+                                  timeout=3).ok
+        assert run_check_with_key(settings, SecretBytes(KEY), slurm_conf=conf,
+                                  timeout=3).exit_code == 30
+        short = run_check_with_key(settings, SecretBytes(b"x" * 8), slurm_conf=conf)
+        assert short.exit_code == ExitCode.KEY_TOO_SHORT
+        assert run_check_with_key(settings, SecretBytes(b""), slurm_conf=conf).exit_code == \
+            ExitCode.KEY_EMPTY
+
+
+def test_bug_in_getter_is_internal_error_without_secret(env):
+    settings, sock, conf = env
+
+    def getter(url, headers, timeout):
+        raise RuntimeError("boom " + headers["X-SLURM-USER-TOKEN"])
+
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        r = check(settings, conf, getter=getter)
+    # the getter's exception is classified at the call (not a bug of the check itself)
+    assert not r.ok and "eyJ" not in r.message

@@ -1,0 +1,125 @@
+"""`slurmrestd-access check`: exact output lines, JSON, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.fakes.fake_slurmrestd import FakeSlurmrestd, make_stale_socket
+from watchdog_daemon.cli import main
+from watchdog_daemon.exitcodes import ExitCode
+
+KEY = b"SENTINEL-cli-key-" + b"c" * 24
+OTHER = b"o" * 40
+
+
+@pytest.fixture
+def env(tmp_path):
+    key = tmp_path / "agent.key"
+    key.write_bytes(KEY)
+    os.chmod(key, 0o400)
+    sock = tmp_path / "s.sock"
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[service]\ncluster = hpc\n[slurmrestd]\nuri = unix://{sock}\n"
+                   f"jwt_key = {key}\n")
+    conf = tmp_path / "slurm.conf"
+    conf.write_text("AccountingStorageType=accounting_storage/slurmdbd\n")
+    args = ["check", "--agent-ini", str(ini), "--slurm-conf", str(conf), "--timeout", "3"]
+    return args, sock, key, ini
+
+
+def test_success_line_exact(env, capsys):
+    args, sock, _, _ = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        code = main(args)
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert out == "✅ connection successful (slurm: 24.11.5, cluster: hpc)\n"
+    assert err == ""
+
+
+def test_failure_lines(env, capsys):
+    args, sock, _, _ = env
+    with FakeSlurmrestd(sock, slurmctld_key=OTHER):
+        code = main(args)
+    out, err = capsys.readouterr()
+    assert code == ExitCode.REJECTED_BY_SLURMCTLD
+    assert out == "❌ connection failure\n"
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ERROR: rejected_by_slurmctld: ")
+    assert " — " in lines[0]
+
+
+def test_json_success(env, capsys):
+    args, sock, _, _ = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        code = main([*args, "--json"])
+    out, err = capsys.readouterr()
+    data = json.loads(out)
+    assert code == 0 and data["ok"] is True and data["exit_code"] == 0
+    assert (data["slurm"], data["cluster"], data["api_version"], data["accounting"]) == \
+        ("24.11.5", "hpc", "0.0.42", True)
+    assert err == ""
+
+
+def test_json_failure(env, capsys):
+    args, _sock, _, _ = env
+    code = main([*args, "--json"])
+    out, _err = capsys.readouterr()
+    data = json.loads(out)
+    assert code == 20 and data == {**data, "ok": False, "reason": "socket_missing",
+                                   "exit_code": 20}
+    assert data["hint"]
+
+
+def test_stale_socket(env, capsys):
+    args, sock, _, _ = env
+    make_stale_socket(sock)
+    assert main(args) == ExitCode.CONNECTION_REFUSED
+    assert capsys.readouterr().err.startswith("ERROR: connection_refused: ")
+
+
+def test_accounting_flag(env, capsys):
+    args, sock, _, _ = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, slurmdbd_key=OTHER):
+        assert main(args) == 31
+        assert main([*args, "--accounting", "no"]) == 0
+
+
+def test_no_decoy_flag(env, capsys):
+    args, sock, _, _ = env
+    with FakeSlurmrestd(sock, slurmctld_key=OTHER, mode="accept_any_token"):
+        assert main(args) == ExitCode.SLURMRESTD_ERROR
+        assert main([*args, "--no-decoy"]) == 0
+
+
+def test_missing_agent_ini_is_10(capsys, tmp_path):
+    code = main(["check", "--agent-ini", str(tmp_path / "nope.ini")])
+    out, err = capsys.readouterr()
+    assert code == ExitCode.CONFIG_INVALID == 10
+    assert out == "❌ connection failure\n" and err.startswith("ERROR: config_invalid: ")
+
+
+def test_bad_agent_ini_json(env, capsys):
+    args, _sock, _key, ini = env
+    ini.write_text("[service]\n")
+    assert main([*args, "--json"]) == 10
+    assert json.loads(capsys.readouterr().out)["reason"] == "config_invalid"
+
+
+def test_key_problem_exit_code(env, capsys):
+    args, sock, key, _ = env
+    os.chmod(key, 0o444)
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        assert main(args) == ExitCode.KEY_INSECURE
+    assert "chmod go-rwx" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "abc"])
+def test_bad_timeout_is_usage(env, value, capsys):
+    args, *_ = env
+    with pytest.raises(SystemExit) as info:
+        main([*args, "--timeout", value])
+    assert info.value.code == 2

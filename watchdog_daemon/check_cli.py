@@ -1,0 +1,86 @@
+"""`slurmrestd-access check`: the Slurm-web connect check that a wrong key cannot pass.
+
+Output, for people: success `✅ connection successful (slurm: 24.11.5, cluster: hpc)` on stdout,
+exit 0; failure `❌ connection failure` on stdout and `ERROR: <reason>: <message> — <hint>` on
+stderr, exit the reason's code. With `--json`: one JSON object on stdout (the same fields), the
+same exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import TextIO
+
+from watchdog_daemon.agentconf import DEFAULT_AGENT_INI, ConfigError, load_agent_settings
+from watchdog_daemon.check import DEFAULT_SLURM_CONF, CheckResult, failure, run_check
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="prove that slurmrestd, slurmctld and slurmdbd accept the agent's token",
+        description="Sign a token with the Slurm-web agent's key copy, as the agent does, and "
+        "prove that slurmctld (and slurmdbd, when accounting is used) accept it. A ping that "
+        "answers 200 proves nothing; this check makes calls that need the daemons' approval.",
+    )
+    p.add_argument("--agent-ini", default=DEFAULT_AGENT_INI, metavar="PATH",
+                   help=f"the agent's configuration (default {DEFAULT_AGENT_INI})")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
+                   help="timeout of each call to slurmrestd (default 10)")
+    p.add_argument("--total-timeout", type=_positive_float, default=None, metavar="SECONDS",
+                   help="timeout of the whole check (default 3 x --timeout)")
+    p.add_argument("--accounting", choices=("auto", "yes", "no"), default="auto",
+                   help="check slurmdbd too: auto = when slurm.conf uses slurmdbd")
+    p.add_argument("--slurm-conf", default=DEFAULT_SLURM_CONF, metavar="PATH",
+                   help="read for AccountingStorageType when --accounting auto")
+    p.add_argument("--no-decoy", dest="decoy", action="store_false",
+                   help="skip the call with a token signed with a random key (which must be "
+                   "refused; it proves that slurmrestd makes Slurm check tokens)")
+    p.set_defaults(func=run)
+
+
+def _write(stream: TextIO, text: str) -> None:
+    try:
+        stream.write(text + "\n")
+    except UnicodeEncodeError:  # a non-UTF-8 terminal: keep the line, lose the emoji
+        stream.write(text.encode("ascii", "replace").decode("ascii") + "\n")
+    stream.flush()
+
+
+def report(result: CheckResult, *, as_json: bool, out: TextIO, err: TextIO) -> int:
+    if as_json:
+        _write(out, json.dumps(result.to_dict(), ensure_ascii=False))
+    elif result.ok:
+        _write(out, result.success_line())
+    else:
+        _write(out, "❌ connection failure")
+        _write(err, result.error_line())
+    return int(result.exit_code)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_agent_settings(args.agent_ini)
+    except ConfigError as exc:
+        result = failure("config_invalid", exc.message, exc.hint)
+    else:
+        result = run_check(settings, timeout=args.timeout, accounting=args.accounting,
+                           slurm_conf=args.slurm_conf, total_timeout=args.total_timeout,
+                           decoy=args.decoy)
+    return report(result, as_json=args.json, out=sys.stdout, err=sys.stderr)
+
+
+__all__ = ["register", "report", "run"]
