@@ -1,0 +1,188 @@
+"""`slurmrestd-access key ...`: JSON reports, exit codes, the key never in output."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import stat
+import sys
+
+import pytest
+
+from watchdog_daemon.cli import main
+from watchdog_daemon.exitcodes import ExitCode
+
+KEY = b"SENTINEL-keycli-" + b"q" * 30
+SHA = hashlib.sha256(KEY).hexdigest()
+ME, MYG = str(os.geteuid()), str(os.getegid())
+
+
+def feed(monkeypatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def run(capsys, argv):
+    code = main(argv)
+    out, err = capsys.readouterr()
+    for text in (out, err):
+        assert "SENTINEL" not in text
+        assert base64.b64encode(KEY).decode() not in text and KEY.hex() not in text
+    return code, out, err
+
+
+# ---- ensure -----------------------------------------------------------------------------------
+
+def test_ensure_created_then_unchanged(tmp_path, capsys):
+    path = tmp_path / "spool" / "jwt_hs256.key"
+    argv = ["key", "ensure", "--path", str(path), "--owner", ME, "--group", MYG]
+    code, out, _ = run(capsys, argv)
+    data = json.loads(out)
+    assert code == 0 and data["result"] == "created"
+    assert data["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    code, out, _ = run(capsys, [*argv, "--json"])
+    assert json.loads(out)["result"] == "unchanged"
+    os.chmod(path, 0o644)
+    code, out, _ = run(capsys, argv)
+    assert json.loads(out)["result"] == "repaired"
+
+
+def test_ensure_missing_user(tmp_path, capsys):
+    code, out, err = run(capsys, ["key", "ensure", "--path", str(tmp_path / "k"),
+                                  "--owner", "no-such-user-xyz"])
+    assert code == ExitCode.USER_MISSING
+    assert json.loads(out)["error"] == "user_missing"
+    assert err.startswith("ERROR: user_missing: user 'no-such-user-xyz'")
+
+
+@pytest.mark.parametrize("mode", ["0604", "777", "abc", "06000"])
+def test_bad_mode_is_usage(tmp_path, capsys, mode):
+    with pytest.raises(SystemExit) as info:
+        main(["key", "ensure", "--path", str(tmp_path / "k"), "--mode", mode])
+    assert info.value.code == 2
+
+
+# ---- install -----------------------------------------------------------------------------------
+
+def install_argv(path, sha=SHA, mode="0400"):
+    return ["key", "install", "--path", str(path), "--owner", ME, "--group", MYG,
+            "--mode", mode, "--expect-sha256", sha, "--json"]
+
+
+def test_install(tmp_path, capsys, monkeypatch):
+    dest = tmp_path / "copy"
+    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
+    code, out, _ = run(capsys, install_argv(dest))
+    assert code == 0 and json.loads(out) == {"changed": True, "path": str(dest), "sha256": SHA}
+    assert dest.read_bytes() == KEY and stat.S_IMODE(os.stat(dest).st_mode) == 0o400
+    feed(monkeypatch, base64.b64encode(KEY))
+    code, out, _ = run(capsys, install_argv(dest))
+    assert json.loads(out)["changed"] is False
+
+
+def test_install_sha_mismatch_writes_nothing(tmp_path, capsys, monkeypatch):
+    dest = tmp_path / "copy"
+    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
+    code, out, err = run(capsys, install_argv(dest, sha="0" * 64))
+    assert code == ExitCode.CHANGE_REFUSED and not dest.exists()
+    assert json.loads(out)["error"] == "sha256_mismatch" and "nothing was written" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("stdin", [b"", b"not base64 !!!\n", b"QUJD\nQUJD\n", b"A" * 70000])
+def test_install_bad_stdin(tmp_path, capsys, monkeypatch, stdin):
+    feed(monkeypatch, stdin)
+    code, out, _ = run(capsys, install_argv(tmp_path / "copy"))
+    assert code == ExitCode.USAGE and json.loads(out)["error"] == "bad_input"
+    assert "!!!" not in out
+
+
+def test_install_short_key(tmp_path, capsys, monkeypatch):
+    short = b"s" * 16
+    feed(monkeypatch, base64.b64encode(short))
+    code, _out, _ = run(capsys, install_argv(tmp_path / "copy",
+                                            sha=hashlib.sha256(short).hexdigest()))
+    assert code == ExitCode.KEY_TOO_SHORT and not (tmp_path / "copy").exists()
+
+
+def test_install_refuses_symlink(tmp_path, capsys, monkeypatch):
+    target = tmp_path / "target"
+    target.write_bytes(b"t" * 40)
+    (tmp_path / "copy").symlink_to(target)
+    feed(monkeypatch, base64.b64encode(KEY))
+    code, _, err = run(capsys, install_argv(tmp_path / "copy"))
+    assert code == ExitCode.KEY_INSECURE and target.read_bytes() == b"t" * 40
+    assert "symbolic link" in err
+
+
+def test_install_bad_sha_argument(tmp_path):
+    with pytest.raises(SystemExit) as info:
+        main(install_argv(tmp_path / "copy", sha="xyz"))
+    assert info.value.code == 2
+
+
+# ---- sync -----------------------------------------------------------------------------------
+
+def test_sync(tmp_path, capsys):
+    src = tmp_path / "jwt.key"
+    src.write_bytes(KEY)
+    os.chmod(src, 0o640)  # Slurm's rule: group allowed
+    dest = tmp_path / "copy"
+    argv = ["key", "sync", "--source", str(src), "--dest", str(dest), "--owner", ME,
+            "--group", MYG]
+    code, out, _ = run(capsys, argv)
+    assert code == 0 and "updated" in out and dest.read_bytes() == KEY
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o400
+    code, out, _ = run(capsys, [*argv, "--json"])
+    assert json.loads(out) == {"changed": False, "source": str(src), "dest": str(dest),
+                               "sha256": SHA}
+
+
+@pytest.mark.parametrize(("content", "mode", "code"), [
+    (None, 0o600, ExitCode.KEY_MISSING),
+    (b"", 0o600, ExitCode.KEY_EMPTY),
+    (b"x" * 10, 0o600, ExitCode.KEY_TOO_SHORT),
+    (KEY, 0o604, ExitCode.KEY_INSECURE),
+])
+def test_sync_refuses_bad_source(tmp_path, capsys, content, mode, code):
+    src = tmp_path / "jwt.key"
+    if content is not None:
+        src.write_bytes(content)
+        os.chmod(src, mode)
+    dest = tmp_path / "copy"
+    dest.write_bytes(b"old" * 20)
+    rc, out, err = run(capsys, ["key", "sync", "--source", str(src), "--dest", str(dest),
+                                "--owner", ME, "--group", MYG, "--json"])
+    assert rc == code and dest.read_bytes() == b"old" * 20
+    assert json.loads(out)["exit_code"] == code and err.startswith("ERROR: key_")
+
+
+def test_sync_missing_agent_user(tmp_path, capsys):
+    src = tmp_path / "jwt.key"
+    src.write_bytes(KEY)
+    os.chmod(src, 0o600)
+    rc, _, err = run(capsys, ["key", "sync", "--source", str(src), "--dest",
+                              str(tmp_path / "copy"), "--owner", "slurm-web-nope",
+                              "--group", MYG])
+    assert rc == ExitCode.USER_MISSING and "slurm-web-nope" in err
+
+
+# ---- fingerprint -------------------------------------------------------------------------------
+
+def test_fingerprint(tmp_path, capsys):
+    path = tmp_path / "k"
+    path.write_bytes(KEY)
+    os.chmod(path, 0o400)
+    code, out, _ = run(capsys, ["key", "fingerprint", "--path", str(path), "--json"])
+    data = json.loads(out)
+    assert code == 0 and data["sha256"] == SHA and data["mode"] == "0400" and data["exists"]
+    code, out, _ = run(capsys, ["key", "fingerprint", "--path", str(path)])
+    assert SHA in out and "0400" in out
+
+
+def test_fingerprint_missing(tmp_path, capsys):
+    code, out, _ = run(capsys, ["key", "fingerprint", "--path", str(tmp_path / "k"), "--json"])
+    assert code == 0 and json.loads(out)["exists"] is False
