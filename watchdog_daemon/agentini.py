@@ -108,8 +108,7 @@ def _parse(lines: list[_Line]) -> dict[str, _Section]:
         if not stripped:
             continue  # a blank line does not end a multi-line value in configparser
         if stripped.startswith(("#", ";")):
-            option = None  # a comment ends a multi-line value
-            continue
+            continue  # configparser: a comment line does not end a multi-line value either
         indent = len(line.content) - len(line.content.lstrip())
         if option is not None and indent > option_indent:
             option.last = n
@@ -118,6 +117,9 @@ def _parse(lines: list[_Line]) -> dict[str, _Section]:
         header = _SECTION_RE.match(stripped)
         if header:
             name = header.group("header")
+            if name == DEFAULT_SECTION and name in sections:
+                current = sections[name]  # configparser allows [DEFAULT] again, same options
+                continue
             if name in sections:
                 raise IniParseError(
                     f"line {lineno}: section [{name}] appears twice (the agent refuses this)",
@@ -304,7 +306,12 @@ def _assemble(
     added = [f"{key}{style}{wanted[key]}" for key in missing]
     insert_after: int | None = None
     if section is not None and added:
-        kept = [o.last for o in section.options.values() if o.first not in delete]
+        # The last surviving line of each option (a rewritten option loses its continuations).
+        kept = [
+            max(n for n in range(o.first, o.last + 1) if n not in delete)
+            for o in section.options.values()
+            if o.first not in delete
+        ]
         insert_after = max(kept) if kept else section.header
 
     out: list[_Line] = []

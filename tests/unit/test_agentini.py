@@ -187,6 +187,22 @@ def test_section_last_without_newline():
     )
 
 
+def test_default_section_may_repeat_like_configparser():
+    text = "[DEFAULT]\na = 1\n[service]\ncluster = hpc\n[DEFAULT]\nb = 2\n"
+    read_like_agent(text)
+    assert merge(text).changed
+
+
+def test_missing_key_added_after_rewritten_multiline_option():
+    text = "[service]\ncluster = hpc\n[slurmrestd]\nauth = static\n  more\n"
+    res = merge(text)
+    assert res.text == (
+        f"[service]\ncluster = hpc\n[slurmrestd]\nauth = jwt\nuri = {URI}\njwt_mode = auto\n"
+        f"jwt_key = {KEY}\n"
+    )
+    assert merge(res.text).changed is False
+
+
 def test_default_section_cluster_accepted():
     assert merge(FIXTURES["default_cluster"]).changed
 
@@ -219,6 +235,14 @@ def test_unparseable_ini_refused_with_line(text, lineno):
     assert isinstance(err.value, ConfigError)
     assert err.value.message.startswith(f"line {lineno}:")
     assert err.value.exit_code == ExitCode.CHANGE_REFUSED
+
+
+def test_continuation_after_comment_line_like_configparser():
+    text = "[service]\ncluster = hpc\n# note\n  more\n"
+    assert read_like_agent(text)["service"]["cluster"] == "hpc\nmore"
+    res = merge(text)
+    assert res.text.startswith(text)
+    assert read_like_agent(res.text)["service"]["cluster"] == "hpc\nmore"
 
 
 def test_our_parse_agrees_with_configparser_on_continuations():
@@ -308,10 +332,13 @@ _POOL = [
     "versions = 0.0.41",
     "jwt_key = /old.key",
     "jwt_user = slurm",
+    "  continued",
+    "[DEFAULT]",
+    "x = 1",
 ]
 
 
-@pytest.mark.parametrize("seed", range(200))
+@pytest.mark.parametrize("seed", range(400))
 def test_property_merge_is_idempotent_and_agent_reads_it(seed):
     import random
 
@@ -330,6 +357,8 @@ def test_property_merge_is_idempotent_and_agent_reads_it(seed):
     parsed = read_like_agent(once.text)
     assert parsed["slurmrestd"]["uri"] == URI
     assert parsed["slurmrestd"]["jwt_mode"] == "auto"
-    assert parsed["service"]["cluster"] == "hpc"
+    original = read_like_agent(text)
+    assert dict(parsed["service"]) == dict(original["service"])
+    assert dict(parsed.defaults()) == dict(original.defaults())
     if parsed.has_section("ui"):
-        assert dict(parsed["ui"]) == dict(read_like_agent(text)["ui"])
+        assert dict(parsed["ui"]) == dict(original["ui"])
