@@ -181,6 +181,7 @@ class Pipeline:
         self.restart_spacing = config.restart_spacing
         self.status = Status()
         self._recheck_pending = False
+        self._restart_targets: list[str] = []  # units chosen for the pending restart
         self._next_verify_at = 0.0
         self._next_restart_at = 0.0
         self._last_reported: tuple[str, str] | None = None  # (state, reason) last logged
@@ -198,6 +199,9 @@ class Pipeline:
             # Kept only if the copy still is that key (checked in run(): a copy that differs
             # goes through verify/install, which sets its own restart_pending).
             self.status.restart_pending = pending
+            units = previous.get("agent_units")
+            if isinstance(units, list) and all(isinstance(u, str) for u in units):
+                self._restart_targets = list(units)
         for name in ("last_success_at", "last_sync_at", "last_restart_at"):
             value = previous.get(name)
             if isinstance(value, int | float):
@@ -405,19 +409,27 @@ class Pipeline:
 
     def _restart_agent(self, key: SecretBytes) -> float | None:
         cfg = self.config
-        try:
-            units, _states = agent_units_in_use(self.systemctl, cfg.agent_units)
-        except SystemctlError as exc:
-            delay = self.backoff.next_delay()
-            self._set_state("restart_pending", "systemctl_failed", level="warning",
-                            message=str(exc), retry_in=round(delay, 3))
-            return delay
+        if self._restart_targets:
+            # A previous attempt failed: that unit was running when we decided to restart it
+            # and our failed restart is why it is down now; keep at it (budget and circuit
+            # permitting) rather than conclude "no agent running".
+            units = list(self._restart_targets)
+        else:
+            try:
+                units, _states = agent_units_in_use(self.systemctl, cfg.agent_units)
+            except SystemctlError as exc:
+                delay = self.backoff.next_delay()
+                self._set_state("restart_pending", "systemctl_failed", level="warning",
+                                message=str(exc), retry_in=round(delay, 3))
+                return delay
+            self._restart_targets = list(units)
         self.status.agent_units = units
         if not units:
             # Nobody runs the agent: the copy is what it will read when started. Sync only.
             self.sink.log("info", "agent_not_running", key_fingerprint=key.fingerprint,
                         units=list(cfg.agent_units or ()) or "auto")
             self.status.restart_pending = None
+            self._restart_targets = []
             self._recheck_pending = False
             self.sink.persist()
             return None
@@ -469,6 +481,7 @@ class Pipeline:
             self.status.last_restart_at = self.wall_clock()
             self.sink.log("info", "agent_restarted", unit=unit, key_fingerprint=key.fingerprint)
         self.status.restart_pending = None
+        self._restart_targets = []
         self._recheck_pending = True
         self.sink.persist()
         return None
