@@ -29,6 +29,8 @@ PACKAGES = (
     "slurmdbd",
     "slurmrestd",
     "slurm-client",
+    # auth/jwt for slurmctld/slurmdbd is a separate Debian package, not even a Recommends.
+    "slurm-wlm-jwt-plugin",
     "munge",
     "mariadb-server",
     "openssh-server",
