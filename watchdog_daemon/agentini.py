@@ -45,17 +45,17 @@ _LINE_RE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 class ConfigError(ChangeError):
     """agent.ini is incomplete (CONFIG_INVALID) or cannot be parsed (IniParseError)."""
 
-    reason = "config-invalid"
+    reason = "config_invalid"
     exit_code = ExitCode.CONFIG_INVALID
 
 
 class AgentIniMissingError(ConfigError):
-    reason = "file-missing"
+    reason = "file_missing"
 
 
 class IniParseError(ConfigError):
     # exitcodes.py: a file that cannot be merged safely (parse error) is CHANGE_REFUSED.
-    reason = "parse-error"
+    reason = "parse_error"
     exit_code = ExitCode.CHANGE_REFUSED
 
 

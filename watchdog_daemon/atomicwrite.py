@@ -40,7 +40,7 @@ class ChangeError(Exception):
     Never put file contents in these strings: slurmdbd.conf holds the database password.
     """
 
-    reason = "change-refused"
+    reason = "change_refused"
     exit_code: int = ExitCode.CHANGE_REFUSED
 
     def __init__(self, message: str, hint: str = "", *, file: str | None = None) -> None:
@@ -50,8 +50,11 @@ class ChangeError(Exception):
         self.file = file
 
     def to_dict(self) -> dict[str, object]:
+        # `error` is the exit code's reason as README.md documents it (`change_refused`...),
+        # `detail` the finer kind of failure (`parse_error`, `conflict`...).
         return {
-            "error": self.reason,
+            "error": ExitCode(self.exit_code).name.lower(),
+            "detail": self.reason,
             "message": self.message,
             "hint": self.hint,
             "exit_code": int(self.exit_code),
@@ -60,17 +63,17 @@ class ChangeError(Exception):
 
 
 class FileMissingError(ChangeError):
-    reason = "file-missing"
+    reason = "file_missing"
     exit_code = ExitCode.CONFIG_INVALID
 
 
 class FileUnreadableError(ChangeError):
-    reason = "file-unreadable"
+    reason = "file_unreadable"
     exit_code = ExitCode.CONFIG_INVALID
 
 
 class WriteError(ChangeError):
-    reason = "write-failed"
+    reason = "write_failed"
     exit_code = ExitCode.CHANGE_REFUSED
 
 

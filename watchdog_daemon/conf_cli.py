@@ -8,7 +8,9 @@ printed on stdout:
   managed lines, never the whole file (slurmdbd.conf holds StoragePass);
 * preflight: `{"ok", "unit", "socket", "findings": [{"level", "message", "hint", "file",
   "line"}]}`, exit PREFLIGHT_FAILED when a finding is an error;
-* on failure: `{"error", "message", "hint", "exit_code", "file"}` and that exit code.
+* on failure: `{"error", "detail", "message", "hint", "exit_code", "file"}` and that exit
+  code; `error` is the exit code's documented reason (`change_refused`, `config_invalid`),
+  `detail` the kind of failure (`parse_error`, `conflict`, `file_missing`, `write_failed`...).
 
 Without `--json` the same goes to the terminal: a short diff of the managed lines, errors and
 hints on stderr.
@@ -131,7 +133,8 @@ def _run_merge(args: argparse.Namespace, run: Callable[[bool], MergeResult]) -> 
         return _report_error(
             args,
             {
-                "error": "io-error",
+                "error": "config_invalid",
+                "detail": "io_error",
                 "message": f"{exc.filename or args.file}: {exc.strerror or exc}",
                 "hint": "check the path and run as root",
                 "exit_code": int(ExitCode.CONFIG_INVALID),
@@ -149,9 +152,9 @@ def _report_error(args: argparse.Namespace, data: dict[str, object]) -> int:
     if args.json:
         _print_json(data)
     else:
-        print(f"error: {data['message']}", file=sys.stderr)
-        if data.get("hint"):
-            print(f"hint: {data['hint']}", file=sys.stderr)
+        # Same form as the other subcommands: ERROR: <reason>: <message> — <hint>
+        hint = f" — {data['hint']}" if data.get("hint") else ""
+        print(f"ERROR: {data['error']}: {data['message']}{hint}", file=sys.stderr)
     return int(data["exit_code"])  # type: ignore[call-overload]
 
 

@@ -73,7 +73,7 @@ _SAFE_PATH_RE = re.compile(r"/[^\s,#\"'\\=]*")
 
 
 class ConfigParseError(ChangeError):
-    reason = "parse-error"
+    reason = "parse_error"
     exit_code = ExitCode.CHANGE_REFUSED
 
 
@@ -83,7 +83,7 @@ class ConflictError(ChangeError):
 
 
 class InvalidArgumentError(ChangeError):
-    reason = "invalid-argument"
+    reason = "invalid_argument"
     exit_code = ExitCode.CONFIG_INVALID
 
 

@@ -186,3 +186,16 @@ def test_selinux_label_copy_failure_only_warns(tmp_path, monkeypatch):
     warnings = write_text_atomic(str(path), "new\n")
     assert warnings and "security.selinux" in warnings[0]
     assert path.read_text() == "new\n"
+
+
+def test_error_dict_uses_documented_reason_and_detail():
+    data = WriteError("cannot write /f", "free some space", file="/f").to_dict()
+    assert data == {
+        "error": "change_refused",
+        "detail": "write_failed",
+        "message": "cannot write /f",
+        "hint": "free some space",
+        "exit_code": 40,
+        "file": "/f",
+    }
+    assert FileMissingError("x").to_dict()["error"] == "config_invalid"

@@ -110,7 +110,8 @@ def test_conf_parse_error_json(capsys, tmp_path):
     path.write_text("ClusterName=x\nAuthAltTypes\n")
     code, data = run_json(capsys, ["conf", "apply", "--file", str(path), "--jwt-key", KEY])
     assert code == ExitCode.CHANGE_REFUSED == data["exit_code"]
-    assert data["error"] == "parse-error"
+    assert data["error"] == "change_refused"
+    assert data["detail"] == "parse_error"
     assert "line 2" in data["message"]
     assert data["hint"]
     assert path.read_text() == "ClusterName=x\nAuthAltTypes\n"
@@ -121,8 +122,8 @@ def test_conf_conflict_human(capsys, tmp_path):
     path.write_text("AuthAltTypes=auth/a\nAuthAltTypes=auth/b\n")
     assert run(["conf", "plan", "--file", str(path), "--jwt-key", KEY]) == ExitCode.CHANGE_REFUSED
     err = capsys.readouterr().err
-    assert err.startswith("error: ")
-    assert "\nhint: " in err
+    assert err.startswith("ERROR: change_refused: AuthAltTypes is set on lines 1 and 2")
+    assert " — delete or comment out" in err
 
 
 def test_conf_missing_file(capsys, tmp_path):
@@ -130,13 +131,15 @@ def test_conf_missing_file(capsys, tmp_path):
         capsys, ["conf", "plan", "--file", str(tmp_path / "none"), "--jwt-key", KEY]
     )
     assert code == ExitCode.CONFIG_INVALID
-    assert data["error"] == "file-missing"
+    assert data["error"] == "config_invalid"
+    assert data["detail"] == "file_missing"
 
 
 def test_conf_bad_key_path(capsys, slurm_conf):
     code, data = run_json(capsys, ["conf", "plan", "--file", str(slurm_conf), "--jwt-key", "k"])
     assert code == ExitCode.CONFIG_INVALID
-    assert data["error"] == "invalid-argument"
+    assert data["error"] == "config_invalid"
+    assert data["detail"] == "invalid_argument"
 
 
 def test_conf_write_failure(capsys, slurm_conf, monkeypatch):
@@ -146,7 +149,8 @@ def test_conf_write_failure(capsys, slurm_conf, monkeypatch):
     monkeypatch.setattr(os, "replace", boom)
     code, data = run_json(capsys, ["conf", "apply", "--file", str(slurm_conf), "--jwt-key", KEY])
     assert code == ExitCode.CHANGE_REFUSED
-    assert data["error"] == "write-failed"
+    assert data["error"] == "change_refused"
+    assert data["detail"] == "write_failed"
     assert "AuthAltTypes=auth/foo\n" in slurm_conf.read_text()
 
 
@@ -180,7 +184,8 @@ def test_agent_ini_missing_cluster(capsys, tmp_path):
 def test_agent_ini_missing_file(capsys, tmp_path):
     code, data = run_json(capsys, _ini_args("apply", tmp_path / "agent.ini"))
     assert code == ExitCode.CONFIG_INVALID
-    assert data["error"] == "file-missing"
+    assert data["error"] == "config_invalid"
+    assert data["detail"] == "file_missing"
     assert not (tmp_path / "agent.ini").exists()
 
 
