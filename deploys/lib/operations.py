@@ -17,7 +17,7 @@ from deploys.lib import survey
 from deploys.lib.facts import ToolReport
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
-from deploys.lib.wheelhouse import ensure_wheelhouse
+from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
 
 q = shlex.quote
 
@@ -50,7 +50,10 @@ def install_tool(settings: Settings):
     hs = survey.survey(settings)
     if not hs.python:
         raise OperationError("python3 is not installed on this host; install it (Debian: python3)")
-    house = ensure_wheelhouse(hs.python, hs.machine)
+    try:
+        house = ensure_wheelhouse(hs.python, hs.machine)
+    except WheelhouseError as exc:
+        raise OperationError(str(exc)) from None
     if hs.tool_digest == house.digest:
         host.noop(f"slurmrestd-access {house.digest} already installed")
         return
