@@ -43,9 +43,12 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(lines).encode("utf-8", "replace"), self._target())
+            # MSG_DONTWAIT: a receiver that stopped reading (its queue full) must never block
+            # our main loop; a dropped ping is re-sent at the next interval (half the timeout).
+            self._sock.sendto("\n".join(lines).encode("utf-8", "replace"), socket.MSG_DONTWAIT,
+                              self._target())
         except OSError:
-            # systemd gone or restarting: not a reason to stop watching the key.
+            # systemd gone, restarting or busy: not a reason to stop watching the key.
             return False
         return True
 

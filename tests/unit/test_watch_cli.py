@@ -1,0 +1,150 @@
+"""`slurmrestd-access watch` as a process: real check against the fake slurmrestd, sd_notify on a
+socket standing in for systemd, SIGHUP, SIGTERM, `status`, metrics, and start-up errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.fake_slurmrestd import FakeSlurmrestd
+from tests.unit.test_watch_support import install_copy, new_key, wait_for, write_key
+from watchdog_daemon.keyfile import TEMP_PREFIX
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, timeout: float = 30
+         ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "watchdog_daemon.cli", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture
+def site(tmp_path):
+    key_dir, copy_dir = tmp_path / "spool", tmp_path / "lib"
+    key_dir.mkdir()
+    copy_dir.mkdir()
+    old = new_key("old")
+    key, copy = key_dir / "jwt_hs256.key", copy_dir / "slurmrestd.key"
+    write_key(key, old)
+    install_copy(copy, old)
+    sock = tmp_path / "rest.sock"
+    (tmp_path / "agent.ini").write_text(
+        f"[service]\ncluster = hpc\n\n[slurmrestd]\nuri = unix://{sock}\njwt_key = {copy}\n")
+    port = _free_port()
+    (tmp_path / "watch.toml").write_text(
+        f'key_path = "{key}"\ncopy_path = "{copy}"\ncopy_owner = "nobody"\n'
+        f'copy_group = "nogroup"\nagent_ini = "{tmp_path / "agent.ini"}"\n'
+        f'state_file = "{tmp_path / "run" / "state.json"}"\nreconcile_interval = 2\n'
+        f'accounting = "yes"\ncheck_timeout = 3\nmetrics = "127.0.0.1:{port}"\n')
+    with FakeSlurmrestd(sock, slurmctld_key=old) as fake:
+        yield {"root": tmp_path, "key": key, "copy": copy, "old": old, "fake": fake,
+               "port": port, "config": tmp_path / "watch.toml"}
+
+
+def test_watch_process_notify_rotate_hup_status_metrics_term(site):
+    root = site["root"]
+    notify_path = root / "notify.sock"
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(notify_path))
+    notify.settimeout(0.2)
+    env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
+    proc = subprocess.Popen([sys.executable, "-m", "watchdog_daemon.cli", "watch", "--config",
+                             str(site["config"])], cwd=REPO, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    messages: list[str] = []
+
+    def got(line: str, timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if any(line in m.split("\n") for m in messages):
+                return True
+            try:
+                messages.append(notify.recv(4096).decode())
+            except TimeoutError:
+                if proc.poll() is not None:
+                    return False
+        return False
+
+    try:
+        assert got("READY=1"), proc.stderr.read() if proc.poll() is not None else messages
+        assert any("STATUS=in sync" in m for m in messages)
+        messages.clear()
+        assert got("WATCHDOG=1", timeout=3)
+
+        status = _cli("status", "--config", str(site["config"]))
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert json.loads(status.stdout)["state"] == "in_sync"
+
+        new = new_key("new")
+        site["fake"].config.slurmctld_key = new  # Slurm accepts the new key at once
+        write_key(site["key"], new)
+        assert wait_for(lambda: site["copy"].read_bytes() == new, timeout=10)
+        assert wait_for(lambda: json.loads(_cli("status", "--config", str(site["config"]))
+                                           .stdout).get("state") == "in_sync", timeout=10)
+        metrics = urllib.request.urlopen(
+            f"http://127.0.0.1:{site['port']}/metrics", timeout=5).read().decode()
+        assert "slurmrestd_access_watch_syncs_total 1" in metrics
+        assert 'slurmrestd_access_watch_detections_total{via="events"} 1' in metrics
+
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        notify.close()
+    assert proc.returncode == 0, err
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert "reconcile_requested" in events and "watch_stopped" in events
+    assert events.count("synced") == 1 and "verified" in events
+    assert not [p for p in site["copy"].parent.iterdir() if p.name.startswith(TEMP_PREFIX)]
+    for secret in (site["old"], new):
+        assert secret.hex() not in err and secret.decode("latin-1") not in err
+
+
+def test_bad_config_is_a_clear_error_at_start(tmp_path):
+    cfg = tmp_path / "watch.toml"
+    cfg.write_text('quiet = "fast"\n')
+    done = _cli("watch", "--config", str(cfg))
+    assert done.returncode == 10
+    assert "quiet" in done.stderr and "seconds" in done.stderr
+
+
+def test_copy_path_must_match_agent_ini(site):
+    text = site["config"].read_text().replace(str(site["copy"]), str(site["root"] / "x.key"))
+    site["config"].write_text(text)
+    done = _cli("watch", "--config", str(site["config"]), "--check-config")
+    assert done.returncode == 10
+    assert "jwt_key" in done.stderr
+
+
+def test_check_config_ok_and_print_unit(site):
+    done = _cli("watch", "--config", str(site["config"]), "--check-config")
+    assert done.returncode == 0, done.stderr
+    unit = _cli("watch", "--config", str(site["config"]), "--print-unit")
+    assert f"ReadWritePaths=-{site['copy'].parent} -{site['root'] / 'run'}" in unit.stdout
+    assert f"--config {site['config']}" in unit.stdout
+
+
+def test_status_without_daemon(tmp_path):
+    done = _cli("status", "--state-file", str(tmp_path / "none.json"))
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["running"] is False

@@ -1,0 +1,399 @@
+"""The watch daemon's small pure parts: config, backoff, budget, circuit, sd_notify, systemctl,
+unit selection, metrics, redaction, event classification, trigger coalescing, the unit file."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from watchdog.events import (
+    DirDeletedEvent,
+    FileAttribEvent,
+    FileClosedEvent,
+    FileClosedNoWriteEvent,
+    FileCreatedEvent,
+    FileDeletedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileOpenedEvent,
+)
+
+from watchdog_daemon.agentunits import agent_units_in_use
+from watchdog_daemon.backoff import Backoff
+from watchdog_daemon.circuit import CircuitBreaker, CircuitState, RestartBudget
+from watchdog_daemon.metrics import Metrics, MetricsServer
+from watchdog_daemon.sdnotify import Notifier
+from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.systemctl import SubprocessSystemctl, SystemctlError, UnitState, wait_active
+from watchdog_daemon.watchconfig import (
+    WatchConfig,
+    WatchConfigError,
+    config_from_mapping,
+    load_watch_config,
+)
+from watchdog_daemon.watchevents import classify
+from watchdog_daemon.watchlog import Redactor, describe_exc
+from watchdog_daemon.watchtrigger import Trigger
+from watchdog_daemon.watchunit import packaged_unit_path, render_unit
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# -- config ------------------------------------------------------------------------------------
+
+def test_missing_default_file_means_defaults(monkeypatch, tmp_path):
+    monkeypatch.setattr("watchdog_daemon.watchconfig.DEFAULT_CONFIG_PATH", tmp_path / "none")
+    cfg = load_watch_config()
+    assert cfg == WatchConfig()
+    assert cfg.key_path == Path("/var/spool/slurm/jwt_hs256.key")
+    assert cfg.copy_path == Path("/var/lib/slurm-web/slurmrestd.key")
+    assert (cfg.copy_owner, cfg.copy_group, cfg.copy_mode) == ("slurm-web", "slurm-web", 0o400)
+    assert cfg.metrics is None and cfg.agent_units is None
+
+
+def test_explicit_missing_file_is_an_error(tmp_path):
+    with pytest.raises(WatchConfigError, match="no such file"):
+        load_watch_config(tmp_path / "nope.toml")
+
+
+def test_full_config(tmp_path):
+    p = tmp_path / "w.toml"
+    p.write_text('copy_mode = "0400"\nagent_units = ["slurm-web-agent-uwsgi.service"]\n'
+                 'metrics = "localhost:9812"\nreconcile_interval = 10\nquiet = 0\n')
+    cfg = load_watch_config(p)
+    assert cfg.agent_units == ("slurm-web-agent-uwsgi.service",)
+    assert cfg.metrics == ("127.0.0.1", 9812)
+    assert cfg.reconcile_interval == 10.0 and cfg.quiet == 0.0
+    assert cfg.config_path == p
+
+
+@pytest.mark.parametrize(("data", "match"), [
+    ({"quiet": "fast"}, "seconds"),
+    ({"quiet": True}, "seconds"),
+    ({"reconcile_interval": 0}, "positive"),
+    ({"copy_mode": 0o440}, "owner-only"),
+    ({"copy_mode": "rw"}, "octal"),
+    ({"metrics": "0.0.0.0:9812"}, "loopback"),
+    ({"metrics": "10.1.2.3:9812"}, "loopback"),
+    ({"metrics": "127.0.0.1:99999"}, "port"),
+    ({"key_path": "relative/key"}, "absolute"),
+    ({"agent_units": ["slurm-web-agent"]}, ".service"),
+    ({"restart_budget": 0}, ">= 1"),
+    ({"accounting": "maybe"}, "auto"),
+    ({"colaesce": 1}, "unknown"),
+    ({"copy_path": "/var/spool/slurm/copy.key"}, "key's directory"),
+    ({"backoff_base": 10, "backoff_cap": 1}, "backoff_cap"),
+])
+def test_bad_values_are_clear_errors(data, match):
+    with pytest.raises(WatchConfigError, match=match):
+        config_from_mapping(data)
+
+
+def test_invalid_toml(tmp_path):
+    p = tmp_path / "w.toml"
+    p.write_text("quiet = \n")
+    with pytest.raises(WatchConfigError, match="not valid TOML"):
+        load_watch_config(p)
+
+
+# -- backoff, budget, circuit ------------------------------------------------------------------
+
+def test_backoff_is_capped_exponential_with_jitter():
+    b = Backoff(1.0, 8.0, rand=lambda: 1.0)
+    assert [b.next_delay() for _ in range(6)] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0]
+    b.reset()
+    low = Backoff(1.0, 8.0, rand=lambda: 0.0)
+    assert [low.next_delay() for _ in range(3)] == [0.5, 1.0, 2.0]
+    many = Backoff(1.0, 30.0, rand=lambda: 0.5)
+    for _ in range(10_000):  # months of retries: no overflow
+        assert many.next_delay() <= 30.0
+
+
+def test_restart_budget_sliding_window():
+    clock = Clock()
+    budget = RestartBudget(3, 600.0, clock=clock)
+    for _ in range(3):
+        assert budget.available()
+        budget.spend()
+        clock.now += 10
+    assert not budget.available()
+    assert budget.seconds_until_available() == pytest.approx(570.0)
+    clock.now += 571
+    assert budget.available() and budget.used == 2
+
+
+def test_circuit_opens_half_opens_and_closes():
+    clock = Clock()
+    c = CircuitBreaker(3, 600.0, clock=clock)
+    assert not c.record_failure() and not c.record_failure()
+    assert c.record_failure() and c.state is CircuitState.OPEN and not c.allows()
+    clock.now += 600
+    assert c.state is CircuitState.HALF_OPEN and c.allows()
+    assert c.record_failure() and c.state is CircuitState.OPEN  # trial failed: open again
+    clock.now += 600
+    c.record_success()
+    assert c.state is CircuitState.CLOSED and c.failures == 0
+
+
+# -- sd_notify ---------------------------------------------------------------------------------
+
+def test_notify_abstract_socket_and_watchdog_interval():
+    name = f"watch-test-{os.getpid()}-{time.monotonic_ns()}"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind("\0" + name)
+    server.settimeout(2)
+    try:
+        n = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "30000000"})
+        assert n.watchdog_interval == 15.0
+        assert n.ready("in sync\n(key sha256:abc)")
+        assert server.recv(4096) == b"READY=1\nSTATUS=in sync (key sha256:abc)"
+        assert n.watchdog()
+        assert server.recv(4096) == b"WATCHDOG=1"
+    finally:
+        server.close()
+
+
+def test_notify_is_a_noop_outside_systemd_and_never_blocks(tmp_path):
+    assert Notifier({}).notify("READY=1") is False
+    assert Notifier({"WATCHDOG_USEC": "1000", "WATCHDOG_PID": "1"}).watchdog_interval is None
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(tmp_path / "n.sock"))
+    try:
+        n = Notifier({"NOTIFY_SOCKET": str(tmp_path / "n.sock")})
+        start = time.monotonic()
+        results = [n.watchdog() for _ in range(2000)]  # nobody reads: the queue fills up
+        assert time.monotonic() - start < 2 and not all(results)
+    finally:
+        server.close()
+
+
+# -- systemctl and unit selection ---------------------------------------------------------------
+
+def _runner(outputs):
+    calls = []
+
+    def run(argv, timeout):
+        calls.append(argv)
+        rc, out, err = outputs(argv)
+        return subprocess.CompletedProcess(argv, rc, out, err)
+
+    return run, calls
+
+
+def test_systemctl_show_and_restart_parse():
+    run, calls = _runner(lambda argv: (0, "LoadState=loaded\nActiveState=active\n"
+                                          "UnitFileState=enabled\n", "")
+                         if argv[1] == "show" else (1, "", "Job for x failed.\nSee log.\n"))
+    sc = SubprocessSystemctl(runner=run)
+    state = sc.show("slurm-web-agent.service")
+    assert state == UnitState("slurm-web-agent.service", "loaded", "active", "enabled")
+    assert state.running and not state.masked
+    with pytest.raises(SystemctlError, match="See log"):
+        sc.restart("x.service", timeout=5)
+    assert calls[-1][:3] == ["/usr/bin/systemctl", "restart", "--no-ask-password"]
+
+
+def test_systemctl_timeout_is_an_error():
+    def run(argv, timeout):
+        raise subprocess.TimeoutExpired(argv, timeout)
+
+    with pytest.raises(SystemctlError, match="TimeoutExpired"):
+        SubprocessSystemctl(runner=run).show("x.service")
+
+
+class _Units:
+    def __init__(self, states):
+        self.states = states
+
+    def show(self, unit):
+        if unit not in self.states:
+            raise SystemctlError("no such unit")
+        load, active, ufs = self.states[unit]
+        return UnitState(unit, load, active, ufs)
+
+    def restart(self, unit, *, timeout):
+        pass
+
+
+@pytest.mark.parametrize(("states", "chosen"), [
+    ({"slurm-web-agent.service": ("loaded", "active", "enabled")}, ["slurm-web-agent.service"]),
+    ({"slurm-web-agent.service": ("masked", "inactive", "masked"),
+      "slurm-web-agent-uwsgi.service": ("loaded", "active", "enabled")},
+     ["slurm-web-agent-uwsgi.service"]),
+    ({"slurm-web-agent.service": ("loaded", "inactive", "enabled"),
+      "slurm-web-agent-uwsgi.service": ("not-found", "inactive", "")}, []),
+    ({}, []),
+])
+def test_agent_unit_in_use(states, chosen):
+    assert agent_units_in_use(_Units(states), None)[0] == chosen
+
+
+def test_configured_unit_errors_propagate():
+    with pytest.raises(SystemctlError):
+        agent_units_in_use(_Units({}), ["custom-agent.service"])
+
+
+def test_wait_active():
+    seq = iter(["activating", "activating", "active"])
+    sc = _Units({})
+    sc.show = lambda unit: UnitState(unit, "loaded", next(seq), "enabled")
+    assert wait_active(sc, "a.service", timeout=5, sleep=lambda s: None).active_state == "active"
+    sc.show = lambda unit: UnitState(unit, "loaded", "failed", "enabled")
+    with pytest.raises(SystemctlError, match="failed"):
+        wait_active(sc, "a.service", timeout=5, sleep=lambda s: None)
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+def test_metrics_text_and_loopback_server():
+    m = Metrics()
+    m.inc("detections_total", via="events")
+    m.inc("detections_total", via="events")
+    m.inc("syncs_total")
+    m.set("last_success_timestamp_seconds", 1764140000.5)
+    text = m.render()
+    assert 'slurmrestd_access_watch_detections_total{via="events"} 2' in text
+    assert "# TYPE slurmrestd_access_watch_syncs_total counter" in text
+    assert "slurmrestd_access_watch_last_success_timestamp_seconds 1764140000.5" in text
+    server = MetricsServer(m, "127.0.0.1", 0)
+    server.start()
+    try:
+        host, port = server.address
+        body = urllib.request.urlopen(
+            f"http://{host}:{port}/metrics", timeout=5).read().decode()
+        assert body == m.render()
+    finally:
+        server.stop()
+
+
+# -- redaction ---------------------------------------------------------------------------------
+
+def test_redactor_and_describe_exc():
+    key = SecretBytes(b"R" * 8 + bytes(range(40)))
+    r = Redactor()
+    r.add(key)
+    raw = key.reveal()
+    text = f"a {raw!r} b {raw.hex()} c {raw.hex().upper()}"
+    scrubbed = r.scrub(text)
+    assert raw.hex() not in scrubbed and raw.hex().upper() not in scrubbed
+    assert f"<redacted sha256:{key.fingerprint}>" in scrubbed
+    try:
+        secret_local = raw  # noqa: F841 - must not show up: describe_exc has no locals
+        raise ValueError(f"boom {raw.hex()}")
+    except ValueError as exc:
+        info = describe_exc(exc, r)
+    assert raw.hex() not in str(info) and info["error_type"] == "ValueError"
+    assert "test_watch_parts.py" in info["where"]
+    assert r.scrub_value(b"raw bytes") == "<9 bytes>"
+
+
+# -- events and trigger ------------------------------------------------------------------------
+
+K, D = "/s/jwt_hs256.key", "/s"
+
+
+@pytest.mark.parametrize(("event", "expected"), [
+    (FileMovedEvent("/s/.tmp", K), False),
+    (FileMovedEvent(K, "/s/old"), False),
+    (FileMovedEvent("/s/.a", "/s/.b"), None),
+    (FileCreatedEvent(K), True),
+    (FileModifiedEvent(K), True),
+    (FileClosedEvent(K), True),
+    (FileDeletedEvent(K), False),
+    (FileAttribEvent(K), False),
+    (FileOpenedEvent(K), None),  # our own reads must not trigger runs
+    (FileClosedNoWriteEvent(K), None),
+    (FileModifiedEvent("/s/other"), None),
+    (DirDeletedEvent(D), False),
+    (DirDeletedEvent("/s/sub"), None),
+])
+def test_classify(event, expected):
+    assert classify(event, K, D) is expected
+
+
+def test_trigger_settle_waits_for_the_burst_to_end():
+    t = Trigger()
+    stop = threading.Event()
+    t.fire("events")
+
+    def burst():
+        for _ in range(4):
+            time.sleep(0.05)
+            t.fire("events")
+
+    th = threading.Thread(target=burst)
+    start = time.monotonic()
+    th.start()
+    t.settle(0.15, 5.0, stop)
+    elapsed = time.monotonic() - start
+    th.join()
+    assert 0.3 <= elapsed < 1.0
+    batch = t.take()
+    assert batch.vias == {"events"} and not t.pending
+
+
+def test_trigger_settle_is_capped():
+    t = Trigger()
+    stop = threading.Event()
+    keep = threading.Event()
+
+    def forever():
+        while not keep.is_set():
+            t.fire("events", in_place=True)
+            time.sleep(0.02)
+
+    th = threading.Thread(target=forever)
+    th.start()
+    start = time.monotonic()
+    t.settle(0.1, 0.4, stop)
+    keep.set()
+    th.join()
+    assert time.monotonic() - start < 0.6
+    assert t.take().in_place
+
+
+# -- the unit file -----------------------------------------------------------------------------
+
+def test_packaged_unit_is_the_rendered_default():
+    assert packaged_unit_path().read_text() == render_unit(WatchConfig())
+
+
+def test_unit_has_the_required_settings():
+    text = render_unit()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure",
+                 "ExecStart=/usr/local/bin/slurmrestd-access watch",
+                 "ExecReload=/bin/kill -HUP $MAINPID", "ProtectSystem=strict",
+                 "ReadWritePaths=-/var/lib/slurm-web", "RuntimeDirectory=slurmrestd-access",
+                 "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
+                 "CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER CAP_DAC_READ_SEARCH "
+                 "CAP_DAC_OVERRIDE", "UMask=0077", "LimitCORE=0",
+                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "ProtectKernelTunables=yes",
+                 "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
+                 "SystemCallArchitectures=native"):
+        assert line in text, line
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")
+def test_unit_passes_systemd_analyze_verify(tmp_path):
+    unit = tmp_path / "slurmrestd-access-watch.service"
+    fake_exec = tmp_path / "slurmrestd-access"
+    fake_exec.write_text("#!/bin/sh\n")
+    fake_exec.chmod(0o755)
+    unit.write_text(render_unit(exec_path=str(fake_exec)))
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                          text=True, timeout=60)
+    problems = [line for line in done.stderr.splitlines() if unit.name in line]
+    assert not problems, done.stderr
