@@ -468,6 +468,24 @@ def probe_socket_path(path: Path) -> CheckResult | None:
     return None
 
 
+def probe_connect(path: Path, timeout: float) -> CheckResult | None:
+    """Open and close one connection to the socket; a failure classified, else None."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+    except TimeoutError:
+        # Not Slurm's fault: slurmrestd itself does not accept connections (backlog full, stuck).
+        return failure("slurmrestd_error",
+                       f"slurmrestd did not accept a connection on {path} within {timeout:g} s",
+                       "slurmrestd is overloaded or stuck: restart it and read its journal")
+    except OSError as exc:
+        return classify_exception(exc, stage="discover", socket_path=str(path), timeout=timeout)
+    finally:
+        sock.close()
+    return None
+
+
 def scrub(result: CheckResult, secrets_text: Iterable[str]) -> CheckResult:
     """Belt and braces: no token or key text in the result's messages, whatever was echoed."""
     message, hint = result.message, result.hint
@@ -618,6 +636,11 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
 
     session = None
     if getter is None:
+        # Connect once ourselves first: the errno tells socket problems apart precisely, and
+        # requests-unixsocket leaves the socket of a failed connect open until GC.
+        refused = probe_connect(socket_path, min(timeout, max(deadline - time.monotonic(), 0.01)))
+        if refused is not None:
+            return refused
         import requests_unixsocket
 
         session = requests_unixsocket.Session()
@@ -719,6 +742,7 @@ __all__ = [
     "classify_slurmdb_diag",
     "failure",
     "parse_meta",
+    "probe_connect",
     "probe_socket_path",
     "result_for_verdict",
     "run_check",

@@ -366,3 +366,24 @@ def test_bug_in_getter_is_internal_error_without_secret(env):
         r = check(settings, conf, getter=getter)
     # the getter's exception is classified at the call (not a bug of the check itself)
     assert not r.ok and "eyJ" not in r.message
+
+
+# ---- the first raw connect -------------------------------------------------------------------
+
+def test_probe_connect(tmp_path, monkeypatch):
+    import socket
+
+    from watchdog_daemon.check import probe_connect
+
+    assert probe_connect(tmp_path / "none.sock", 1).reason == "socket_missing"
+    stale = make_stale_socket(tmp_path / "stale.sock")
+    assert probe_connect(stale, 1).reason == "connection_refused"
+    with FakeSlurmrestd(tmp_path / "live.sock", slurmctld_key=KEY):
+        assert probe_connect(tmp_path / "live.sock", 1) is None
+
+        def slow(self, address):
+            raise TimeoutError("timed out")
+
+        monkeypatch.setattr(socket.socket, "connect", slow)
+        r = probe_connect(tmp_path / "live.sock", 0.5)
+    assert r.reason == "slurmrestd_error" and "0.5 s" in r.message
