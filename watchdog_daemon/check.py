@@ -110,11 +110,18 @@ class CheckResult:
     api_version: str | None = None
     accounting: bool | None = None
 
+    @property
+    def public_reason(self) -> str:
+        """The README's name for the exit code (`slurmrestd_error`...); `reason` may be finer
+        (`token_not_verified`...) and goes out as `detail`."""
+        return self.exit_code.name.lower()
+
     def to_dict(self) -> dict[str, Any]:
         # "slurm" like the Slurm-web success line (and what the deploy's facts read).
         return {
             "ok": self.ok,
-            "reason": self.reason,
+            "reason": self.public_reason,
+            "detail": self.reason,
             "exit_code": int(self.exit_code),
             "message": self.message,
             "hint": self.hint,
@@ -129,7 +136,7 @@ class CheckResult:
                 f"cluster: {self.cluster or 'unknown'})")
 
     def error_line(self) -> str:
-        return f"ERROR: {self.reason}: {self.message} — {self.hint}"
+        return f"ERROR: {self.public_reason}: {self.message} — {self.hint}"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ every report names only paths, owners, modes and SHA-256 digests.
 
 Output: `ensure` and `install` print one JSON object ({"result"|"changed", "sha256", ...});
 `sync` and `fingerprint` print text, or JSON with `--json`. On failure: `ERROR: <reason>:
-<message> — <hint>` on stderr (and with `--json` also {"error", "message", "hint", "exit_code",
-"file"} on stdout), exit the problem's code.
+<message> — <hint>` on stderr (and with `--json` also {"error", "detail", "message", "hint",
+"exit_code", "file"} on stdout), exit the problem's code. <reason> and "error" are the README's
+names of the exit code (`change_refused`, `key_insecure`...); "detail" is the finer kind
+(`sha256_mismatch`, `key_unstable`, `bad_input`...).
 """
 
 from __future__ import annotations
@@ -114,10 +116,12 @@ def _fail(args: argparse.Namespace, exc: KeyFileError | CliError) -> int:
         reason, path, code = exc.reason, str(exc.path), exc.exit_code
     else:
         reason, path, code = exc.reason, exc.path, exc.exit_code
+    # "error" is the README's name of the exit code; "detail" the finer kind.
+    error = ExitCode(code).name.lower()
     if getattr(args, "json", False) or args.key_command in ("ensure", "install"):
-        _print_json({"error": reason, "message": exc.message, "hint": exc.hint,
-                     "exit_code": int(code), "file": path})
-    sys.stderr.write(f"ERROR: {reason}: {exc.message} — {exc.hint}\n")
+        _print_json({"error": error, "detail": reason, "message": exc.message,
+                     "hint": exc.hint, "exit_code": int(code), "file": path})
+    sys.stderr.write(f"ERROR: {error}: {exc.message} — {exc.hint}\n")
     sys.stderr.flush()
     return int(code)
 

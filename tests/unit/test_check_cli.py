@@ -91,7 +91,9 @@ def test_accounting_flag(env, capsys):
 def test_no_decoy_flag(env, capsys):
     args, sock, _, _ = env
     with FakeSlurmrestd(sock, slurmctld_key=OTHER, mode="accept_any_token"):
-        assert main(args) == ExitCode.SLURMRESTD_ERROR
+        assert main([*args, "--json"]) == ExitCode.SLURMRESTD_ERROR
+        data = json.loads(capsys.readouterr().out)
+        assert (data["reason"], data["detail"]) == ("slurmrestd_error", "token_not_verified")
         assert main([*args, "--no-decoy"]) == 0
 
 

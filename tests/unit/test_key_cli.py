@@ -88,7 +88,9 @@ def test_install_sha_mismatch_writes_nothing(tmp_path, capsys, monkeypatch):
     feed(monkeypatch, base64.b64encode(KEY) + b"\n")
     code, out, err = run(capsys, install_argv(dest, sha="0" * 64))
     assert code == ExitCode.CHANGE_REFUSED and not dest.exists()
-    assert json.loads(out)["error"] == "sha256_mismatch" and "nothing was written" in err
+    data = json.loads(out)
+    assert (data["error"], data["detail"]) == ("change_refused", "sha256_mismatch")
+    assert err.startswith("ERROR: change_refused: ") and "nothing was written" in err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -96,7 +98,8 @@ def test_install_sha_mismatch_writes_nothing(tmp_path, capsys, monkeypatch):
 def test_install_bad_stdin(tmp_path, capsys, monkeypatch, stdin):
     feed(monkeypatch, stdin)
     code, out, _ = run(capsys, install_argv(tmp_path / "copy"))
-    assert code == ExitCode.USAGE and json.loads(out)["error"] == "bad_input"
+    data = json.loads(out)
+    assert code == ExitCode.USAGE and (data["error"], data["detail"]) == ("usage", "bad_input")
     assert "!!!" not in out
 
 
