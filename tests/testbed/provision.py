@@ -11,35 +11,45 @@ from tests.testbed.topology import Cluster, Host
 
 READY_TIMEOUT = 120
 
-# Runs on every host: wait for boot to settle, then give failed units one more start. slurmdbd's
-# first start right after MariaDB's can fail (TESTBED.md); later ones succeed.
+# Runs on every host: wait until every wanted unit has been active for 3 checks in a row, starting
+# again any that failed. slurmdbd's first start right after MariaDB's can fail a moment after it
+# reported active (TESTBED.md; measured: "_check_mysql_concat_is_sane: null result"), so a single
+# is-active is not enough.
 _SETTLE = """
-timeout {t} systemctl is-system-running --wait >/dev/null 2>&1
-for unit in {units}; do
-  for i in $(seq 1 {t}); do
-    systemctl is-active -q "$unit" && break
+declare -A seen
+for i in $(seq 1 {t}); do
+  all=1
+  for unit in {units}; do
     case "$(systemctl show -p ActiveState --value "$unit")" in
-      failed|inactive) systemctl reset-failed "$unit" 2>/dev/null; systemctl start "$unit";;
+      active) seen[$unit]=$(( ${{seen[$unit]:-0}} + 1 ));;
+      failed|inactive) seen[$unit]=0
+        systemctl reset-failed "$unit" 2>/dev/null; systemctl start --no-block "$unit";;
+      *) seen[$unit]=0;;
     esac
-    sleep 1
+    [ "${{seen[$unit]}}" -ge 3 ] || all=0
   done
-  systemctl is-active -q "$unit" || {{ echo "$unit is not active"; \
-    systemctl status --no-pager -l "$unit" | tail -20; exit 1; }}
+  [ "$all" = 1 ] && exit 0
+  sleep 1
 done
+for unit in {units}; do
+  systemctl is-active -q "$unit" || {{ echo "$unit is not active"; \
+    systemctl status --no-pager -l "$unit" | tail -20; }}
+done
+exit 1
 """
 
 _CTL_READY = """
 for i in $(seq 1 {t}); do
-  scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 1
+  timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 1
 done
-scontrol ping | grep -q 'is UP' || {{ scontrol ping; exit 1; }}
+timeout 10 scontrol ping | grep -q 'is UP' || {{ timeout 10 scontrol ping; exit 1; }}
 for i in $(seq 1 {t}); do
-  sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx {cluster} && break
+  timeout 10 sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx {cluster} && break
   # slurmctld registers its cluster with slurmdbd when it can reach it; make sure it is added.
-  [ "$i" = 5 ] && sacctmgr -i add cluster {cluster} >/dev/null 2>&1
+  [ "$i" = 5 ] && timeout 10 sacctmgr -i add cluster {cluster} >/dev/null 2>&1
   sleep 1
 done
-sacctmgr -n -P show cluster format=cluster | grep -qx {cluster} || \
+timeout 10 sacctmgr -n -P show cluster format=cluster | grep -qx {cluster} || \
   {{ echo "cluster {cluster} not in slurmdbd"; exit 1; }}
 for node in {nodes}; do
   for i in $(seq 1 {t}); do
@@ -82,7 +92,10 @@ def host_units(host: Host) -> list[str]:
 
 
 def _remote(key: Path, host: Host, script: str, what: str) -> None:
-    res = ssh(key, host.address, script, timeout=READY_TIMEOUT * 3)
+    try:
+        res = ssh(key, host.address, script, timeout=READY_TIMEOUT + 60)
+    except TestbedError as exc:
+        raise TestbedError(f"{host.name}: {what}: {exc}") from exc
     if res.returncode != 0:
         out = (res.stdout + res.stderr).decode(errors="replace").strip()
         raise TestbedError(

@@ -66,7 +66,8 @@ def ssh(
             check=False,
         )
     except subprocess.TimeoutExpired as exc:
-        raise TestbedError(f"ssh {address} {command!r}: no answer within {timeout} s") from exc
+        first = command.strip().splitlines()[0] if command.strip() else ""
+        raise TestbedError(f"ssh {address} {first!r}...: no answer within {timeout} s") from exc
 
 
 def port_open(address: str, port: int = 22, timeout: float = 1.0) -> bool:
