@@ -1,3 +1,6 @@
-"""Host side of slurmrestd-access: connect check, key sync, config merging and the rotation watchdog."""
+"""Host side of slurmrestd-access.
+
+The connect check, key sync, config merging and the key-rotation watchdog.
+"""
 
 __version__ = "0.1.0"
