@@ -17,6 +17,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="boot the hosts of topologies (reuses healthy ones)")
     up.add_argument("topologies", nargs="+", metavar="TOPOLOGY")
+    up.add_argument("--fresh", action="store_true",
+                    help="rebuild the topologies' hosts even if healthy (back to the start state)")
     sub.add_parser("down", help="stop every host, unmount overlays, delete the bridge")
     sub.add_parser("status", help="each host, its roles, whether it is up")
     ssh = sub.add_parser("ssh", help="run a command on a host; its exit code is passed through")
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     testbed = Testbed()
     try:
         if args.command == "up":
-            testbed.up(args.topologies)
+            testbed.up(args.topologies, fresh=args.fresh)
             print(testbed.inventory_path())
         elif args.command == "down":
             testbed.down()

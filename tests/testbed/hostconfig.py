@@ -56,7 +56,7 @@ def slurm_conf(cluster: Cluster) -> str:
     nodes = cluster.compute_hosts
     node_names = ",".join(h.name for h in nodes)
     lines = [
-        "# slurm.conf written by the testbed: a plain munge-only cluster (no AuthAlt).",
+        "# slurm.conf written by the testbed: a plain cluster, munge authentication only.",
         f"ClusterName={cluster.name}",
         f"SlurmctldHost={ctl.name}",
         "SlurmUser=slurm",
@@ -84,7 +84,7 @@ def slurm_conf(cluster: Cluster) -> str:
 
 def slurmdbd_conf(cluster: Cluster) -> str:
     lines = [
-        "# slurmdbd.conf written by the testbed (no AuthAlt).",
+        "# slurmdbd.conf written by the testbed: munge authentication only.",
         "AuthType=auth/munge",
         f"DbdHost={cluster.db_host.name}",
         "SlurmUser=slurm",

@@ -77,7 +77,8 @@ class Testbed:
 
     # --- up --------------------------------------------------------------------------------
 
-    def up(self, names: list[str]) -> list[Topology]:
+    def up(self, names: list[str], fresh: bool = False) -> list[Topology]:
+        """Bring topologies up; fresh=True rebuilds their hosts even if healthy (start state)."""
         topologies = [self.catalog.topology(n) for n in dict.fromkeys(names)]
         machine.check_root()
         base_target = basecache.base_dir(self.cache)
@@ -90,7 +91,9 @@ class Testbed:
             key = ensure_keypair(self.state_dir)
             machine.ensure_bridge(self.catalog.network)
             hosts = [h for t in topologies for h in t.hosts]
-            fresh = self._start_hosts(base, key, hosts)
+            if fresh:
+                self._destroy(hosts)
+            booted = self._start_hosts(base, key, hosts)
             self._wait_ssh(key, hosts)
             with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
                 list(pool.map(lambda h: provision.settle_host(key, h), hosts))
@@ -98,12 +101,20 @@ class Testbed:
             with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
                 list(pool.map(lambda c: provision.cluster_ready(key, c), clusters))
             self._write_inventories(key)
-        reused = len(hosts) - len(fresh)
+        reused = len(hosts) - len(booted)
         say(
             f"testbed: {', '.join(t.name for t in topologies)} up in "
-            f"{time.monotonic() - started:.1f} s ({len(fresh)} booted, {reused} reused)"
+            f"{time.monotonic() - started:.1f} s ({len(booted)} booted, {reused} reused)"
         )
         return topologies
+
+    def _destroy(self, hosts: list[Host]) -> None:
+        # Signal all first so they power off in parallel.
+        pids = [p for h in hosts if (p := machine.running_pid(self.dirs(h))) is not None]
+        for pid in pids:
+            machine.signal_pid(pid)
+        for host in hosts:
+            machine.destroy_host(self.dirs(host))
 
     def _start_hosts(self, base: Path, key: Path, hosts: list[Host]) -> list[Host]:
         fresh = []

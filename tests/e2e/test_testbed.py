@@ -1,0 +1,135 @@
+"""End-to-end: the testbed's hosts start in the state an administrator has after installing the
+Slurm and Slurm-web packages (munge-only Slurm working, slurmrestd not set up, agent installed)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from tests.testbed.pytest_support import RunningTopology
+
+pytestmark = pytest.mark.e2e
+
+STANDIN_STATUS = (
+    "python3 -c \"import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
+    "'http://127.0.0.1:5012/standin/status', timeout=30).read().decode())\""
+)
+
+
+@pytest.fixture(scope="module", params=["single", "split"])
+def topo(request, testbed) -> RunningTopology:
+    # fresh: other end-to-end tests change these hosts; this module checks the start state.
+    return testbed.up(request.param, fresh=True)
+
+
+def test_inventory_file_lists_every_host(topo):
+    text = topo.inventory_path.read_text()
+    names: dict[str, object] = {}
+    exec(compile(text, str(topo.inventory_path), "exec"), names)
+    for cluster in topo.clusters.values():
+        entries = dict(names[cluster.name])
+        assert set(entries) == {h.name for h in cluster.hosts}
+        for host in cluster.hosts:
+            assert entries[host.name]["ssh_hostname"] == host.address
+            assert entries[host.name]["agent_unit"] == cluster.agent_unit
+    assert names["slurmctld"] == [c.ctl_host.name for c in topo.clusters.values()]
+
+
+def test_slurm_controller_is_up_and_accounting_reachable(topo):
+    for cluster in topo.clusters.values():
+        ctl = cluster.ctl_host.name
+        assert "is UP" in topo.ssh(ctl, "scontrol ping").stdout
+        clusters = topo.ssh(ctl, "sacctmgr -n -P show cluster format=cluster").stdout.split()
+        assert cluster.name in clusters
+        for node in cluster.compute_hosts:
+            state = topo.ssh(ctl, f"sinfo -h -n {node.name} -o %t").stdout.strip()
+            assert state.startswith("idle"), f"{node.name} is {state}"
+
+
+def test_configs_have_no_jwt_and_slurmdbd_conf_is_private(topo):
+    for host in topo.hosts:
+        found = topo.ssh(
+            host.name, "grep -il -E '^[^#]*(AuthAlt|jwt)' /etc/slurm/*.conf || true"
+        ).stdout
+        assert found.strip() == "", f"{host.name}: JWT settings in {found}"
+    for cluster in topo.clusters.values():
+        db = cluster.db_host.name
+        perms = topo.ssh(db, "stat -c '%U %G %a' /etc/slurm/slurmdbd.conf").stdout.split()
+        assert perms == ["slurm", "slurm", "600"]
+        conf = topo.ssh(cluster.ctl_host.name, "cat /etc/slurm/slurm.conf").stdout
+        assert f"AccountingStorageHost={db}" in conf.splitlines()
+        assert f"ClusterName={cluster.name}" in conf.splitlines()
+
+
+def test_slurmrestd_installed_but_not_set_up(topo):
+    for cluster in topo.clusters.values():
+        rest = cluster.rest_host.name
+        assert topo.ssh(rest, "test -x /usr/sbin/slurmrestd", check=False).returncode == 0
+        enabled = topo.ssh(rest, "systemctl is-enabled slurmrestd.service", check=False)
+        assert enabled.stdout.strip() == "disabled"
+        active = topo.ssh(rest, "systemctl is-active slurmrestd.service", check=False)
+        assert active.stdout.strip() == "inactive"
+        dropins = topo.ssh(rest, "ls /etc/systemd/system/slurmrestd.service.d 2>/dev/null || true")
+        assert dropins.stdout.strip() == ""
+
+
+def test_agent_standin_runs_under_the_cluster_unit_and_reports_no_key(topo):
+    for cluster in topo.clusters.values():
+        rest = cluster.rest_host.name
+        other = next(u for u in ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
+                     if u != cluster.agent_unit)
+        active = topo.ssh(rest, f"systemctl is-active {cluster.agent_unit}").stdout
+        assert active.strip() == "active"
+        inactive = topo.ssh(rest, f"systemctl is-active {other}", check=False).stdout
+        assert inactive.strip() == "inactive"
+        assert topo.ssh(rest, f"systemctl is-enabled {other}", check=False).stdout.strip() == (
+            "disabled"
+        )
+        user = topo.ssh(rest, f"systemctl show -p User --value {cluster.agent_unit}").stdout
+        assert user.strip() == "slurm-web"
+        description = topo.ssh(rest, f"systemctl show -p Description --value {other}").stdout
+        assert "STAND-IN" in description
+        status = json.loads(topo.ssh(rest, STANDIN_STATUS).stdout)
+        assert status["standin"] is True
+        assert status["unit"] == cluster.agent_unit
+        assert status["key_state"] == "missing"
+        assert status["key_sha256"] is None
+        assert status["accepted"] is False
+        assert status["cluster"] == cluster.name
+        ini = topo.ssh(rest, "cat /etc/slurm-web/agent.ini").stdout
+        assert ini == f"[service]\ncluster={cluster.name}\n"
+        home = topo.ssh(rest, "getent passwd slurm-web | cut -d: -f6; "
+                        "stat -c %U /var/lib/slurm-web")
+        assert home.stdout.split() == ["/var/lib/slurm-web", "slurm-web"]
+
+
+def test_hosts_resolve_each_other_and_share_the_cluster_munge_key(topo):
+    for host in topo.hosts:
+        for other in topo.hosts:
+            res = topo.ssh(host.name, f"getent hosts {other.name}")
+            assert res.stdout.split()[0] == other.address
+    for cluster in topo.clusters.values():
+        ctl = cluster.ctl_host.name
+        credential = topo.ssh(ctl, "munge -n", text=False).stdout
+        for host in cluster.hosts:
+            decoded = topo.ssh(host.name, "unmunge", input=credential)
+            assert "STATUS:          Success" in decoded.stdout
+
+
+def test_no_host_reaches_beyond_the_bridge(topo):
+    # No default route: an address outside the testbed /24 is unreachable (no packet leaves).
+    probe = (
+        "import socket\n"
+        "try:\n"
+        "    socket.create_connection(('192.0.2.1', 80), timeout=3)\n"
+        "    print('reached')\n"
+        "except OSError as exc:\n"
+        "    print('unreachable', exc.errno)\n"
+    )
+    for host in topo.hosts:
+        route = topo.ssh(host.name, "ip route get 192.0.2.1", check=False)
+        assert route.returncode != 0, f"{host.name} has a route out: {route.stdout}"
+        res = topo.ssh(host.name, f"python3 -c {shlex.quote(probe)}")
+        assert res.stdout.startswith("unreachable"), f"{host.name}: {res.stdout}"

@@ -1,0 +1,121 @@
+"""What the pytest fixtures hand to end-to-end tests: a factory and running topologies.
+
+Used by tests/e2e/conftest.py. A test asks `testbed.up("single")` and gets a RunningTopology:
+
+    topo.inventory_path   Path of .testbed/<topology>.py (pyinfra inventory of this topology)
+    topo.hosts            [Host(name, cluster, roles, address, agent_unit), ...]
+    topo.clusters         {"hpc": Cluster(name, agent_unit, hosts, ctl_host, db_host, rest_host)}
+    topo.host(name)       one Host
+    topo.ssh(host, cmd, check=True, input=None, text=True, timeout=120)
+                          -> subprocess.CompletedProcess; stdout/stderr are str when text=True
+                          (the default, UTF-8 with replacement), bytes when text=False; input is
+                          always bytes (or None). check=True raises SSHCommandError (a
+                          CalledProcessError whose message carries the output) on non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.testbed.errors import TestbedError
+from tests.testbed.topology import Cluster, Host, Topology
+
+
+class SSHCommandError(subprocess.CalledProcessError):
+    def __str__(self) -> str:
+        def tail(data: Any) -> str:
+            if isinstance(data, bytes):
+                data = data.decode("utf-8", "replace")
+            return "\n".join((data or "").strip().splitlines()[-20:])
+
+        return (
+            f"{super().__str__()}\n--- stdout ---\n{tail(self.stdout)}"
+            f"\n--- stderr ---\n{tail(self.stderr)}"
+        )
+
+
+@dataclass
+class RunningTopology:
+    topology: Topology
+    inventory_path: Path
+    _testbed: Any = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.topology.name
+
+    @property
+    def hosts(self) -> list[Host]:
+        return self.topology.hosts
+
+    @property
+    def clusters(self) -> dict[str, Cluster]:
+        return self.topology.clusters
+
+    def host(self, name: str) -> Host:
+        return self.topology.host(name)
+
+    def ssh(
+        self,
+        host_name: str,
+        cmd: str,
+        check: bool = True,
+        input: bytes | None = None,
+        text: bool = True,
+        timeout: float | None = 120,
+    ) -> subprocess.CompletedProcess[Any]:
+        """Run a shell command line as root on a host of this topology."""
+        self.topology.host(host_name)  # only hosts of this topology
+        res = self._testbed.ssh(host_name, cmd, input=input, timeout=timeout)
+        out: Any = res.stdout
+        err: Any = res.stderr
+        if text:
+            out = out.decode("utf-8", "replace")
+            err = err.decode("utf-8", "replace")
+        done = subprocess.CompletedProcess(res.args, res.returncode, out, err)
+        if check and res.returncode != 0:
+            raise SSHCommandError(res.returncode, f"[{host_name}] {cmd}", out, err)
+        return done
+
+
+class TestbedFactory:
+    """Session-wide: brings topologies up on demand, remembers them, takes all down at the end."""
+
+    __test__ = False
+
+    def __init__(self, testbed: Any, fail: Any) -> None:
+        self._testbed = testbed
+        self._fail = fail  # pytest.fail: a testbed that cannot come up fails, never skips
+        self._up: dict[str, RunningTopology] = {}
+        self._errors: dict[str, str] = {}
+
+    def up(self, name: str, fresh: bool = False) -> RunningTopology:
+        """The running topology; fresh=True rebuilds its hosts back to the start state (~10 s)."""
+        if name in self._errors:
+            self._fail(self._errors[name])
+        if name in self._up and not fresh:
+            return self._up[name]
+        try:
+            (topology,) = self._testbed.up([name], fresh=fresh)
+        except (TestbedError, OSError) as exc:
+            ci = " (CI=true: end-to-end tests fail without their testbed)" if _in_ci() else ""
+            self._errors[name] = f"testbed topology {name!r} could not come up{ci}: {exc}"
+            self._fail(self._errors[name])
+        running = RunningTopology(topology, self._testbed.inventory_path(name), self._testbed)
+        self._up[name] = running
+        return running
+
+    def close(self) -> None:
+        # SRA_TESTBED_KEEP=1 leaves the hosts up after the session (faster local iterations).
+        if os.environ.get("SRA_TESTBED_KEEP") == "1":
+            return
+        if self._up or self._errors:
+            self._testbed.down()
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1", "yes")
