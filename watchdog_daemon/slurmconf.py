@@ -14,11 +14,22 @@ The parsing mirrors Slurm's own reader, `src/common/parse_config.c` (SchedMD/slu
 * a string setting such as AuthAltTypes takes exactly one pair per line: text after it is a
   "Parse error" that stops the daemon; a key given twice is logged ("specified more than once,
   latest value used") and the last value wins (`_handle_common`);
-* `Include FILE` (the word, whitespace, one file name; accepted here after leading whitespace
-  too, which only makes the conflict check wider) reads FILE inline, relative names being
-  resolved against the including file's directory (`_add_full_path`) and `%c` standing for the
-  lower-cased ClusterName (`_parse_for_format`). Glob characters are expanded here (sorted) so a
-  pattern such as `Include slurm.conf.d/*.conf` is checked file by file.
+* `Include FILE` (the word at the start of the line, any case, whitespace, one file name) reads
+  FILE inline; `%c` stands for the lower-cased ClusterName (`_parse_for_format`).
+
+Measured with Slurm 24.11.5 (Debian 13, `scontrol`/`slurmctld -D` on test files):
+
+* `Key = value`, tabs, `Key= value`, `""`, CRLF and a quoted value before a comment are
+  accepted; `Key=`, `Key` alone, text after a string setting (`AuthAltTypes=auth/jwt extra`), an
+  indented `Include` and `Include a b` are "Parse error" and fatal;
+* `AuthAltParameters="jwt_key=/x` (unbalanced quote) is accepted with the quote kept in the
+  value: refused here all the same, it cannot be what the admin meant;
+* a duplicate logs "AuthAltTypes 1 specified more than once, latest value used";
+* a relative Include name is resolved against the directory of the *top* file (slurm.conf),
+  also inside an included file;
+* `Include dir/*.conf` stops the daemon ("Slurm does not support glob parsing ... skipped
+  over", then fatal), and `[ab]` is taken literally. Files matching a `*` pattern are still
+  checked here (a later Slurm may expand it; checking more is the safe side), with a warning.
 
 Decisions where the merge has to choose (see tests/unit/test_slurmconf.py):
 
@@ -67,7 +78,7 @@ _KV_RE = re.compile(
 )
 _LINE_RE = re.compile(r"[^\n]*\n|[^\n]+\Z")
 _NAME_RE = re.compile(r"[ \t\r\n\v\f]*([A-Za-z0-9_.]+)")
-_GLOB_CHARS = re.compile(r"[*?\[]")
+_GLOB_CHARS = re.compile(r"\*")  # Slurm only looks at `*` (measured: `[ab]` is literal)
 # A jwt_key path ends up unquoted inside a comma list on a `#`-commented line: keep it plain.
 _SAFE_PATH_RE = re.compile(r"/[^\s,#\"'\\=]*")
 
@@ -179,8 +190,14 @@ def _key_name(code: str) -> str:
     return m.group(1) if m else ""
 
 
-def _parse(text: str, file: str, *, cluster_name: str | None = None) -> _Parsed:
-    """Parse like Slurm; collect AuthAlt* settings and Include directives."""
+def _parse(
+    text: str, file: str, *, top: str | None = None, cluster_name: str | None = None
+) -> _Parsed:
+    """Parse like Slurm; collect AuthAlt* settings and Include directives.
+
+    `top` is the top-level file (slurm.conf): Slurm resolves relative Include names against its
+    directory, even inside included files.
+    """
     lines = _split_lines(text)
     parsed = _Parsed(lines)
     i = 0
@@ -211,6 +228,7 @@ def _parse(text: str, file: str, *, cluster_name: str | None = None) -> _Parsed:
             parsed,
             joined,
             file=file,
+            top=top or file,
             lineno=lineno,
             first=first,
             last=last,
@@ -226,6 +244,7 @@ def _parse_logical(
     code: str,
     *,
     file: str,
+    top: str,
     lineno: int,
     first: int,
     last: int,
@@ -236,6 +255,11 @@ def _parse_logical(
     stripped = code.lstrip(_SPACE)
     word = stripped[:7]
     if word.lower() == "include" and len(stripped) > 7 and stripped[7] in _SPACE:
+        if stripped != code:
+            raise ConfigParseError(
+                f"{file} line {lineno}: indented Include (Slurm rejects it: Parse error)",
+                "start the Include line at the beginning of the line",
+            )
         rest = stripped[7:].lstrip(_SPACE)
         name_end = next((k for k, ch in enumerate(rest) if ch in _SPACE), len(rest))
         name, leftover = rest[:name_end], rest[name_end:]
@@ -249,7 +273,7 @@ def _parse_logical(
                 f"{file} line {lineno}: text after the Include file name (Slurm rejects it)",
                 "an Include line takes exactly one file name",
             )
-        parsed.includes.append(_resolve_include(name, file, lineno, cluster_name))
+        parsed.includes.append(_resolve_include(name, file, top, lineno, cluster_name))
         return cluster_name
 
     matches = []
@@ -318,7 +342,9 @@ def _parse_logical(
     return cluster_name
 
 
-def _resolve_include(name: str, file: str, lineno: int, cluster_name: str | None) -> _Include:
+def _resolve_include(
+    name: str, file: str, top: str, lineno: int, cluster_name: str | None
+) -> _Include:
     unresolved = None
     if "%c" in name:
         if cluster_name:
@@ -326,7 +352,7 @@ def _resolve_include(name: str, file: str, lineno: int, cluster_name: str | None
         else:
             unresolved = "it uses %c but no ClusterName is set before it"
     if not name.startswith("/"):
-        name = os.path.join(os.path.dirname(file), name)
+        name = os.path.join(os.path.dirname(top), name)
     return _Include(os.path.normpath(name), lineno, file, unresolved)
 
 
@@ -408,6 +434,10 @@ def _collect_included(
             warnings.append(f"Include at {where} not checked: {inc.unresolved}")
             continue
         if _GLOB_CHARS.search(inc.pattern):
+            warnings.append(
+                f"Include at {where} uses a `*` pattern: Slurm 24.11 refuses this and does not"
+                ' start ("does not support glob parsing"); the matching files were checked'
+            )
             names = sorted(p for p in included if PurePosixPath(p).match(inc.pattern))
         else:
             names = [inc.pattern] if inc.pattern in included else []
@@ -420,7 +450,7 @@ def _collect_included(
                     f"Include loop: {name} includes itself through {where}",
                     "remove the Include line that closes the loop",
                 )
-            child = _parse(included[name], name, cluster_name=cluster_name)
+            child = _parse(included[name], name, top=stack[0], cluster_name=cluster_name)
             for lkey, found in child.settings.items():
                 settings.setdefault(lkey, []).extend(found)
             _collect_included(child, included, settings, warnings, (*stack, name), cluster_name)
@@ -649,7 +679,7 @@ def collect_includes(path: str) -> dict[str, str]:
         nxt = []
         for file, body in todo:
             try:
-                parsed = _parse(body, file, cluster_name=_cluster_name(text))
+                parsed = _parse(body, file, top=path, cluster_name=_cluster_name(text))
             except ConfigParseError:
                 continue  # reported with its line number by merge_authalt
             for inc in parsed.includes:

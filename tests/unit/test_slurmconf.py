@@ -364,14 +364,38 @@ def test_include_glob_does_not_cross_directories():
     assert any("matches no readable file" in w for w in res.warnings)
 
 
-def test_nested_include_relative_to_including_file():
+def test_nested_include_relative_to_the_top_file():
+    """Measured on 24.11.5: `Include b.conf` inside conf.d/a.conf reads <slurm.conf dir>/b.conf."""
     inc = {
         "/etc/slurm/a/one.conf": "Include two.conf\n",
-        "/etc/slurm/a/two.conf": "AuthAltTypes=auth/foo\n",
+        "/etc/slurm/a/two.conf": "AuthAltTypes=auth/foo\n",  # not what Slurm reads
+        "/etc/slurm/two.conf": "AuthAltTypes=auth/bar\n",
     }
     with pytest.raises(ConflictError) as err:
         merge("Include a/one.conf\n", included=inc, path="/etc/slurm/slurm.conf")
-    assert "/etc/slurm/a/two.conf" in err.value.message
+    assert "/etc/slurm/two.conf" in err.value.message
+
+
+def test_indented_include_refused_like_slurm():
+    with pytest.raises(ConfigParseError) as err:
+        merge("  Include x.conf\n")
+    assert "indented Include" in err.value.message
+
+
+def test_include_glob_warns_that_slurm_rejects_it():
+    inc = {"/etc/slurm/conf.d/a.conf": "SchedulerType=sched/backfill\n"}
+    res = merge("Include conf.d/*.conf\n", included=inc, path="/etc/slurm/slurm.conf")
+    assert any("glob" in w for w in res.warnings)
+
+
+def test_include_brackets_are_literal():
+    inc = {
+        "/etc/slurm/[ab].conf": "AuthAltTypes=auth/foo\n",
+        "/etc/slurm/a.conf": "SchedulerType=sched/backfill\n",
+    }
+    with pytest.raises(ConflictError) as err:
+        merge("Include [ab].conf\n", included=inc, path="/etc/slurm/slurm.conf")
+    assert "[ab].conf" in err.value.message
 
 
 def test_include_cluster_name_modifier():
@@ -512,6 +536,16 @@ def test_apply_follows_real_includes_with_glob(tmp_path):
         apply_merge(str(conf), KEY, dry_run=False)
     assert str(tmp_path / "conf.d" / "jwt.conf") in err.value.message
     assert conf.read_text() == "Include conf.d/*.conf\n"
+
+
+def test_apply_nested_include_resolved_against_top_dir(tmp_path):
+    (tmp_path / "conf.d").mkdir()
+    _write(tmp_path / "conf.d" / "a.conf", "Include b.conf\n")
+    _write(tmp_path / "b.conf", "AuthAltParameters=jwt_key=/old\n")
+    conf = _write(tmp_path / "slurm.conf", "Include conf.d/a.conf\n")
+    with pytest.raises(ConflictError) as err:
+        apply_merge(str(conf), KEY, dry_run=False)
+    assert str(tmp_path / "b.conf") in err.value.message
 
 
 def test_apply_include_already_right(tmp_path):
