@@ -184,8 +184,9 @@ def _validate(uri: str, jwt_key: str, jwt_user: str | None, jwt_lifespan: int | 
 def _check_cluster(sections: dict[str, _Section]) -> None:
     service = sections.get("service")
     opt = service.options.get("cluster") if service else None
-    if opt is None and DEFAULT_SECTION in sections:
-        opt = sections[DEFAULT_SECTION].options.get("cluster")  # configparser's fallback
+    if service is not None and opt is None and DEFAULT_SECTION in sections:
+        # configparser's fallback, which only applies when [service] itself exists.
+        opt = sections[DEFAULT_SECTION].options.get("cluster")
     if opt is None or not opt.value:
         what = "is empty" if opt is not None else "is missing"
         raise ConfigError(

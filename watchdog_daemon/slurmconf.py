@@ -134,8 +134,7 @@ class _Include:
 class _Parsed:
     lines: list[_Physical]
     settings: dict[str, list[_Setting]] = field(default_factory=dict)  # lower key -> lines
-    # Settings and includes in file order, so "last one wins" can be followed across files.
-    includes: list[_Include] = field(default_factory=list)
+    includes: list[_Include] = field(default_factory=list)  # in file order
 
 
 def _split_lines(text: str) -> list[_Physical]:
@@ -465,7 +464,8 @@ def merge_authalt(
 ) -> MergeResult:
     """Return `text` with auth/jwt in AuthAltTypes and jwt_key=PATH in AuthAltParameters.
 
-    `path` is the file's own path (relative Include names are resolved against its directory);
+    `path` is the file's own path (relative Include names are resolved against its directory,
+    also inside included files, as Slurm does);
     `included` maps the absolute path of every file reachable through Include to its text
     (`collect_includes` builds it). With `included=None` Include lines are not followed.
     """

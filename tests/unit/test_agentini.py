@@ -209,7 +209,14 @@ def test_default_section_cluster_accepted():
 
 @pytest.mark.parametrize(
     "text",
-    ["", "[ui]\nhost = x\n", "[service]\ncluster =\n", "[service]\ncluster =   \n", "[service]\n"],
+    [
+        "",
+        "[ui]\nhost = x\n",
+        "[service]\ncluster =\n",
+        "[service]\ncluster =   \n",
+        "[service]\n",
+        "[DEFAULT]\ncluster = hpc\n",
+    ],
 )
 def test_missing_cluster_is_config_invalid(text):
     with pytest.raises(ConfigError) as err:
