@@ -143,9 +143,9 @@ def rest_get(socket_path: str, path: str, headers: dict[str, str]) -> tuple[int,
     return resp.status, data
 
 
-def uses_slurmdbd(path: str = SLURM_CONF) -> bool:
+def uses_slurmdbd(path: str | None = None) -> bool:
     try:
-        with open(path) as fh:
+        with open(path or SLURM_CONF) as fh:
             for line in fh:
                 name, _, value = line.split("#", 1)[0].partition("=")
                 if name.strip().lower() == "accountingstoragetype":

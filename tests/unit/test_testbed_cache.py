@@ -1,0 +1,123 @@
+"""Base cache key, half-built cache detection, mount parsing and host config rendering."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tests.testbed import basecache, hostconfig
+from tests.testbed.mounts import mounts_below
+from tests.testbed.topology import load_catalog
+
+
+def test_cache_key_is_stable_and_ignores_package_order():
+    spec = basecache.DEFAULT_SPEC
+    shuffled = dataclasses.replace(spec, packages=tuple(reversed(spec.packages)))
+    assert spec.key == shuffled.key
+    assert len(spec.key) == 16
+
+
+def test_cache_key_changes_with_the_package_list_suite_or_recipe():
+    spec = basecache.DEFAULT_SPEC
+    keys = {
+        spec.key,
+        dataclasses.replace(spec, packages=(*spec.packages, "vim")).key,
+        dataclasses.replace(spec, packages=spec.packages[1:]).key,
+        dataclasses.replace(spec, suite="forky").key,
+        dataclasses.replace(spec, recipe=spec.recipe + 1).key,
+    }
+    assert len(keys) == 5
+
+
+def test_base_has_what_the_hosts_need():
+    assert {"slurmctld", "slurmd", "slurmdbd", "slurmrestd", "slurm-client", "munge",
+            "mariadb-server", "openssh-server", "python3", "python3-venv", "iproute2",
+            "slurm-wlm-jwt-plugin"} <= set(basecache.PACKAGES)
+    assert basecache.base_dir(Path("/c")).name == f"base-{basecache.DEFAULT_SPEC.key}"
+
+
+def test_half_built_bases_are_found_and_complete_ones_are_not(tmp_path):
+    complete = tmp_path / "base-aaaa"
+    complete.mkdir()
+    (complete / basecache.MARKER).write_text("{}")
+    interrupted = tmp_path / "base-bbbb.building-123"
+    interrupted.mkdir()
+    unmarked = tmp_path / "base-cccc"
+    unmarked.mkdir()
+    (tmp_path / "hosts").mkdir()
+    assert basecache.stale_builds(tmp_path) == [interrupted, unmarked]
+    assert basecache.is_complete(complete)
+    assert basecache.stale_builds(tmp_path / "missing") == []
+
+
+def test_mounts_below_reads_mountinfo_deepest_first():
+    info = (
+        "22 1 0:21 / /proc rw - proc proc rw\n"
+        "90 1 0:50 / /c/hosts/hpc1/root rw - overlay overlay rw,lowerdir=/c/base\n"
+        "91 90 0:51 / /c/hosts/hpc1/root/proc rw - proc proc rw\n"
+        "92 1 0:52 / /c/hosts/hpc10\\040x/root rw - overlay overlay rw\n"
+    )
+    assert mounts_below(Path("/c/hosts/hpc1"), info) == [
+        Path("/c/hosts/hpc1/root/proc"),
+        Path("/c/hosts/hpc1/root"),
+    ]
+    assert Path("/c/hosts/hpc10 x/root") in mounts_below(Path("/c/hosts"), info)
+
+
+def test_slurm_conf_is_munge_only_and_points_at_the_cluster_slurmdbd():
+    split = load_catalog().topology("split").clusters["split"]
+    conf = hostconfig.slurm_conf(split).splitlines()
+    assert "ClusterName=split" in conf
+    assert "SlurmctldHost=split-ctl" in conf
+    assert "AccountingStorageType=accounting_storage/slurmdbd" in conf
+    assert "AccountingStorageHost=split-db" in conf
+    assert any(line.startswith("NodeName=split-ctl ") for line in conf)
+    for text in (hostconfig.slurm_conf(split), hostconfig.slurmdbd_conf(split)):
+        body = [line for line in text.splitlines() if not line.startswith("#")]
+        assert not [line for line in body if "authalt" in line.lower() or "jwt" in line.lower()]
+    assert "DbdHost=split-db" in hostconfig.slurmdbd_conf(split).splitlines()
+
+
+def test_host_files_per_role():
+    cat = load_catalog()
+    split = cat.topology("split")
+    key = b"k" * 1024
+
+    def files(name):
+        host = split.host(name)
+        return {f.path: f for f in hostconfig.host_files(cat, host, key, "ssh-ed25519 AAA x",
+                                                          "print()", "0" * 32)}
+
+    db, rest, ctl = files("split-db"), files("split-rest"), files("split-ctl")
+    assert db["/etc/slurm/slurmdbd.conf"].mode == 0o600
+    assert (db["/etc/slurm/slurmdbd.conf"].owner, db["/etc/slurm/slurmdbd.conf"].group) == (
+        "slurm", "slurm")
+    assert "/etc/slurm/slurmdbd.conf" not in ctl
+    assert rest["/etc/slurm-web/agent.ini"].content == "[service]\ncluster=split\n"
+    assert "/etc/slurm-web/agent.ini" not in ctl
+    assert rest["/usr/lib/systemd/system/slurm-web-agent-uwsgi.service"].content
+    assert db["/etc/munge/munge.key"].content == key
+    assert db["/etc/munge/munge.key"].mode == 0o400
+    hosts = db["/etc/hosts"].content
+    for host in cat.all_hosts:
+        assert f"{host.address}\t{host.name}" in hosts
+
+
+def test_enabled_units_follow_roles_and_the_cluster_agent_unit():
+    cat = load_catalog()
+    fleet = cat.topology("fleet")
+    assert "slurm-web-agent-uwsgi.service" in hostconfig.enabled_units(fleet.host("gamma1"))
+    assert "slurm-web-agent.service" not in hostconfig.enabled_units(fleet.host("gamma1"))
+    assert "slurm-web-agent.service" in hostconfig.enabled_units(fleet.host("beta-rest"))
+    assert hostconfig.enabled_units(fleet.host("beta-db")) == [
+        hostconfig.NET_UNIT, "mariadb.service", "slurmdbd.service"]
+    for host in cat.all_hosts:
+        assert "slurmrestd.service" not in hostconfig.enabled_units(host)
+
+
+def test_standin_units_name_themselves_stand_ins_and_run_as_slurm_web():
+    for unit in ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service"):
+        text = hostconfig.standin_unit(unit)
+        assert "STAND-IN" in text
+        assert "User=slurm-web" in text.splitlines()
+        assert f"Environment=UNIT={unit}" in text.splitlines()
