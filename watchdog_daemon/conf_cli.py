@@ -19,6 +19,7 @@ hints on stderr.
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
 from collections.abc import Callable
@@ -167,16 +168,18 @@ def _print_human(action: str, result: MergeResult) -> None:
         print(f"{result.file}: up to date")
     else:
         verb = "would change" if action == "plan" else "changed"
-        print(f"--- {result.file}")
-        print(f"+++ {result.file} ({verb})")
-        after = set(result.after)
-        before = set(result.before)
-        for line in result.before:
-            if line not in after:
-                print(f"-{line}")
-        for line in result.after:
-            if line not in before:
-                print(f"+{line}")
+        # Only the managed lines, never the file (slurmdbd.conf holds StoragePass).
+        diff = difflib.unified_diff(
+            result.before,
+            result.after,
+            fromfile=f"{result.file}",
+            tofile=f"{result.file} ({verb})",
+            lineterm="",
+            n=len(result.before) + len(result.after),
+        )
+        for line in diff:
+            if not line.startswith("@@"):  # its numbers would not be the file's line numbers
+                print(line)
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
 
