@@ -351,6 +351,8 @@ class Pipeline:
         cfg = self.config
         if self._announced_key != key.fingerprint:
             self._announced_key = key.fingerprint
+            # Not "in_sync" any more, so that the end of this sync is reported as such.
+            self.status.state = "syncing"
             self.sink.log("info", "key_change_detected", via=batch.via,
                         key_fingerprint=key.fingerprint,
                         copy_fingerprint=copy.sha256[:12] if copy.sha256 else None)

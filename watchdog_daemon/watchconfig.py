@@ -44,10 +44,14 @@ class WatchConfig:
 
     # Safety net for lost events and file systems without inotify (NFS): one hash per interval.
     reconcile_interval: float = 30.0
-    # A rename is complete at once, but a tool may rename twice in a row (write, fix, rename
-    # again); waiting this long after the last event turns such a burst into one sync and one
-    # restart. 0 acts on the first rename at once (lowest latency, one sync per rename).
-    coalesce: float = 0.25
+    # Extra wait after the last rename event before a run. 0 by default: a rename is complete
+    # at once, and bursts of renames are already coalesced (a) by the single worker (every
+    # change during a run means one more run, with the final content), (b) by verify-first:
+    # real Slurm rejects an intermediate key until reconfigured, by which time the final one is
+    # in place, and (c) by restart_spacing for restarts. Only when Slurm accepts every new key
+    # the instant it is renamed (a key pushed after Slurm reloaded) can two renames 200 ms
+    # apart give two syncs; `coalesce = 0.25` makes that one sync, at +250 ms per rotation.
+    coalesce: float = 0.0
     # In-place writes (modified events, or a change seen by the reconcile) are acted upon only
     # once size, mtime and inode stayed the same this long, giving up after quiet_cap.
     quiet: float = 0.2

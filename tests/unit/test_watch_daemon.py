@@ -66,7 +66,43 @@ def test_start_out_of_sync_syncs_once(tmp_path):
         h.stop()
 
 
-def test_two_atomic_replaces_within_200ms_one_sync_one_restart(h):
+def test_two_atomic_replaces_within_200ms_one_sync_one_restart(tmp_path):
+    """Slurm accepting each key the instant it is renamed: the coalesce window does it."""
+    h = make_harness(tmp_path, coalesce=0.25)
+    try:
+        _two_replaces_one_sync(h)
+    finally:
+        h.stop()
+
+
+def test_two_replaces_with_default_config_and_real_slurm_one_sync_one_restart(h):
+    """Default coalesce (0): real Slurm rejects the new keys until it is reconfigured, by which
+    time the second key is in place: verify-first makes it one sync, one restart."""
+    h.start()
+    k1, k2 = new_key("one"), new_key("two")
+    write_key(h.key_path, k1)
+    time.sleep(0.15)
+    write_key(h.key_path, k2)
+    time.sleep(0.3)  # the admin runs scontrol reconfigure; slurmdbd restart
+    assert h.copy_bytes() == h.old_key and h.systemctl.restarts == []
+    h.slurm.accept_only(k2)
+    assert wait_for(lambda: synced_to(h, k2))
+    h.idle(0.5)
+    assert h.keys.installed == [sha(k2)]
+    assert h.systemctl.restarts == [AGENT]
+
+
+def test_coalesce_zero_acts_on_a_rename_at_once(h):
+    h.start()
+    new = new_key("fast")
+    h.slurm.accept_only(new)
+    start = time.monotonic()
+    write_key(h.key_path, new)
+    assert wait_for(lambda: h.copy_path.read_bytes() == new, interval=0.002)
+    assert time.monotonic() - start < 0.2  # no settle wait (typically ~15 ms)
+
+
+def _two_replaces_one_sync(h):
     h.start()
     k1, k2 = new_key("one"), new_key("two")
     h.slurm.accepted = {sha(k1), sha(k2)}
@@ -424,3 +460,68 @@ def test_many_triggers_during_a_run_mean_one_more_run(h):
     h.idle(0.5)
     assert daemon.pipeline.runs == runs_before + 1
     assert h.systemctl.restarts == [AGENT]
+
+
+class RecordingNotifier:
+    def __init__(self, interval: float | None = 0.05) -> None:
+        self.watchdog_interval = interval
+        self.sent: list[str] = []
+
+    def ready(self, status):
+        self.sent.append("READY=1")
+
+    def status(self, status):
+        self.sent.append(f"STATUS={status}")
+
+    def watchdog(self):
+        self.sent.append("WATCHDOG=1")
+
+    def stopping(self, status="stopping"):
+        self.sent.append("STOPPING=1")
+
+    def close(self):
+        pass
+
+
+def test_ready_after_first_run_and_watchdog_pings_while_healthy(h):
+    daemon = h.build()
+    daemon.notifier = RecordingNotifier()
+    h.start()
+    assert wait_for(lambda: daemon.notifier.sent.count("WATCHDOG=1") >= 3, timeout=3)
+    sent = daemon.notifier.sent
+    assert sent.index("READY=1") < sent.index("WATCHDOG=1")
+
+
+class BrokenObserver(DeafObserver):
+    def start(self) -> None:
+        raise OSError(28, "inotify watch limit reached")
+
+
+def test_no_watchdog_ping_while_event_watching_is_broken(tmp_path):
+    h = make_harness(tmp_path, observer_factory=BrokenObserver, reconcile_interval=0.2)
+    daemon = h.build()
+    daemon.notifier = RecordingNotifier()
+    try:
+        h.start()
+        time.sleep(0.5)
+        assert "READY=1" in daemon.notifier.sent  # reconcile still serves: ready all the same
+        assert "WATCHDOG=1" not in daemon.notifier.sent  # systemd will restart us
+        assert not daemon.healthy()
+        assert h.log.events("watch_unavailable")
+        # The reconcile keeps syncing meanwhile.
+        new = new_key("x")
+        h.slurm.accept_only(new)
+        write_key(h.key_path, new)
+        assert wait_for(lambda: synced_to(h, new), timeout=3)
+    finally:
+        h.stop()
+
+
+def test_stuck_run_stops_the_watchdog_pings(h):
+    daemon = h.build()
+    daemon.notifier = RecordingNotifier()
+    h.start()
+    assert wait_for(lambda: "WATCHDOG=1" in daemon.notifier.sent)
+    daemon.max_run_seconds = 0.1
+    daemon._busy_since = daemon.clock() - 1.0  # as if one run hung for a second
+    assert not daemon.healthy()

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -397,3 +398,35 @@ def test_unit_passes_systemd_analyze_verify(tmp_path):
                           text=True, timeout=60)
     problems = [line for line in done.stderr.splitlines() if unit.name in line]
     assert not problems, done.stderr
+
+
+_UNDER_MDWE = r"""
+import ctypes, mmap, sys
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.prctl(65, 1, 0, 0, 0) != 0:  # PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN (Linux >= 6.3)
+    print("unsupported"); sys.exit(0)
+try:
+    mmap.mmap(-1, 4096, prot=mmap.PROT_READ | mmap.PROT_WRITE | mmap.PROT_EXEC)
+    print("not enforced"); sys.exit(0)
+except OSError:
+    pass
+import tempfile, time
+from watchdog.events import FileSystemEventHandler
+from watchdog.observers import Observer
+import jwt, requests_unixsocket, structlog
+import watchdog_daemon.watchdaemon, watchdog_daemon.watchverify, watchdog_daemon.check
+o = Observer(); o.schedule(FileSystemEventHandler(), tempfile.gettempdir()); o.start(); o.stop()
+jwt.encode({"sun": "x"}, b"k" * 32, algorithm="HS256")
+print("ok")
+"""
+
+
+def test_daemon_code_runs_under_memory_deny_write_execute():
+    """The unit sets MemoryDenyWriteExecute=yes: the kernel's MDWE (same effect) must not break
+    the imports, ctypes (watchdog's inotify) or signing."""
+    repo = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", _UNDER_MDWE], cwd=repo, capture_output=True,
+                          text=True, timeout=60)
+    if done.stdout.strip() in ("unsupported", "not enforced"):
+        pytest.skip(f"kernel MDWE {done.stdout.strip()}")
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr

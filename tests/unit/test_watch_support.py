@@ -267,7 +267,7 @@ def make_harness(tmp_path: Path, *, in_sync: bool = True, units: dict[str, str] 
     install_copy(copy_path, old if in_sync else new_key("stale"))
     config = WatchConfig(
         key_path=key_path, copy_path=copy_path, copy_owner=OWNER, copy_group=GROUP,
-        agent_ini=tmp_path / "agent.ini", reconcile_interval=30.0, coalesce=0.25, quiet=0.2,
+        agent_ini=tmp_path / "agent.ini", reconcile_interval=30.0, quiet=0.2,
         quiet_cap=3.0, backoff_base=0.05, backoff_cap=0.2, restart_spacing=0.0,
         state_file=tmp_path / "run" / "watch-state.json",
     )
