@@ -57,36 +57,10 @@ def _json_log(level: str, event: str, **fields: Any) -> None:
 
 
 def configure_logging() -> None:
-    """JSON lines on stderr (the journal), tracebacks without locals (FACTS: the key is a local).
+    """The project's structlog setup: JSON lines on stderr (the journal), no locals."""
+    from watchdog_daemon.logging_setup import configure_logging as configure
 
-    Uses the project's logging_setup when present, so every subcommand logs the same way.
-    """
-    try:
-        from watchdog_daemon import logging_setup  # type: ignore[attr-defined]
-    except ImportError:
-        logging_setup = None
-    if logging_setup is not None:
-        for name in ("configure_logging", "configure", "setup_logging", "setup"):
-            func = getattr(logging_setup, name, None)
-            if callable(func):
-                func()
-                return
-    import logging
-
-    import structlog
-
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
-            structlog.processors.JSONRenderer(),
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    configure()
 
 
 def validate(config: WatchConfig) -> tuple[str, str, ExitCode, str] | None:

@@ -4,9 +4,8 @@
   only) and make the same authenticated calls as `slurmrestd-access check`. check.run_check reads
   the key from agent.ini's jwt_key path, i.e. the copy we have not installed yet; writing the new
   key to some other file just to check it would put the secret where it does not belong. So this
-  mirrors run_check's few lines with the key given, reusing check.py's pieces (sign_token,
-  the classification, scrub). TODO(check.py owner): a public `run_check_with_key(settings, key)`
-  would remove the use of `_key_failure` / `_run_with_token` here.
+  uses check.run_check_with_key: the same calls (slurmctld diag, the decoy, slurmdbd diag),
+  with the key given in memory.
 * `check_agent`: the normal check, exactly as the agent would (agent.ini + the copy).
 
 agent.ini is read again for each check: the agent itself reads it at every restart, and an
@@ -15,8 +14,6 @@ administrator may have changed the socket or the token user since the daemon sta
 
 from __future__ import annotations
 
-import time
-from dataclasses import replace
 from typing import Any
 
 from watchdog_daemon.exitcodes import ExitCode
@@ -45,26 +42,6 @@ def load_settings(config: WatchConfig) -> Any:
     return load_agent_settings(config.agent_ini)
 
 
-def run_check_with_key(settings: Any, key: SecretBytes, *, timeout: float,
-                       accounting: str = "auto", getter: Any = None) -> Any:
-    """check.run_check with the key given instead of read from settings.jwt_key."""
-    from watchdog_daemon import check
-
-    problem = check._key_failure(settings)
-    if problem is not None:
-        return problem
-    token = check.sign_token(key, settings.jwt_user, settings.jwt_lifespan)
-    secret_texts = [token, key.reveal().decode("latin-1"), key.reveal().hex()]
-    result = check._run_with_token(
-        settings, key, token, settings.socket_path, timeout=timeout,
-        deadline=time.monotonic() + 3 * timeout, accounting=accounting,  # type: ignore[arg-type]
-        slurm_conf=check.DEFAULT_SLURM_CONF, decoy=True, getter=getter,
-    )
-    if not result.cluster and result.ok:
-        result = replace(result, cluster=settings.cluster)
-    return check.scrub(result, secret_texts)
-
-
 class CheckVerifier:
     """Verifier and AgentCheck for the pipeline, bound to the daemon's config."""
 
@@ -85,9 +62,12 @@ class CheckVerifier:
             settings = self._settings()
         except _ConfigProblem as exc:
             return Verdict(False, "config_invalid", ExitCode.CONFIG_INVALID, str(exc))
-        return _verdict(run_check_with_key(settings, key, timeout=self.config.check_timeout,
-                                           accounting=self.config.accounting,
-                                           getter=self._getter))
+        from watchdog_daemon import check
+
+        return _verdict(check.run_check_with_key(
+            settings, key, timeout=self.config.check_timeout,
+            accounting=self.config.accounting,  # type: ignore[arg-type]
+            getter=self._getter))
 
     def check_agent(self) -> Verdict:
         from watchdog_daemon import check

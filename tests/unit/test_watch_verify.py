@@ -1,0 +1,68 @@
+"""The watchdog's verify of a new key (in memory) and its agent check, against the fake
+slurmrestd: accepted, rejected (= waiting for Slurm), and a failure that is not a rejection."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.fakes.fake_slurmrestd import FakeSlurmrestd
+from tests.unit.test_watch_support import install_copy
+from watchdog_daemon.exitcodes import ExitCode
+from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.watchconfig import WatchConfig
+from watchdog_daemon.watchverify import CheckVerifier
+
+OLD, NEW = os.urandom(32), os.urandom(32)
+
+
+@pytest.fixture
+def env(tmp_path):
+    copy = tmp_path / "lib" / "slurmrestd.key"
+    copy.parent.mkdir()
+    install_copy(copy, OLD)
+    sock = tmp_path / "rest.sock"
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[service]\ncluster = hpc\n[slurmrestd]\nuri = unix://{sock}\n"
+                   f"jwt_key = {copy}\n")
+    cfg = WatchConfig(copy_path=copy, agent_ini=ini, accounting="yes", check_timeout=2.0)
+    with FakeSlurmrestd(sock, slurmctld_key=OLD) as fake:
+        yield CheckVerifier(cfg), fake
+
+
+def test_new_key_rejected_until_slurm_reloads(env):
+    verifier, fake = env
+    verdict = verifier.verify_new_key(SecretBytes(NEW))
+    assert not verdict.accepted and verdict.rejected
+    assert verdict.reason == "rejected_by_slurmctld"
+    assert verdict.exit_code == ExitCode.REJECTED_BY_SLURMCTLD
+    fake.config.slurmctld_key = NEW
+    fake.config.slurmdbd_key = OLD  # slurmctld reconfigured, slurmdbd not restarted yet
+    verdict = verifier.verify_new_key(SecretBytes(NEW))
+    assert verdict.rejected and verdict.reason == "rejected_by_slurmdbd"
+    fake.config.slurmdbd_key = None
+    verdict = verifier.verify_new_key(SecretBytes(NEW))
+    assert verdict.accepted and verdict.details["cluster"] == "hpc"
+
+
+def test_unreachable_controller_is_not_a_rejection(env):
+    verifier, fake = env
+    fake.config.mode = "controller_unreachable"
+    verdict = verifier.verify_new_key(SecretBytes(NEW))
+    assert not verdict.accepted and not verdict.rejected
+    assert verdict.reason == "controller_unreachable"
+
+
+def test_agent_check_reads_the_copy(env):
+    verifier, fake = env
+    assert verifier.check_agent().accepted
+    fake.config.slurmctld_key = NEW
+    assert verifier.check_agent().reason == "rejected_by_slurmctld"
+
+
+def test_bad_agent_ini_is_config_invalid(env, tmp_path):
+    verifier, _fake = env
+    (tmp_path / "agent.ini").write_text("[slurmrestd]\n")
+    verdict = verifier.verify_new_key(SecretBytes(NEW))
+    assert verdict.reason == "config_invalid" and verdict.exit_code == ExitCode.CONFIG_INVALID
