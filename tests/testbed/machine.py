@@ -117,19 +117,21 @@ def _cmdline(pid: int) -> list[str]:
     return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
 
 
-def nspawn_pids_below(hosts_dir: Path) -> dict[int, Path]:
-    """Every systemd-nspawn process whose root lies under hosts_dir (even without pid files)."""
+def nspawn_pids_below(hosts_dir: Path, bridge: str | None = None) -> dict[int, Path]:
+    """Every systemd-nspawn process (pid -> root dir) whose root lies under hosts_dir or, given
+    bridge, that is attached to the testbed bridge (a host booted with another cache dir)."""
     found: dict[int, Path] = {}
     prefix = str(hosts_dir) + "/"
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         args = _cmdline(int(entry.name))
-        if not args or not args[0].endswith("systemd-nspawn"):
+        if not args or not args[0].endswith("systemd-nspawn") or _is_zombie(int(entry.name)):
             continue
-        for i, arg in enumerate(args[:-1]):
-            if arg in ("-D", "--directory") and args[i + 1].startswith(prefix):
-                found[int(entry.name)] = Path(args[i + 1])
+        roots = [args[i + 1] for i, a in enumerate(args[:-1]) if a in ("-D", "--directory")]
+        ours = bridge is not None and f"--network-bridge={bridge}" in args
+        if roots and (roots[0].startswith(prefix) or ours):
+            found[int(entry.name)] = Path(roots[0])
     return found
 
 
@@ -158,14 +160,25 @@ def stop_pid(pid: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         _reap(pid)
-        if not Path(f"/proc/{pid}").exists() or _is_zombie(pid):
-            _reap(pid)
+        if not Path(f"/proc/{pid}").exists():
+            return
+        if _is_zombie(pid):
+            # Exited; its parent (PID 1 once `up` has exited) reaps it shortly: wait for that
+            # so `down` really leaves no process entry behind, but never for long.
+            _wait_gone(pid, 5)
             return
         time.sleep(0.2)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
+
+
+def _wait_gone(pid: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.1)
 
 
 def _reap(pid: int) -> None:
@@ -237,6 +250,11 @@ def enable_units(root: Path, units: list[str]) -> None:
             raise TestbedError(f"unit {unit} not found in {root}: the base is incomplete")
 
 
+# Keep the Popen objects of hosts booted by this process: a collected Popen of a running child
+# warns (ResourceWarning), and pytest would show that for every host.
+_BOOTED: list[subprocess.Popen[bytes]] = []
+
+
 def boot(dirs: HostDirs, name: str, bridge: str) -> int:
     log = dirs.console_log.open("ab")
     try:
@@ -260,6 +278,7 @@ def boot(dirs: HostDirs, name: str, bridge: str) -> int:
         )
     finally:
         log.close()
+    _BOOTED.append(proc)
     dirs.pid_file.write_text(f"{proc.pid}\n")
     return proc.pid
 

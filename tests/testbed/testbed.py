@@ -17,7 +17,7 @@ from pathlib import Path
 from tests.testbed import basecache, hostconfig, machine, provision
 from tests.testbed.errors import TestbedError
 from tests.testbed.inventory import render_inventory
-from tests.testbed.mounts import mounts_below, remove_tree
+from tests.testbed.mounts import mounts_below, remove_tree, unmount_below
 from tests.testbed.proc import say
 from tests.testbed.sshrun import ensure_keypair, port_open, ssh, wait_ssh
 from tests.testbed.topology import Catalog, Host, Topology, load_catalog
@@ -88,6 +88,7 @@ class Testbed:
         started = time.monotonic()
         with self._locked():
             base = basecache.ensure_base(self.cache)
+            self._refuse_foreign_hosts()
             key = ensure_keypair(self.state_dir)
             machine.ensure_bridge(self.catalog.network)
             hosts = [h for t in topologies for h in t.hosts]
@@ -107,6 +108,20 @@ class Testbed:
             f"{time.monotonic() - started:.1f} s ({len(booted)} booted, {reused} reused)"
         )
         return topologies
+
+    def _refuse_foreign_hosts(self) -> None:
+        """Hosts booted with another SRA_TESTBED_CACHE would clash on names and addresses."""
+        bridge = self.catalog.network.bridge
+        prefix = str(self.hosts_dir) + "/"
+        foreign = [
+            str(root) for root in machine.nspawn_pids_below(self.hosts_dir, bridge).values()
+            if not str(root).startswith(prefix)
+        ]
+        if foreign:
+            raise TestbedError(
+                f"testbed hosts from another cache dir are running ({', '.join(foreign)}): "
+                "run `python -m tests.testbed down` first"
+            )
 
     def _destroy(self, hosts: list[Host]) -> None:
         # Signal all first so they power off in parallel.
@@ -214,13 +229,16 @@ class Testbed:
         started = time.monotonic()
         with self._locked():
             stopped = []
-            pids = machine.nspawn_pids_below(self.hosts_dir)
+            bridge = self.catalog.network.bridge
+            pids = machine.nspawn_pids_below(self.hosts_dir, bridge)
             # Signal every host first so they power off in parallel, then wait for each.
             for pid in pids:
                 machine.signal_pid(pid)
             for pid, root in pids.items():
                 stopped.append(root.parent.name)
                 machine.stop_pid(pid)
+                # A host booted with another SRA_TESTBED_CACHE: unmount it, leave its files.
+                unmount_below(root)
             if self.hosts_dir.exists():
                 for top in sorted(self.hosts_dir.iterdir()):
                     machine.destroy_host(machine.HostDirs(top))
@@ -231,7 +249,7 @@ class Testbed:
                 self.inventory_path(topo).unlink(missing_ok=True)
             self.inventory_path().unlink(missing_ok=True)
             left = mounts_below(self.hosts_dir)
-            if left or machine.nspawn_pids_below(self.hosts_dir):
+            if left or machine.nspawn_pids_below(self.hosts_dir, bridge):
                 raise TestbedError(f"down left mounts or processes behind: {left}")
         say(f"testbed: down in {time.monotonic() - started:.1f} s ({len(stopped)} hosts stopped)")
         return stopped
