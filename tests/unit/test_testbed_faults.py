@@ -68,3 +68,35 @@ def test_ssh_to_an_unknown_host_lists_the_known_ones(tmp_path):
     tb = testbed_mod.Testbed(load_catalog(), cache=tmp_path, state_dir=tmp_path)
     with pytest.raises(TestbedError, match=r"unknown host 'nope'.*hpc1"):
         tb.ssh("nope", "true")
+
+
+class _Failed(Exception):
+    pass
+
+
+def _fail(message):
+    raise _Failed(message)
+
+
+class _BrokenTestbed:
+    downs = 0
+
+    def up(self, names, fresh=False):
+        raise TestbedError("the testbed must run as root")
+
+    def down(self):
+        self.downs += 1
+
+
+def test_fixture_fails_never_skips_when_the_testbed_cannot_come_up(monkeypatch):
+    from tests.testbed.pytest_support import TestbedFactory
+
+    monkeypatch.setenv("CI", "true")
+    broken = _BrokenTestbed()
+    factory = TestbedFactory(broken, _fail)
+    with pytest.raises(_Failed, match=r"'single' could not come up \(CI=true.*must run as root"):
+        factory.up("single")
+    with pytest.raises(_Failed):  # remembered: no second slow attempt
+        factory.up("single")
+    factory.close()
+    assert broken.downs == 1  # whatever half exists is cleaned up
