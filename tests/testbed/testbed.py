@@ -275,6 +275,9 @@ class Testbed:
         host = self.catalog.host(host_name)
         if not self.key_path.is_file():
             raise TestbedError("no testbed key yet: run `python -m tests.testbed up TOPOLOGY`")
+        if machine.running_pid(self.dirs(host)) is None:
+            topo = self.catalog.topology_of(host.name).name
+            raise TestbedError(f"host {host.name} is not up: `python -m tests.testbed up {topo}`")
         return ssh(self.key_path, host.address, command, input=input, timeout=timeout,
                    capture=not stream)
 
