@@ -20,7 +20,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("topologies", nargs="+", metavar="TOPOLOGY")
     up.add_argument("--fresh", action="store_true",
                     help="rebuild the topologies' hosts even if healthy (back to the start state)")
-    sub.add_parser("down", help="stop every host, unmount overlays, delete the bridge")
+    down = sub.add_parser("down", help="stop every host, unmount overlays, delete the bridge")
+    down.add_argument("topologies", nargs="*", metavar="TOPOLOGY",
+                      help="only these (the bridge goes when no host is left)")
     sub.add_parser("status", help="each host, its roles, whether it is up")
     ssh = sub.add_parser("ssh", help="run a command on a host; its exit code is passed through")
     ssh.add_argument("host")
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             testbed.up(args.topologies, fresh=args.fresh)
             print(testbed.inventory_path())
         elif args.command == "down":
-            testbed.down()
+            testbed.down(args.topologies or None)
         elif args.command == "status":
             running = {t.name for t in testbed.running_topologies()}
             for topo in testbed.catalog.topologies.values():

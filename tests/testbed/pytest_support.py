@@ -83,7 +83,7 @@ class RunningTopology:
 
 
 class TestbedFactory:
-    """Session-wide: brings topologies up on demand, remembers them, takes all down at the end."""
+    """Session-wide: brings topologies up on demand, remembers them, takes them down at the end."""
 
     __test__ = False
 
@@ -113,8 +113,11 @@ class TestbedFactory:
         # SRA_TESTBED_KEEP=1 leaves the hosts up after the session (faster local iterations).
         if os.environ.get("SRA_TESTBED_KEEP") == "1":
             return
-        if self._up or self._errors:
-            self._testbed.down()
+        # Only what this session brought up: another session may be using other topologies.
+        # With nothing else up, this is a full `down` (bridge deleted, nothing left).
+        names = sorted({*self._up, *self._errors})
+        if names:
+            self._testbed.down(names)
 
 
 def _in_ci() -> bool:

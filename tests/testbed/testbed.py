@@ -223,35 +223,56 @@ class Testbed:
 
     # --- down ------------------------------------------------------------------------------
 
-    def down(self) -> list[str]:
-        """Stop every host, unmount every overlay, delete the bridge; return what was stopped."""
+    def down(self, names: list[str] | None = None) -> list[str]:
+        """Stop hosts, unmount their overlays; return the hosts stopped.
+
+        Without names: every host, and the bridge is deleted (nothing is left). With topology
+        names: only their hosts; the bridge goes only once no host at all is left on it.
+        """
         machine.check_root()
         started = time.monotonic()
         with self._locked():
-            stopped = []
-            bridge = self.catalog.network.bridge
-            pids = machine.nspawn_pids_below(self.hosts_dir, bridge)
-            # Signal every host first so they power off in parallel, then wait for each.
-            for pid in pids:
-                machine.signal_pid(pid)
-            for pid, root in pids.items():
-                stopped.append(root.parent.name)
-                machine.stop_pid(pid)
-                # A host booted with another SRA_TESTBED_CACHE: unmount it, leave its files.
-                unmount_below(root)
-            if self.hosts_dir.exists():
-                for top in sorted(self.hosts_dir.iterdir()):
-                    machine.destroy_host(machine.HostDirs(top))
-                remove_tree(self.hosts_dir)
-            remove_tree(self.clusters_dir)
-            machine.remove_bridge(self.catalog.network)
-            for topo in self.catalog.topologies:
-                self.inventory_path(topo).unlink(missing_ok=True)
-            self.inventory_path().unlink(missing_ok=True)
-            left = mounts_below(self.hosts_dir)
-            if left or machine.nspawn_pids_below(self.hosts_dir, bridge):
-                raise TestbedError(f"down left mounts or processes behind: {left}")
+            if names is None:
+                stopped = self._down_all()
+            else:
+                hosts = [h for n in dict.fromkeys(names) for h in self.catalog.topology(n).hosts]
+                stopped = [h.name for h in hosts if machine.running_pid(self.dirs(h))]
+                self._destroy(hosts)
+                for name in names:
+                    for cluster in self.catalog.topology(name).clusters:
+                        remove_tree(self.clusters_dir / cluster)
+                bridge = self.catalog.network.bridge
+                if not machine.nspawn_pids_below(self.hosts_dir, bridge):
+                    self._down_all()
+                elif self.key_path.is_file():
+                    self._write_inventories(self.key_path)
         say(f"testbed: down in {time.monotonic() - started:.1f} s ({len(stopped)} hosts stopped)")
+        return stopped
+
+    def _down_all(self) -> list[str]:
+        stopped = []
+        bridge = self.catalog.network.bridge
+        pids = machine.nspawn_pids_below(self.hosts_dir, bridge)
+        # Signal every host first so they power off in parallel, then wait for each.
+        for pid in pids:
+            machine.signal_pid(pid)
+        for pid, root in pids.items():
+            stopped.append(root.parent.name)
+            machine.stop_pid(pid)
+            # A host booted with another SRA_TESTBED_CACHE: unmount it, leave its files.
+            unmount_below(root)
+        if self.hosts_dir.exists():
+            for top in sorted(self.hosts_dir.iterdir()):
+                machine.destroy_host(machine.HostDirs(top))
+            remove_tree(self.hosts_dir)
+        remove_tree(self.clusters_dir)
+        machine.remove_bridge(self.catalog.network)
+        for topo in self.catalog.topologies:
+            self.inventory_path(topo).unlink(missing_ok=True)
+        self.inventory_path().unlink(missing_ok=True)
+        left = mounts_below(self.hosts_dir)
+        if left or machine.nspawn_pids_below(self.hosts_dir, bridge):
+            raise TestbedError(f"down left mounts or processes behind: {left}")
         return stopped
 
     # --- status and ssh --------------------------------------------------------------------

@@ -84,8 +84,9 @@ class _BrokenTestbed:
     def up(self, names, fresh=False):
         raise TestbedError("the testbed must run as root")
 
-    def down(self):
+    def down(self, names=None):
         self.downs += 1
+        self.down_names = names
 
 
 def test_fixture_fails_never_skips_when_the_testbed_cannot_come_up(monkeypatch):
@@ -100,3 +101,4 @@ def test_fixture_fails_never_skips_when_the_testbed_cannot_come_up(monkeypatch):
         factory.up("single")
     factory.close()
     assert broken.downs == 1  # whatever half exists is cleaned up
+    assert broken.down_names == ["single"]
