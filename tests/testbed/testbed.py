@@ -95,7 +95,10 @@ class Testbed:
             if fresh:
                 self._destroy(hosts)
             booted = self._start_hosts(base, key, hosts)
+            if booted:
+                say(f"testbed: booted {', '.join(h.name for h in booted)}; waiting for SSH")
             self._wait_ssh(key, hosts)
+            say("testbed: waiting for munge, MariaDB, slurmdbd, slurmctld, slurmd and the agent")
             with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
                 list(pool.map(lambda h: provision.settle_host(key, h), hosts))
             clusters = [c for t in topologies for c in t.clusters.values()]
