@@ -133,3 +133,20 @@ def test_no_host_reaches_beyond_the_bridge(topo):
         assert route.returncode != 0, f"{host.name} has a route out: {route.stdout}"
         res = topo.ssh(host.name, f"python3 -c {shlex.quote(probe)}")
         assert res.stdout.startswith("unreachable"), f"{host.name}: {res.stdout}"
+
+
+def test_fleet_clusters_are_separate_and_gamma_runs_the_uwsgi_unit(testbed):
+    fleet = testbed.up("fleet")
+    for cluster in fleet.clusters.values():
+        ctl = cluster.ctl_host.name
+        names = fleet.ssh(ctl, "sacctmgr -n -P show cluster format=cluster").stdout.split()
+        assert names == [cluster.name]
+    keys = {
+        name: fleet.ssh(c.ctl_host.name, "sha256sum < /etc/munge/munge.key").stdout.split()[0]
+        for name, c in fleet.clusters.items()
+    }
+    assert len(set(keys.values())) == 3, "each cluster has its own munge key"
+    status = json.loads(fleet.ssh("gamma1", STANDIN_STATUS).stdout)
+    assert status["unit"] == "slurm-web-agent-uwsgi.service"
+    enabled = fleet.ssh("gamma1", "systemctl is-enabled slurm-web-agent.service", check=False)
+    assert enabled.stdout.strip() == "disabled"
