@@ -41,7 +41,7 @@ def key_source(settings: Settings, plan: ClusterPlan) -> KeySource:
     return KeySource("host", plan.key_origin, path=settings.jwt_key_path)
 
 
-@deploy("slurmrestd access for Slurm-web (unix socket, JWT, auto tokens)")
+@deploy("slurmrestd access")
 def slurmrestd_access() -> None:
     roles = roles_of(host.groups)
     if not roles:
