@@ -52,8 +52,14 @@ def slurmrestd_access() -> None:
     source = key_source(settings, plan)
     own_key = host.name == plan.key_origin and source.kind == "host"
 
-    ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings)
-    ops.preflight(name="Preflight", settings=settings, roles=roles)
+    # Every remote command has a deadline: a host that dies mid-run fails, it does not hang.
+    quick = {"_timeout": 120}
+    slow = {"_timeout": settings.restart_wait + 60}
+    check = {"_timeout": settings.check_timeout * 4 + 30}
+
+    ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
+                     _timeout=600)
+    ops.preflight(name="Preflight", settings=settings, roles=roles, **quick)
 
     # 1-2. The key: created on the controller, or pushed from the workstation's key source;
     # copied, by hash, to every other host whose daemons load it.
@@ -61,34 +67,35 @@ def slurmrestd_access() -> None:
     if host.name in plan.hosts_needing_key():
         if own_key:
             key_changes.append(ops.ensure_cluster_key(
-                name="Slurm JWT signing key", settings=settings))
+                name="Slurm JWT signing key", settings=settings, **quick))
         else:
             key_changes.append(ops.push_key(
                 name=f"Slurm JWT signing key from {source.describe()}", settings=settings,
                 source=source, dest=settings.jwt_key_path, owner=settings.jwt_key_owner,
-                group=settings.jwt_key_group, mode=settings.jwt_key_mode))
+                group=settings.jwt_key_group, mode=settings.jwt_key_mode, **quick))
 
     # 3. AuthAlt* in slurm.conf wherever Slurm runs from it, and in slurmdbd.conf.
     conf_changes = []
     if roles & {"slurmctld", "slurmrestd", "compute"}:
         conf_changes.append(ops.merge_authalt(
             name=f"JWT settings in {settings.slurm_conf}", settings=settings,
-            path=settings.slurm_conf))
+            path=settings.slurm_conf, **quick))
     dbd_changes = []
     if "slurmdbd" in roles:
         dbd_changes.append(ops.merge_authalt(
             name=f"JWT settings in {settings.slurmdbd_conf}", settings=settings,
-            path=settings.slurmdbd_conf))
+            path=settings.slurmdbd_conf, **quick))
 
     # 4. Restarts only when something they read changed: slurmdbd first, then slurmctld.
     if "slurmdbd" in roles:
         unit = settings.slurmdbd_unit
         ops.restart_unit(
             name=f"Restart {unit}", unit=unit,
-            wait_for=f"systemctl is-active -q {unit} && ss -Hltn 'sport = :6819' | grep -q .",
+            wait_for=f"systemctl is-active -q {unit} && ss -Hltn "
+                     f"'sport = :{settings.slurmdbd_port}' | grep -q .",
             wait_seconds=settings.restart_wait,
             failure=f"{unit} did not come back: see journalctl -u {unit}",
-            _if=any_changed(*key_changes, *dbd_changes))
+            _if=any_changed(*key_changes, *dbd_changes), **slow)
     if "slurmctld" in roles:
         unit = settings.slurmctld_unit
         ops.restart_unit(
@@ -96,38 +103,40 @@ def slurmrestd_access() -> None:
             wait_for="scontrol ping 2>/dev/null | grep -q 'is UP'",
             wait_seconds=settings.restart_wait,
             failure=f"{unit} did not answer 'scontrol ping' with UP: see journalctl -u {unit}",
-            _if=any_changed(*key_changes, *conf_changes))
+            _if=any_changed(*key_changes, *conf_changes), **slow)
 
     if "slurmrestd" not in roles:
         return
 
     # 5. slurmrestd with the documentation's drop-in.
-    dropin = ops.slurmrestd_dropin(name="slurmrestd drop-in", settings=settings)
-    ops.daemon_reload(name="systemctl daemon-reload", _if=dropin.did_change)
-    ops.enable_slurmrestd(name=f"Enable and start {settings.slurmrestd_unit}", settings=settings)
+    dropin = ops.slurmrestd_dropin(name="slurmrestd drop-in", settings=settings, **quick)
+    ops.daemon_reload(name="systemctl daemon-reload", _if=dropin.did_change, **quick)
+    ops.enable_slurmrestd(name=f"Enable and start {settings.slurmrestd_unit}", settings=settings,
+                          **slow)
     unit = settings.slurmrestd_unit
     ops.restart_unit(
         name=f"Restart {unit}", unit=unit,
         wait_for=f"test -S {q(settings.slurmrestd_socket)}",
         wait_seconds=settings.restart_wait,
         failure=f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}",
-        _if=any_changed(dropin, *conf_changes))
+        _if=any_changed(dropin, *conf_changes), **slow)
 
     # 6-7. The agent's copy of the key and its configuration.
     if host.name in plan.hosts_needing_key():
         copy = ops.sync_local_copy(name=f"Agent key copy {settings.agent_key_path}",
-                                   settings=settings)
+                                   settings=settings, **quick)
     else:
         copy = ops.push_key(
             name=f"Agent key copy {settings.agent_key_path}", settings=settings,
             source=source, dest=settings.agent_key_path, owner=settings.agent_user,
-            group=settings.agent_group, mode=settings.agent_key_mode)
+            group=settings.agent_group, mode=settings.agent_key_mode, **quick)
     ini = ops.merge_agent_ini(name=f"slurmrestd settings in {settings.agent_ini}",
-                              settings=settings)
+                              settings=settings, **quick)
 
     # 8-10. Prove it works before touching the agent, restart the agent, prove it again.
-    ops.connect_check(name="Connect check", settings=settings, when="before the agent restart")
+    ops.connect_check(name="Connect check", settings=settings, when="before the agent restart",
+                      **check)
     ops.restart_agent(name="Restart the Slurm-web agent", settings=settings,
-                      _if=any_changed(copy, ini))
+                      _if=any_changed(copy, ini), **slow)
     ops.connect_check(name="Connect check after the agent restart", settings=settings,
-                      when="after the agent restart", _if=any_changed(copy, ini))
+                      when="after the agent restart", _if=any_changed(copy, ini), **check)

@@ -23,8 +23,10 @@ class HostState(FactBase):
         users: tuple[str, ...],
         groups: tuple[str, ...],
         tool_prefix: str,
+        slurm_conf: str = "/etc/slurm/slurm.conf",
     ) -> str:
-        return survey_script(list(files), list(units), list(users), list(groups), tool_prefix)
+        return survey_script(list(files), list(units), list(users), list(groups), tool_prefix,
+                             slurm_conf)
 
     def process(self, output: list[str]) -> HostStateData:
         return parse_survey(output)

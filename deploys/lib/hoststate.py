@@ -54,6 +54,7 @@ class HostState:
     python: str = ""
     machine: str = ""
     tool_digest: str = ""
+    jwt_plugin: str = ""  # path of Slurm's auth_jwt.so, "" when not installed
     files: dict[str, RemoteFile] = field(default_factory=dict)
     units: dict[str, UnitState] = field(default_factory=dict)
     users: dict[str, bool] = field(default_factory=dict)
@@ -66,8 +67,14 @@ class HostState:
         return self.units.get(name, UnitState(name))
 
 
+# Where distributions put Slurm's plugins; PluginDir of slurm.conf is searched first.
+PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu/slurm-wlm", "/usr/lib/aarch64-linux-gnu/slurm-wlm",
+               "/usr/lib64/slurm", "/usr/lib/slurm", "/usr/local/lib/slurm")
+
+
 def survey_script(
-    files: list[str], units: list[str], users: list[str], groups: list[str], tool_prefix: str
+    files: list[str], units: list[str], users: list[str], groups: list[str], tool_prefix: str,
+    slurm_conf: str = "/etc/slurm/slurm.conf",
 ) -> str:
     """The shell script behind HostState; prints one tagged line per item."""
     q = shlex.quote
@@ -77,6 +84,12 @@ def survey_script(
         "2>/dev/null)\"",
         'echo "machine $(uname -m)"',
         f'echo "tool $(cat {q(tool_prefix + "/INSTALLED")} 2>/dev/null)"',
+        # Debian ships auth/jwt apart (slurm-wlm-jwt-plugin): without it every daemon reading
+        # AuthAltTypes=auth/jwt dies at start.
+        "d=$(sed -n 's/^[[:space:]]*[Pp][Ll][Uu][Gg][Ii][Nn][Dd][Ii][Rr][[:space:]]*=[[:space:]]*"
+        f"//p' {q(slurm_conf)} 2>/dev/null | tail -n1 | tr ':' ' ')",
+        f"for p in $d {' '.join(PLUGIN_DIRS)}; do if [ -e \"$p/auth_jwt.so\" ]; then "
+        'echo "jwtplugin $p/auth_jwt.so"; break; fi; done',
     ]
     for path in files:
         lines.append(
@@ -139,6 +152,8 @@ def parse_survey(lines: list[str]) -> HostState:
             state.python = line[7:].strip()
         elif line.startswith("machine "):
             state.machine = line[8:].strip()
+        elif line.startswith("jwtplugin "):
+            state.jwt_plugin = line[10:].strip()
         elif line.startswith("tool "):
             state.tool_digest = line[5:].strip()
     flush_unit()

@@ -11,13 +11,13 @@ import shlex
 
 from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
-from watchdog_daemon.dropin import render_dropin
 
 from deploys.lib import survey
 from deploys.lib.facts import ToolReport
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
+from watchdog_daemon.dropin import render_dropin
 
 q = shlex.quote
 
@@ -92,6 +92,12 @@ def preflight(settings: Settings, roles: frozenset[str]):
             problems.append(f"group {settings.jwt_key_group!r} does not exist")
     if roles & {"slurmctld", "slurmrestd", "compute"} and not hs.file(settings.slurm_conf).exists:
         problems.append(f"{settings.slurm_conf} is missing")
+    if not hs.jwt_plugin:
+        problems.append(
+            "Slurm's auth/jwt plugin (auth_jwt.so) is not installed, and every Slurm daemon that "
+            "reads AuthAltTypes=auth/jwt would fail to start: install slurm-wlm-jwt-plugin "
+            "(Debian, Ubuntu) or a Slurm build with JWT support (libjwt)"
+        )
     if "slurmctld" in roles and not hs.unit(settings.slurmctld_unit).exists:
         problems.append(f"{settings.slurmctld_unit} is not installed")
     if "slurmdbd" in roles:

@@ -37,6 +37,7 @@ class Settings:
     key_source_encoding: str = "raw"  # raw | base64 (what the file/command gives)
     slurm_conf: str = "/etc/slurm/slurm.conf"
     slurmdbd_conf: str = "/etc/slurm/slurmdbd.conf"
+    slurmdbd_port: int = 6819  # DbdPort: a restarted slurmdbd is up once it listens there
     slurmctld_unit: str = "slurmctld.service"
     slurmdbd_unit: str = "slurmdbd.service"
     slurmrestd_unit: str = "slurmrestd.service"
@@ -96,7 +97,7 @@ def settings_from_host_data(host_name: str, data: dict[str, Any]) -> Settings:
     for name in ("jwt_key_mode", "agent_key_mode"):
         if name in values:
             values[name] = _as_mode(host_name, name, values[name])
-    for name in ("jwt_lifespan", "check_timeout", "restart_wait"):
+    for name in ("jwt_lifespan", "check_timeout", "restart_wait", "slurmdbd_port"):
         if name in values:
             try:
                 values[name] = int(values[name])

@@ -23,6 +23,7 @@ def survey(settings: Settings) -> HostStateData:
             users=(settings.jwt_key_owner, settings.agent_user),
             groups=(settings.jwt_key_group, settings.agent_group),
             tool_prefix=settings.tool_prefix,
+            slurm_conf=settings.slurm_conf,
         )
     return _cache[key]
 

@@ -28,6 +28,24 @@ class DeployRun:
                 return dict(zip(("hosts", "changed", "errors", "unchanged"), values, strict=False))
         raise AssertionError(f"no results table in pyinfra output:\n{self.output[-3000:]}")
 
+    def planned_changes(self) -> list[str]:
+        """Operations that a --dry run says would change (not counting `_if` conditionals)."""
+        lines = self.output.splitlines()
+        try:
+            start = next(i for i, line in enumerate(lines) if "--> Detected changes" in line)
+        except StopIteration:
+            raise AssertionError(
+                f"no change table in --dry output:\n{self.output[-3000:]}"
+            ) from None
+        changed = []
+        for line in lines[start + 2:]:
+            if not line.strip():
+                break
+            cells = re.split(r"\s{2,}", line.strip())
+            if len(cells) >= 3 and cells[-2] != "-":
+                changed.append(cells[0])
+        return changed
+
 
 def run_deploy(inventory: Path, deploy: str = "deploys/slurmrestd_access.py", *extra: str,
                timeout: int = 900) -> DeployRun:

@@ -71,7 +71,7 @@ def assert_deployed(tb) -> None:
 
 @pytest.fixture(scope="module", params=["single", "split"])
 def deployed(request, testbed):
-    topo = testbed.up(request.param)
+    topo = testbed.up(request.param, fresh=True)
     first = run_deploy(topo.inventory_path)
     assert first.returncode == 0, first.output[-6000:]
     return topo, first
@@ -97,7 +97,7 @@ def test_dry_run_of_a_deployed_cluster_shows_no_change(deployed):
     topo, _ = deployed
     dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
     assert dry.returncode == 0, dry.output[-4000:]
-    assert dry.totals()["changed"] == 0
+    assert dry.planned_changes() == []
 
 
 def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):

@@ -53,7 +53,7 @@ def key_forms(key: bytes) -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def known_key_deploy(testbed):
-    topo = testbed.up("split")
+    topo = testbed.up("split", fresh=True)
     ctl = next(h.name for h in topo.hosts if "slurmctld" in h.roles)
     key = os.urandom(32)
     # Rotate to a key the test knows, the safe way: stdin, temp file, rename.
@@ -77,8 +77,8 @@ def test_key_absent_from_deploy_output_at_full_verbosity(known_key_deploy):
 def test_key_absent_from_every_journal(known_key_deploy):
     topo, key, _ = known_key_deploy
     for h in topo.hosts:
-        journal = topo.ssh(h.name, "journalctl --no-pager -o export -q", check=False).stdout
-        journal = journal if isinstance(journal, bytes) else journal.encode()
+        journal = topo.ssh(h.name, "journalctl --no-pager -o export -q", check=False,
+                           text=False).stdout
         assert journal, f"{h.name}: empty journal; the test would prove nothing"
         for form in key_forms(key):
             assert form not in journal, f"{h.name}: key in the journal"

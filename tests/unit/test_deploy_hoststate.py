@@ -60,3 +60,16 @@ def test_survey_script_runs_and_never_prints_content(tmp_path):
     assert hs.file(str(odd)).exists
     assert not hs.file(str(tmp_path / "none")).exists
     assert hs.users["root"] is True
+
+
+def test_survey_finds_the_jwt_plugin_through_plugindir(tmp_path):
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    conf = tmp_path / "slurm.conf"
+    conf.write_text(f"ClusterName=x\n  pluginDir = /nonexistent:{plugins}\n")
+    script = survey_script([], [], [], [], str(tmp_path), slurm_conf=str(conf))
+    run = lambda: parse_survey(  # noqa: E731
+        subprocess.run(["sh", "-c", script], capture_output=True, text=True).stdout.splitlines())
+    assert run().jwt_plugin == "" or not run().jwt_plugin.startswith(str(tmp_path))
+    (plugins / "auth_jwt.so").write_bytes(b"")
+    assert run().jwt_plugin == f"{plugins}/auth_jwt.so"
