@@ -21,6 +21,7 @@ import hmac
 import json
 import re
 import sys
+from pathlib import Path
 from typing import Any
 
 from watchdog_daemon.exitcodes import ExitCode
@@ -31,6 +32,7 @@ from watchdog_daemon.keyfile import (
     describe_file,
     ensure_key,
     install_key_atomically,
+    make_parent_dirs,
     read_key,
 )
 from watchdog_daemon.secret import SecretBytes
@@ -87,6 +89,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", type=_mode, default=0o400, help="octal (default 0400)")
     p.add_argument("--expect-sha256", type=_sha256_hex, required=True, metavar="HEX")
     p.add_argument("--json", action="store_true", help="accepted; the output is JSON anyway")
+    p.add_argument("--create-parent", action="store_true",
+                   help="create missing parent directories 0755 (e.g. /var/spool/slurm, which "
+                   "Debian's packages do not create)")
     p.set_defaults(func=_run_install)
 
     p = sub.add_parser("sync", help="copy Slurm's key to the agent's copy on this host")
@@ -181,6 +186,8 @@ def _run_install(args: argparse.Namespace) -> int:
         raise KeyFileError(KeyProblem.TOO_SHORT, args.path,
                            f"the key received has {len(secret)} bytes, fewer than "
                            f"{MIN_KEY_BYTES}", "use a key of at least 32 random bytes")
+    if args.create_parent:
+        make_parent_dirs(Path(args.path).parent)
     changed = install_key_atomically(secret, args.path, owner=args.owner, group=args.group,
                                      mode=args.mode)
     _print_json({"changed": changed, "path": args.path, "sha256": secret.sha256})

@@ -525,7 +525,7 @@ def remove_stale_temp_files(directory: str | os.PathLike[str], *,
     return removed
 
 
-def _make_parent(directory: Path) -> None:
+def make_parent_dirs(directory: Path) -> None:
     """Create missing directories 0755 (like /var/spool/slurm), owned by whoever runs us."""
     missing: list[Path] = []
     current = directory
@@ -567,7 +567,7 @@ def ensure_key(path: str | os.PathLike[str], *, owner: str | int = "slurm",
             _repair_in_place(path, st, uid, gid, mode)
             return "repaired"
 
-        _make_parent(path.parent)
+        make_parent_dirs(path.parent)
         tmp = _write_temp(SecretBytes(os.urandom(MIN_KEY_BYTES)), path.parent, uid, gid, mode)
         try:
             # link() fails if the name exists: a key created meanwhile is never replaced.

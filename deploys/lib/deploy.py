@@ -72,7 +72,8 @@ def slurmrestd_access() -> None:
             key_changes.append(ops.push_key(
                 name=f"Slurm JWT signing key from {source.describe()}", settings=settings,
                 source=source, dest=settings.jwt_key_path, owner=settings.jwt_key_owner,
-                group=settings.jwt_key_group, mode=settings.jwt_key_mode, **quick))
+                group=settings.jwt_key_group, mode=settings.jwt_key_mode, create_parent=True,
+                **quick))
 
     # 3. AuthAlt* in slurm.conf wherever Slurm runs from it, and in slurmdbd.conf.
     conf_changes = []
@@ -90,7 +91,7 @@ def slurmrestd_access() -> None:
     if "slurmdbd" in roles:
         unit = settings.slurmdbd_unit
         ops.restart_unit(
-            name=f"Restart {unit}", unit=unit,
+            name=f"Restart {unit}", settings=settings, unit=unit,
             wait_for=f"systemctl is-active -q {unit} && ss -Hltn "
                      f"'sport = :{settings.slurmdbd_port}' | grep -q .",
             wait_seconds=settings.restart_wait,
@@ -99,7 +100,7 @@ def slurmrestd_access() -> None:
     if "slurmctld" in roles:
         unit = settings.slurmctld_unit
         ops.restart_unit(
-            name=f"Restart {unit}", unit=unit,
+            name=f"Restart {unit}", settings=settings, unit=unit,
             wait_for="scontrol ping 2>/dev/null | grep -q 'is UP'",
             wait_seconds=settings.restart_wait,
             failure=f"{unit} did not answer 'scontrol ping' with UP: see journalctl -u {unit}",
@@ -110,12 +111,13 @@ def slurmrestd_access() -> None:
 
     # 5. slurmrestd with the documentation's drop-in.
     dropin = ops.slurmrestd_dropin(name="slurmrestd drop-in", settings=settings, **quick)
-    ops.daemon_reload(name="systemctl daemon-reload", _if=dropin.did_change, **quick)
+    ops.daemon_reload(name="systemctl daemon-reload", settings=settings,
+                      _if=dropin.did_change, **quick)
     ops.enable_slurmrestd(name=f"Enable and start {settings.slurmrestd_unit}", settings=settings,
                           **slow)
     unit = settings.slurmrestd_unit
     ops.restart_unit(
-        name=f"Restart {unit}", unit=unit,
+        name=f"Restart {unit}", settings=settings, unit=unit,
         wait_for=f"test -S {q(settings.slurmrestd_socket)}",
         wait_seconds=settings.restart_wait,
         failure=f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}",

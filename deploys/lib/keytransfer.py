@@ -110,7 +110,8 @@ def source_sha256(state, source: KeySource) -> str:
 
 
 def install_key(
-    state, host, source: KeySource, tool: str, dest: str, owner: str, group: str, mode: int
+    state, host, source: KeySource, tool: str, dest: str, owner: str, group: str, mode: int,
+    create_parent: bool = False,
 ) -> bool:
     """FunctionCommand body: load the key and install it on `host` through stdin."""
     try:
@@ -125,6 +126,7 @@ def install_key(
     command = StringCommand(
         tool, "key", "install", "--path", shlex.quote(dest), "--owner", owner, "--group", group,
         "--mode", f"{mode:04o}", "--expect-sha256", digest, "--json",
+        *(["--create-parent"] if create_parent else []),
     )
     encoded = base64.b64encode(key).decode()
     del key

@@ -35,6 +35,25 @@ def _fail(what: str, report: dict) -> OperationError:
     return OperationError(text)
 
 
+def stop_if_cluster_failed(settings: Settings) -> None:
+    """A cluster is set up as a whole: once one of its hosts failed, its other hosts stop too.
+
+    Otherwise, e.g., the agent host would go on to restart the agent while the slurmdbd host
+    never got the key. Other clusters are not affected.
+    """
+    if not state.is_executing:
+        return
+    failed = sorted(
+        h.name for h in state.failed_hosts
+        if h.data.get("cluster") == settings.cluster and h.name != host.name
+    )
+    if failed:
+        raise OperationError(
+            f"cluster {settings.cluster}: not continuing because {', '.join(failed)} failed "
+            "(see the error above); fix it and run the deploy again"
+        )
+
+
 def _wait(condition: str, seconds: int, failure: str) -> StringCommand:
     """A remote loop that waits for `condition` (a shell test) and says clearly when it gives up."""
     script = (
@@ -131,6 +150,7 @@ def preflight(settings: Settings, roles: frozenset[str]):
 @operation()
 def ensure_cluster_key(settings: Settings):
     """Create Slurm's signing key if absent (32 CSPRNG bytes, on the host); repair owner/mode."""
+    stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     key = hs.file(settings.jwt_key_path)
     if key.matches(None, settings.jwt_key_owner, settings.jwt_key_group, settings.jwt_key_mode):
@@ -148,8 +168,10 @@ def ensure_cluster_key(settings: Settings):
 
 
 @operation()
-def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group: str, mode: int):
+def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group: str, mode: int,
+             create_parent: bool = False):
     """Make `dest` on this host a copy of the cluster key, compared by SHA-256 only."""
+    stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     current = hs.file(dest)
     # By hash only: a host source is asked for its key's SHA-256 (a fact), a workstation
@@ -160,7 +182,7 @@ def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group
         return
     survey.forget()
     yield FunctionCommand(
-        install_key, (source, settings.tool, dest, owner, group, mode), {}
+        install_key, (source, settings.tool, dest, owner, group, mode, create_parent), {}
     )
 
 
@@ -176,6 +198,7 @@ def _remote_sha256(source: KeySource) -> str | None:
 @operation()
 def sync_local_copy(settings: Settings):
     """Single-host case: the agent's copy is made from the key on the same host."""
+    stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     key, copy = hs.file(settings.jwt_key_path), hs.file(settings.agent_key_path)
     if key.sha256 and copy.matches(key.sha256, settings.agent_user, settings.agent_group,
@@ -193,6 +216,7 @@ def sync_local_copy(settings: Settings):
 @operation()
 def merge_authalt(settings: Settings, path: str):
     """Merge AuthAltTypes/AuthAltParameters into a Slurm config file, keeping everything else."""
+    stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     if not hs.tool_digest:  # only while planning a first deploy: the tool is not there yet
         yield StringCommand(settings.tool, "conf", "apply", "--file", q(path),
@@ -217,6 +241,7 @@ def merge_authalt(settings: Settings, path: str):
 @operation()
 def merge_agent_ini(settings: Settings):
     """Set agent.ini's [slurmrestd] settings for this mode, keeping the admin's others."""
+    stop_if_cluster_failed(settings)
     args = ["--file", settings.agent_ini, "--uri", settings.socket_uri,
             "--jwt-key", settings.agent_key_path]
     if settings.jwt_user:
@@ -240,6 +265,7 @@ def merge_agent_ini(settings: Settings):
 @operation()
 def slurmrestd_dropin(settings: Settings):
     """Install the slurmrestd drop-in of the Slurm-web documentation (text compared by hash)."""
+    stop_if_cluster_failed(settings)
     import hashlib
     from io import BytesIO
 
@@ -259,8 +285,9 @@ def slurmrestd_dropin(settings: Settings):
 
 
 @operation()
-def restart_unit(unit: str, wait_for: str, wait_seconds: int, failure: str):
+def restart_unit(settings: Settings, unit: str, wait_for: str, wait_seconds: int, failure: str):
     """Restart a unit (only reached through `_if`), then wait until it really answers."""
+    stop_if_cluster_failed(settings)
     survey.forget()
     yield StringCommand("systemctl", "restart", unit)
     yield _wait(wait_for, wait_seconds, failure)
@@ -269,6 +296,7 @@ def restart_unit(unit: str, wait_for: str, wait_seconds: int, failure: str):
 @operation()
 def enable_slurmrestd(settings: Settings):
     """`enable --now` when slurmrestd is not yet enabled and running; wait for its socket."""
+    stop_if_cluster_failed(settings)
     unit = settings.slurmrestd_unit
     current = survey.survey(settings).unit(unit)
     if current.active == "active" and current.unit_file == "enabled":
@@ -281,8 +309,9 @@ def enable_slurmrestd(settings: Settings):
 
 
 @operation()
-def daemon_reload():
+def daemon_reload(settings: Settings):
     """Only reached through `_if`: systemd must re-read a changed drop-in."""
+    stop_if_cluster_failed(settings)
     yield StringCommand("systemctl", "daemon-reload")
 
 
@@ -296,6 +325,7 @@ def agent_units_in_use(settings: Settings) -> list[str]:
 @operation()
 def connect_check(settings: Settings, when: str):
     """Prove that slurmctld (and slurmdbd) accept a token signed with the agent's key copy."""
+    stop_if_cluster_failed(settings)
     if not state.is_executing:
         # While planning, earlier steps have not run yet: the check proves the result, so it
         # runs at execution time only.
@@ -317,6 +347,7 @@ def connect_check(settings: Settings, when: str):
 @operation()
 def restart_agent(settings: Settings):
     """Restart the Slurm-web agent unit in use so that it loads the new key and settings."""
+    stop_if_cluster_failed(settings)
     units = agent_units_in_use(settings)
     if not units:
         host.noop("no Slurm-web agent unit is enabled or active: nothing to restart")

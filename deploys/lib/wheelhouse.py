@@ -14,12 +14,19 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
+import time
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = PROJECT_ROOT / "watchdog_daemon"
+
+
+# pyinfra runs hosts as gevent greenlets in one thread (threading is monkey-patched, so this lock
+# is cooperative); a blocking flock() would freeze every greenlet, hence the polling below.
+_build_lock = threading.Lock()
 
 
 class WheelhouseError(RuntimeError):
@@ -125,8 +132,13 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
     root.mkdir(parents=True, exist_ok=True)
     deps_dir = root / f"deps-py{python_version}-{machine}"
     project_dir = root / f"project-{source_digest()}"
-    with open(root / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _build_lock, open(root / ".lock", "w") as lock:
+        while True:  # other processes (parallel runs) building the same cache
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.2)
         if not (deps_dir / ".complete").exists():
             shutil.rmtree(deps_dir, ignore_errors=True)
             _download_dependencies(deps_dir, python_version, machine)

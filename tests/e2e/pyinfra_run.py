@@ -49,7 +49,9 @@ class DeployRun:
 
 def run_deploy(inventory: Path, deploy: str = "deploys/slurmrestd_access.py", *extra: str,
                timeout: int = 900) -> DeployRun:
-    cmd = [sys.executable, "-m", "pyinfra", "-y", str(inventory), deploy, *extra]
+    # -y: no prompt; but a dry run must keep pyinfra's change detection, which -y skips.
+    yes = [] if "--dry" in extra else ["-y"]
+    cmd = [sys.executable, "-m", "pyinfra", *yes, str(inventory), deploy, *extra]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
     start = time.monotonic()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,

@@ -123,7 +123,7 @@ def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
     ctl = hosts_with(topo, "slurmctld")[0]
     conf = "/etc/slurm/slurm.conf"
     topo.ssh(ctl, f"cp -p {conf} /root/slurm.conf.good && "
-                  f"sed -i 's/^AuthAltParameters=.*/AuthAltParameters=jwt_key=\"{KEY}/' {conf}")
+                  f"sed -i 's|^AuthAltParameters=.*|AuthAltParameters=jwt_key=\"{KEY}|' {conf}")
     broken = hostcheck.stat(topo, ctl, conf)
     try:
         run = run_deploy(topo.inventory_path)

@@ -189,3 +189,18 @@ def test_fingerprint(tmp_path, capsys):
 def test_fingerprint_missing(tmp_path, capsys):
     code, out, _ = run(capsys, ["key", "fingerprint", "--path", str(tmp_path / "k"), "--json"])
     assert code == 0 and json.loads(out)["exists"] is False
+
+
+def test_install_creates_missing_parent_only_when_asked(tmp_path, capsys, monkeypatch):
+    dest = tmp_path / "spool" / "slurm" / "jwt_hs256.key"
+    argv = ["key", "install", "--path", str(dest), "--owner", ME, "--group", MYG,
+            "--mode", "0600", "--expect-sha256", SHA]
+    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
+    code, out, _ = run(capsys, argv)
+    assert code == ExitCode.CHANGE_REFUSED and not dest.parent.exists()
+    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
+    code, out, _ = run(capsys, [*argv, "--create-parent"])
+    assert code == 0 and json.loads(out)["changed"] is True
+    assert dest.read_bytes() == KEY
+    assert stat.S_IMODE(os.stat(dest.parent).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
