@@ -16,7 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd
-from tests.unit.test_watch_support import install_copy, new_key, wait_for, write_key
+from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
+    install_copy,
+    isolate_if_gevent_patched,
+    new_key,
+    wait_for,
+    write_key,
+)
 from watchdog_daemon.keyfile import TEMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]

@@ -14,7 +14,15 @@ from pathlib import Path
 
 import structlog
 
-from tests.unit.test_watch_support import AGENT, make_harness, new_key, sha, wait_for, write_key
+from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
+    AGENT,
+    isolate_if_gevent_patched,
+    make_harness,
+    new_key,
+    sha,
+    wait_for,
+    write_key,
+)
 from watchdog_daemon.keyfile import TEMP_PREFIX
 from watchdog_daemon.systemctl import SystemctlError
 from watchdog_daemon.watchstate import write_state

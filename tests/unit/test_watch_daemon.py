@@ -14,6 +14,7 @@ import pytest
 from tests.unit.test_watch_support import (
     AGENT,
     DeafObserver,
+    isolate_if_gevent_patched,  # noqa: F401 - autouse fixture: real threads
     make_harness,
     new_key,
     sha,

@@ -26,6 +26,9 @@ from watchdog.events import (
     FileOpenedEvent,
 )
 
+from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
+    isolate_if_gevent_patched,
+)
 from watchdog_daemon.agentunits import agent_units_in_use
 from watchdog_daemon.backoff import Backoff
 from watchdog_daemon.circuit import CircuitBreaker, CircuitState, RestartBudget

@@ -8,7 +8,10 @@ import os
 import pytest
 
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd
-from tests.unit.test_watch_support import install_copy
+from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
+    install_copy,
+    isolate_if_gevent_patched,
+)
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.secret import SecretBytes
 from watchdog_daemon.watchconfig import WatchConfig
