@@ -57,7 +57,7 @@ def known_key_deploy(testbed):
     ctl = next(h.name for h in topo.hosts if "slurmctld" in h.roles)
     key = os.urandom(32)
     # Rotate to a key the test knows, the safe way: stdin, temp file, rename.
-    topo.ssh(ctl, f"umask 077; mkdir -p /var/spool/slurm; base64 -d > {KEY}.test && "
+    topo.ssh(ctl, f"mkdir -p -m 0755 /var/spool/slurm; umask 077; base64 -d > {KEY}.test && "
                   f"chown slurm:slurm {KEY}.test && mv -f {KEY}.test {KEY}",
              input=base64.b64encode(key) + b"\n")
     run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "-vvv", "--diff",
