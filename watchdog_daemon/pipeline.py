@@ -282,9 +282,9 @@ class Pipeline:
                               mode=cfg.copy_mode)
             self.status.last_sync_at = self.wall_clock()
             self.sink.log("warning", "copy_repaired", key_fingerprint=key.fingerprint,
-                        owner=copy.owner, group=copy.group,
-                        mode=None if copy.mode is None else f"{copy.mode:04o}",
-                        wanted_mode=f"{cfg.copy_mode:04o}")
+                          owner=copy.owner, group=copy.group,
+                          mode=None if copy.mode is None else f"{copy.mode:04o}",
+                          wanted_mode=f"{cfg.copy_mode:04o}")
             self.sink.count("syncs_total")
 
         if not same_content:
@@ -354,8 +354,8 @@ class Pipeline:
             # Not "in_sync" any more, so that the end of this sync is reported as such.
             self.status.state = "syncing"
             self.sink.log("info", "key_change_detected", via=batch.via,
-                        key_fingerprint=key.fingerprint,
-                        copy_fingerprint=copy.sha256[:12] if copy.sha256 else None)
+                          key_fingerprint=key.fingerprint,
+                          copy_fingerprint=copy.sha256[:12] if copy.sha256 else None)
             self.sink.count("detections_total", via=batch.via)
             self._next_verify_at = 0.0
             self.backoff.reset()
@@ -382,7 +382,7 @@ class Pipeline:
         self.backoff.reset()
         self._next_verify_at = 0.0
         self.sink.log("info", "verified", key_fingerprint=key.fingerprint, step="new_key",
-                    **_safe_details(verdict))
+                      **_safe_details(verdict))
 
         try:
             self.keys.install(key, cfg.copy_path, owner=cfg.copy_owner, group=cfg.copy_group,
@@ -396,7 +396,7 @@ class Pipeline:
         self.status.last_sync_at = self.wall_clock()
         self.status.restart_pending = key.fingerprint
         self.sink.log("info", "synced", key_fingerprint=key.fingerprint, copy=str(cfg.copy_path),
-                    previous_fingerprint=copy.sha256[:12] if copy.sha256 else None)
+                      previous_fingerprint=copy.sha256[:12] if copy.sha256 else None)
         self.sink.count("syncs_total")
         self.sink.persist()  # restart_pending must survive our own crash
         return None
@@ -429,7 +429,7 @@ class Pipeline:
         if not units:
             # Nobody runs the agent: the copy is what it will read when started. Sync only.
             self.sink.log("info", "agent_not_running", key_fingerprint=key.fingerprint,
-                        units=list(cfg.agent_units or ()) or "auto")
+                          units=list(cfg.agent_units or ()) or "auto")
             self.status.restart_pending = None
             self._restart_targets = []
             self._recheck_pending = False
@@ -461,7 +461,7 @@ class Pipeline:
                 opened = self.circuit.record_failure()
                 self.sink.count("restarts_total", result="failed")
                 self.sink.log("error", "agent_restart_failed", unit=unit, error=str(exc),
-                            consecutive_failures=self.circuit.failures)
+                              consecutive_failures=self.circuit.failures)
                 self.status.circuit = self.circuit.state.value
                 if opened:
                     wait = self.circuit.seconds_until_trial()
@@ -505,7 +505,7 @@ class Pipeline:
         self._recheck_pending = False
         self.backoff.reset()
         self.sink.log("info", "verified", key_fingerprint=key.fingerprint, step="agent",
-                    **_safe_details(verdict))
+                      **_safe_details(verdict))
         self._in_sync()
         return None
 
@@ -531,7 +531,7 @@ class Pipeline:
         self._announced_key = None
         if not quiet:
             self.sink.log("info", "in_sync", key_fingerprint=self.status.key_fingerprint,
-                        previous_state=previous)
+                          previous_state=previous)
         self.sink.persist()
 
     def _set_state(self, state: str, reason: str, *, level: str = "info", message: str = "",
@@ -543,7 +543,7 @@ class Pipeline:
             return False
         self._last_reported = (state, reason)
         self.sink.log(level, state, reason=reason, message=message, exit_code=int(exit_code),
-                    **fields)
+                      **fields)
         self.sink.persist()
         return True
 
