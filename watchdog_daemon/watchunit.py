@@ -4,14 +4,17 @@ The text lives here (not only in units/slurmrestd-access-watch.service, which is
 output for the defaults and is kept equal by a test) so that the deploy can write a unit whose
 ReadWritePaths= match a non-default copy path: `slurmrestd-access watch --print-unit`.
 
-Why each line (the daemon runs as root because it must read slurm:slurm 0600, write into the
-agent's directory and chown to slurm-web; everything else root could do is taken away):
+The reason for each setting is a comment in the unit text itself, so that it reaches the
+administrator who reads the installed unit. In short: the daemon runs as root because it must
+read slurm:slurm 0600, write into the agent's directory and chown to slurm-web; everything else
+root could do is taken away.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.watchconfig import DEFAULT_CONFIG_PATH, WatchConfig
 
 DEFAULT_EXEC = "/usr/local/bin/slurmrestd-access"
@@ -38,6 +41,9 @@ WatchdogSec=60s
 Restart=on-failure
 # 5 s between our own restarts keeps us under the default StartLimitBurst=5 per 10 s.
 RestartSec=5s
+# A bad config ({config_invalid}) or a missing copy owner ({user_missing}) is not fixed by
+# restarting: stay failed, the clear error in the journal, until the administrator fixes it.
+RestartPreventExitStatus={config_invalid} {user_missing}
 TimeoutStopSec=30s
 # Our own state (watch-state.json, read by `slurmrestd-access status`) in /run, kept across
 # daemon restarts: it remembers an agent restart still owed after a crash.
@@ -100,7 +106,9 @@ def render_unit(config: WatchConfig | None = None, *, exec_path: str = DEFAULT_E
         paths.append(str(state_dir))
     # "-": a missing directory must not keep the daemon from starting and reporting it.
     rw = " ".join(f"-{p}" for p in paths)
-    return _TEMPLATE.format(unit_name=UNIT_NAME, exec_start=exec_start, read_write_paths=rw)
+    return _TEMPLATE.format(unit_name=UNIT_NAME, exec_start=exec_start, read_write_paths=rw,
+                            config_invalid=int(ExitCode.CONFIG_INVALID),
+                            user_missing=int(ExitCode.USER_MISSING))
 
 
 def packaged_unit_path() -> Path:
