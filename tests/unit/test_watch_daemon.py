@@ -23,6 +23,7 @@ from tests.unit.test_watch_support import (
     write_key,
 )
 from watchdog_daemon import watchevents
+from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keyfile import TEMP_PREFIX
 from watchdog_daemon.watchstate import read_state
 
@@ -253,14 +254,33 @@ def test_slurm_on_old_key_no_restart_until_it_accepts(h):
     assert h.copy_bytes() == h.old_key  # not installed before Slurm accepts it
     assert h.systemctl.restarts == []
     assert len(h.log.events("waiting_for_slurm")) == 1  # reported once, not per retry
+    status = _status(h)
+    assert status[0] == ExitCode.REJECTED_BY_SLURMCTLD
+    assert status[1]["state"] == "waiting_for_slurm" and status[1]["running"] is True
+    assert "waiting for Slurm to reload the key" in status[1]["status_line"]
     h.slurm.accept_only(new)  # scontrol reconfigure + slurmdbd restart
     assert wait_for(lambda: synced_to(h, new), timeout=3)
     h.idle(0.5)
     assert h.systemctl.restarts == [AGENT]
     assert h.daemon.pipeline.status.state == "in_sync"
+    assert _status(h)[0] == ExitCode.OK
     names = h.log.names()
     assert names.index("waiting_for_slurm") < names.index("verified") < names.index("synced") \
         < names.index("agent_restarted")
+
+
+def _status(h):
+    import argparse
+    import contextlib
+    import io
+    import json
+
+    from watchdog_daemon.watch_cli import cmd_status
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cmd_status(argparse.Namespace(state_file=h.config.state_file, config=None))
+    return code, json.loads(out.getvalue())
 
 
 def test_restart_always_fails_circuit_opens_daemon_keeps_running(tmp_path):
