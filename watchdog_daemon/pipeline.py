@@ -257,7 +257,12 @@ class Pipeline:
             if copy is None:
                 return None
             same_content = copy.exists and copy.sha256 == key.sha256
-        uid, gid = self.keys.owner_ids(cfg.copy_owner, cfg.copy_group, cfg.copy_path)
+        try:
+            uid, gid = self.keys.owner_ids(cfg.copy_owner, cfg.copy_group, cfg.copy_path)
+        except KeyFileError as exc:  # the slurm-web user was removed since the start
+            self._set_state("error", exc.reason, level="error", message=exc.message,
+                            hint=exc.hint, exit_code=exc.exit_code)
+            return None
         same_meta = same_content and (copy.uid, copy.gid, copy.mode) == (uid, gid, cfg.copy_mode)
 
         if self.status.restart_pending and (

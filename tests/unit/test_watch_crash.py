@@ -205,3 +205,17 @@ def test_sentinel_key_never_in_logs_state_or_metrics(tmp_path):
         assert sha(SENTINEL)[:12] in logs  # the fingerprint is what identifies it
     finally:
         structlog.reset_defaults()
+
+
+def test_copy_owner_removed_after_start_is_reported_not_crashed(tmp_path):
+    from dataclasses import replace
+
+    h = make_harness(tmp_path, in_sync=False)
+    h.config = replace(h.config, copy_owner="no-such-user-xyz")
+    try:
+        h.start()
+        assert wait_for(lambda: h.daemon.pipeline.status.reason == "user_missing")
+        assert h.keys.installed == [] and h.systemctl.restart_attempts == []
+        assert h.thread.is_alive()
+    finally:
+        h.stop()
