@@ -7,17 +7,19 @@ Key material never passes through an argument, a fact or a command line (see key
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+from io import BytesIO
 
 from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
 from deploys.lib import survey
 from deploys.lib.facts import ToolReport
+from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
-from watchdog_daemon.dropin import render_dropin
 
 q = shlex.quote
 
@@ -48,7 +50,7 @@ def stop_if_cluster_failed(settings: Settings) -> None:
         if h.data.get("cluster") == settings.cluster and h.name != host.name
     )
     if failed:
-        raise OperationError(
+        raise ClusterStopped(
             f"cluster {settings.cluster}: not continuing because {', '.join(failed)} failed "
             "(see the error above); fix it and run the deploy again"
         )
@@ -64,6 +66,7 @@ def _wait(condition: str, seconds: int, failure: str) -> StringCommand:
 
 
 @operation()
+@host_local
 def install_tool(settings: Settings):
     """Install the host-side tool from the workstation's wheels into a venv (no network needed)."""
     hs = survey.survey(settings)
@@ -99,6 +102,7 @@ echo {house.digest} > {q(prefix)}/INSTALLED"""
 
 
 @operation()
+@host_local
 def preflight(settings: Settings, roles: frozenset[str]):
     """Stop before any change when this host is not in a state the deploy can start from."""
     hs = survey.survey(settings)
@@ -148,6 +152,7 @@ def preflight(settings: Settings, roles: frozenset[str]):
 
 
 @operation()
+@host_local
 def ensure_cluster_key(settings: Settings):
     """Create Slurm's signing key if absent (32 CSPRNG bytes, on the host); repair owner/mode."""
     stop_if_cluster_failed(settings)
@@ -168,6 +173,7 @@ def ensure_cluster_key(settings: Settings):
 
 
 @operation()
+@host_local
 def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group: str, mode: int,
              create_parent: bool = False):
     """Make `dest` on this host a copy of the cluster key, compared by SHA-256 only."""
@@ -196,6 +202,7 @@ def _remote_sha256(source: KeySource) -> str | None:
 
 
 @operation()
+@host_local
 def sync_local_copy(settings: Settings):
     """Single-host case: the agent's copy is made from the key on the same host."""
     stop_if_cluster_failed(settings)
@@ -214,6 +221,7 @@ def sync_local_copy(settings: Settings):
 
 
 @operation()
+@host_local
 def merge_authalt(settings: Settings, path: str):
     """Merge AuthAltTypes/AuthAltParameters into a Slurm config file, keeping everything else."""
     stop_if_cluster_failed(settings)
@@ -239,6 +247,7 @@ def merge_authalt(settings: Settings, path: str):
 
 
 @operation()
+@host_local
 def merge_agent_ini(settings: Settings):
     """Set agent.ini's [slurmrestd] settings for this mode, keeping the admin's others."""
     stop_if_cluster_failed(settings)
@@ -263,28 +272,29 @@ def merge_agent_ini(settings: Settings):
 
 
 @operation()
-def slurmrestd_dropin(settings: Settings):
-    """Install the slurmrestd drop-in of the Slurm-web documentation (text compared by hash)."""
-    stop_if_cluster_failed(settings)
-    import hashlib
-    from io import BytesIO
+@host_local
+def text_file(settings: Settings, path: str, text: str, mode: int = 0o644):
+    """A root-owned configuration file with exactly `text`, compared by hash, replaced by rename.
 
-    text = render_dropin(socket_path=settings.slurmrestd_socket)
+    For files that hold no secret (drop-ins, units, the watchdog's config): their text may
+    show in pyinfra's output.
+    """
+    stop_if_cluster_failed(settings)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    current = survey.survey(settings).file(settings.slurmrestd_dropin)
-    if current.matches(digest, "root", "root", 0o644):
-        host.noop(f"{settings.slurmrestd_dropin} up to date")
+    if survey.survey(settings).file(path).matches(digest, "root", "root", mode):
+        host.noop(f"{path} up to date")
         return
     survey.forget()
-    directory = settings.slurmrestd_dropin.rsplit("/", 1)[0]
-    temp = f"{settings.slurmrestd_dropin}.slurmrestd-access-new"
+    directory = path.rsplit("/", 1)[0]
+    temp = f"{path}.slurmrestd-access-new"
     yield StringCommand("mkdir", "-p", "-m", "0755", q(directory))
     yield FileUploadCommand(BytesIO(text.encode()), temp)
-    yield StringCommand("chown", "root:root", q(temp), "&&", "chmod", "0644", q(temp), "&&",
-                        "mv", "-f", q(temp), q(settings.slurmrestd_dropin))
+    yield StringCommand("chown", "root:root", q(temp), "&&", "chmod", f"{mode:04o}", q(temp),
+                        "&&", "mv", "-f", q(temp), q(path))
 
 
 @operation()
+@host_local
 def restart_unit(settings: Settings, unit: str, wait_for: str, wait_seconds: int, failure: str):
     """Restart a unit (only reached through `_if`), then wait until it really answers."""
     stop_if_cluster_failed(settings)
@@ -294,21 +304,21 @@ def restart_unit(settings: Settings, unit: str, wait_for: str, wait_seconds: int
 
 
 @operation()
-def enable_slurmrestd(settings: Settings):
-    """`enable --now` when slurmrestd is not yet enabled and running; wait for its socket."""
+@host_local
+def enable_unit(settings: Settings, unit: str, wait_for: str, failure: str):
+    """`enable --now` when the unit is not yet enabled and running; wait until it answers."""
     stop_if_cluster_failed(settings)
-    unit = settings.slurmrestd_unit
     current = survey.survey(settings).unit(unit)
     if current.active == "active" and current.unit_file == "enabled":
         host.noop(f"{unit} enabled and active")
         return
     survey.forget()
     yield StringCommand("systemctl", "enable", "--now", unit)
-    yield _wait(f"test -S {q(settings.slurmrestd_socket)}", settings.restart_wait,
-                f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}")
+    yield _wait(wait_for, settings.restart_wait, failure)
 
 
 @operation()
+@host_local
 def daemon_reload(settings: Settings):
     """Only reached through `_if`: systemd must re-read a changed drop-in."""
     stop_if_cluster_failed(settings)
@@ -323,6 +333,7 @@ def agent_units_in_use(settings: Settings) -> list[str]:
 
 
 @operation()
+@host_local
 def connect_check(settings: Settings, when: str):
     """Prove that slurmctld (and slurmdbd) accept a token signed with the agent's key copy."""
     stop_if_cluster_failed(settings)
@@ -345,6 +356,7 @@ def connect_check(settings: Settings, when: str):
 
 
 @operation()
+@host_local
 def restart_agent(settings: Settings):
     """Restart the Slurm-web agent unit in use so that it loads the new key and settings."""
     stop_if_cluster_failed(settings)
