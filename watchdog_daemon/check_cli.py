@@ -14,7 +14,14 @@ import sys
 from typing import TextIO
 
 from watchdog_daemon.agentconf import DEFAULT_AGENT_INI, ConfigError, load_agent_settings
-from watchdog_daemon.check import DEFAULT_SLURM_CONF, CheckResult, failure, run_check
+from watchdog_daemon.check import (
+    DEFAULT_SLURM_CONF,
+    CheckResult,
+    failure,
+    run_check,
+    run_check_with_key,
+)
+from watchdog_daemon.keyfile import KeyFileError, read_key
 
 
 def _positive_float(text: str) -> float:
@@ -49,6 +56,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-decoy", dest="decoy", action="store_false",
                    help="skip the call with a token signed with a random key (which must be "
                    "refused; it proves that slurmrestd makes Slurm check tokens)")
+    p.add_argument("--key", metavar="PATH", default=None,
+                   help="sign with this key file instead of the agent's copy (e.g. the previous "
+                   "key after a rotation, which must now be refused: exit 30); read with "
+                   "Slurm's rule (no access for others), usually as root")
     p.set_defaults(func=run)
 
 
@@ -77,9 +88,19 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         result = failure("config_invalid", exc.message, exc.hint)
     else:
-        result = run_check(settings, timeout=args.timeout, accounting=args.accounting,
-                           slurm_conf=args.slurm_conf, total_timeout=args.total_timeout,
-                           decoy=args.decoy)
+        common = {"timeout": args.timeout, "accounting": args.accounting,
+                  "slurm_conf": args.slurm_conf, "total_timeout": args.total_timeout,
+                  "decoy": args.decoy}
+        key_path = getattr(args, "key", None)
+        if key_path is None:
+            result = run_check(settings, **common)
+        else:
+            try:
+                key = read_key(key_path, allow_group=True)
+            except KeyFileError as exc:
+                result = failure(exc.reason, exc.message, exc.hint)
+            else:
+                result = run_check_with_key(settings, key, **common)
     return report(result, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 

@@ -1,4 +1,4 @@
-"""`slurmrestd-access key ensure|install|sync|fingerprint`: JWT signing keys on this host.
+"""`slurmrestd-access key ensure|install|sync|fingerprint|rotate`: JWT signing keys on this host.
 
 The key itself never goes through a command-line argument (visible in `ps`), never to stdout or
 stderr: `install` reads it from stdin (one line of base64), `sync` copies it file to file, and
@@ -34,6 +34,7 @@ from watchdog_daemon.keyfile import (
     install_key_atomically,
     make_parent_dirs,
     read_key,
+    rotate_key,
 )
 from watchdog_daemon.secret import SecretBytes
 
@@ -103,6 +104,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_sync)
 
+    p = sub.add_parser("rotate", help="replace the key by 32 new random bytes, keeping the "
+                       "current one (owner only) at --keep-previous for a rollback")
+    p.add_argument("--path", required=True)
+    p.add_argument("--keep-previous", required=True, metavar="PATH")
+    p.add_argument("--owner", default="slurm")
+    p.add_argument("--group", default="slurm")
+    p.add_argument("--mode", type=_mode, default=0o600, help="octal (default 0600)")
+    p.add_argument("--json", action="store_true", help="accepted; the output is JSON anyway")
+    p.set_defaults(func=_run_rotate)
+
     p = sub.add_parser("fingerprint", help="owner, mode, size and SHA-256 of a key file")
     p.add_argument("--path", required=True)
     p.add_argument("--json", action="store_true")
@@ -123,7 +134,7 @@ def _fail(args: argparse.Namespace, exc: KeyFileError | CliError) -> int:
         reason, path, code = exc.reason, exc.path, exc.exit_code
     # "error" is the README's name of the exit code; "detail" the finer kind.
     error = ExitCode(code).name.lower()
-    if getattr(args, "json", False) or args.key_command in ("ensure", "install"):
+    if getattr(args, "json", False) or args.key_command in ("ensure", "install", "rotate"):
         _print_json({"error": error, "detail": reason, "message": exc.message,
                      "hint": exc.hint, "exit_code": int(code), "file": path})
     sys.stderr.write(f"ERROR: {error}: {exc.message} — {exc.hint}\n")
@@ -206,6 +217,15 @@ def _run_sync(args: argparse.Namespace) -> int:
     else:
         state = "updated" if changed else "already in sync"
         sys.stdout.write(f"{args.dest}: {state} (sha256 {secret.fingerprint})\n")
+    return ExitCode.OK
+
+
+@_guard
+def _run_rotate(args: argparse.Namespace) -> int:
+    previous, new = rotate_key(args.path, keep_previous=args.keep_previous, owner=args.owner,
+                               group=args.group, mode=args.mode)
+    _print_json({"changed": True, "path": args.path, "sha256": new,
+                 "previous": args.keep_previous, "previous_sha256": previous})
     return ExitCode.OK
 
 

@@ -597,6 +597,26 @@ def ensure_key(path: str | os.PathLike[str], *, owner: str | int = "slurm",
     )
 
 
+def rotate_key(path: str | os.PathLike[str], *, keep_previous: str | os.PathLike[str],
+               owner: str | int = "slurm", group: str | int = "slurm", mode: int = 0o600
+               ) -> tuple[str, str]:
+    """Replace the key at `path` by 32 new CSPRNG bytes, keeping the current one at
+    `keep_previous` (owner only) for a rollback. Returns (previous sha256, new sha256).
+
+    The previous key is safely kept before the new one is renamed into place, so a crash in
+    between leaves either the old key in place or both keys on disk, never no key.
+    """
+    path, keep = Path(path), Path(keep_previous)
+    if path.resolve() == keep.resolve():
+        raise KeyFileError(KeyProblem.UNWRITABLE, keep, "--keep-previous names the key itself",
+                           "keep the previous key under another name, e.g. KEY.previous")
+    old = read_key(path, allow_group=True)  # Slurm's own rule for its key
+    install_key_atomically(old, keep, owner=owner, group=group, mode=stat.S_IMODE(mode) & 0o700)
+    new = SecretBytes(os.urandom(MIN_KEY_BYTES))
+    install_key_atomically(new, path, owner=owner, group=group, mode=mode)
+    return old.sha256, new.sha256
+
+
 __all__ = [
     "FORBIDDEN_OWNER_ONLY",
     "FORBIDDEN_SLURM_RULE",
@@ -611,4 +631,5 @@ __all__ = [
     "read_key",
     "remove_stale_temp_files",
     "resolve_owner",
+    "rotate_key",
 ]

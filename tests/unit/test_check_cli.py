@@ -125,3 +125,26 @@ def test_bad_timeout_is_usage(env, value, capsys):
     with pytest.raises(SystemExit) as info:
         main([*args, "--timeout", value])
     assert info.value.code == 2
+
+
+def test_key_option_signs_with_that_key(env, capsys, tmp_path):
+    args, sock, _, _ = env
+    previous = tmp_path / "previous.key"
+    previous.write_bytes(OTHER)
+    os.chmod(previous, 0o600)
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        assert main([*args, "--key", str(previous)]) == ExitCode.REJECTED_BY_SLURMCTLD
+        capsys.readouterr()
+    with FakeSlurmrestd(sock, slurmctld_key=OTHER):
+        assert main([*args, "--key", str(previous)]) == 0
+    out, err = capsys.readouterr()
+    assert "SENTINEL" not in out + err
+
+
+def test_key_option_refuses_a_key_readable_by_others(env, capsys, tmp_path):
+    args, _, _, _ = env
+    loose = tmp_path / "loose.key"
+    loose.write_bytes(OTHER)
+    os.chmod(loose, 0o644)
+    assert main([*args, "--key", str(loose)]) == ExitCode.KEY_INSECURE
+    assert main([*args, "--key", str(tmp_path / "absent")]) == ExitCode.KEY_MISSING

@@ -204,3 +204,36 @@ def test_install_creates_missing_parent_only_when_asked(tmp_path, capsys, monkey
     assert dest.read_bytes() == KEY
     assert stat.S_IMODE(os.stat(dest.parent).st_mode) == 0o755
     assert stat.S_IMODE(os.stat(dest).st_mode) == 0o600
+
+
+# ---- rotate -----------------------------------------------------------------------------------
+
+def test_rotate_keeps_the_previous_key_owner_only_and_installs_a_new_one(tmp_path, capsys):
+    path, previous = tmp_path / "jwt.key", tmp_path / "jwt.key.previous"
+    path.write_bytes(KEY)
+    os.chmod(path, 0o640)
+    inode = os.stat(path).st_ino
+    code, out, _ = run(capsys, ["key", "rotate", "--path", str(path), "--keep-previous",
+                                str(previous), "--owner", ME, "--group", MYG, "--mode", "0640"])
+    assert code == 0
+    report = json.loads(out)
+    assert report["previous_sha256"] == SHA and report["changed"] is True
+    new = path.read_bytes()
+    assert len(new) == 32 and new != KEY
+    assert report["sha256"] == hashlib.sha256(new).hexdigest()
+    assert previous.read_bytes() == KEY
+    assert stat.S_IMODE(os.stat(previous).st_mode) == 0o600  # owner only
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o640
+    assert os.stat(path).st_ino != inode  # a new file renamed over: Slurm maps the old one
+
+
+def test_rotate_refuses_a_missing_key_and_the_key_as_its_own_previous(tmp_path, capsys):
+    path = tmp_path / "jwt.key"
+    code, out, _ = run(capsys, ["key", "rotate", "--path", str(path), "--keep-previous",
+                                str(tmp_path / "p"), "--owner", ME, "--group", MYG])
+    assert code == ExitCode.KEY_MISSING and json.loads(out)["error"] == "key_missing"
+    path.write_bytes(KEY)
+    os.chmod(path, 0o600)
+    code, _, _ = run(capsys, ["key", "rotate", "--path", str(path), "--keep-previous",
+                              str(path), "--owner", ME, "--group", MYG])
+    assert code == ExitCode.CHANGE_REFUSED and path.read_bytes() == KEY
