@@ -34,10 +34,15 @@ class Failure:
 failures: dict[str, Failure] = {}
 
 
-def _fail(state: Any, host: Any, message: str, stopped_by_cluster: bool) -> bool:
+def record_failure(host: Any, message: str, stopped_by_cluster: bool = False) -> bool:
+    """Log why this host fails and keep it for the summary; False = the command failed."""
     failures.setdefault(host.name, Failure(message, stopped_by_cluster))
     host.log_styled(message, fg="red", log_func=logger.error)
     return False  # a False status fails this host, and only this host
+
+
+def _fail(state: Any, host: Any, message: str, stopped_by_cluster: bool) -> bool:
+    return record_failure(host, message, stopped_by_cluster)
 
 
 def fail_command(exc: OperationError) -> FunctionCommand:

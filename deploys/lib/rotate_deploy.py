@@ -1,0 +1,61 @@
+"""The coordinated key rotation deploy (deploys/rotate_key.py): one operation per cluster.
+
+The rotation itself runs on each cluster's controller and drives that cluster's other hosts
+(see rotation.py); the other hosts only get the host tool. Other clusters' keys are untouched:
+each controller rotates its own cluster only.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host, inventory, state
+from pyinfra.api import FunctionCommand, OperationError, deploy, operation
+
+from deploys.lib import operations as ops
+from deploys.lib import summary_hook
+from deploys.lib.cluster import ClusterPlan, roles_of
+from deploys.lib.deploy import cluster_plans
+from deploys.lib.hostfail import host_local
+from deploys.lib.rotation import rotate_cluster
+from deploys.lib.rotation_plan import rotation_hosts
+from deploys.lib.settings import Settings, settings_from_host_data
+
+
+def settings_of(name: str) -> Settings:
+    return settings_from_host_data(name, dict(inventory.get_host(name).data.dict()))
+
+
+@operation()
+@host_local
+def rotate_cluster_key(settings: Settings, plan: ClusterPlan):
+    """On the cluster's controller: the whole rotation, with its proof and rollback."""
+    ops.stop_if_cluster_failed(settings)
+    if host.name != plan.key_origin:
+        host.noop(f"the key of cluster {plan.name} is rotated from {plan.key_origin}")
+        return
+    if settings.key_source_file or settings.key_source_command:
+        raise OperationError(
+            f"cluster {plan.name} takes its key from a key source on the workstation: put a new "
+            "key there and run deploys/slurmrestd_access.py (it pushes it by hash)")
+    outside = [h for h in plan.all_hosts()
+               if not state.is_host_in_limit(inventory.get_host(h))]
+    if outside:
+        raise OperationError(
+            f"rotating cluster {plan.name} needs all its hosts; {', '.join(outside)} "
+            f"excluded by --limit: use --limit {plan.name}")
+    yield FunctionCommand(rotate_cluster, (rotation_hosts(plan), settings_of), {})
+
+
+@deploy("rotate the Slurm JWT key")
+def rotate_key() -> None:
+    summary_hook.install(state)
+    if not roles_of(host.groups):
+        host.noop("in no role group: nothing to do")
+        return
+    settings = settings_of(host.name)
+    plan = cluster_plans()[settings.cluster]
+    ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
+                     _timeout=600)
+    # Bounds the whole rotation: 2 restarts per daemon (rotation + rollback) and the checks.
+    budget = (settings.restart_wait + 60) * 8 + (settings.check_timeout * 4 + 30) * 6
+    rotate_cluster_key(name=f"Rotate the JWT key of cluster {plan.name}", settings=settings,
+                       plan=plan, _timeout=budget)

@@ -1,0 +1,244 @@
+"""Run the coordinated rotation of one cluster (see rotation_plan for the steps and why).
+
+It runs as one pyinfra FunctionCommand on the cluster's controller and drives the cluster's
+other hosts over their own connections: a rollback must act on every host of the cluster after
+a failure on any of them, which pyinfra's operation-by-operation model cannot do (a failed host
+runs nothing more). Clusters rotate in parallel, each in its controller's greenlet.
+
+Keys never pass through an argument or the output: new keys are generated on the controller by
+the host tool; copies travel as stdin of `key install` (keytransfer); only SHA-256 are compared.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+from deploys.lib import rotation_plan as rp
+from deploys.lib.facts import ToolReport
+from deploys.lib.hostfail import record_failure
+from deploys.lib.keytransfer import KeySource, install_key
+from deploys.lib.settings import AGENT_UNITS, Settings
+
+q = shlex.quote
+
+
+class StepFailed(Exception):
+    """A step of the rotation failed; the message says which and why."""
+
+
+class Rotation:
+    def __init__(self, state: Any, hosts: rp.RotationHosts,
+                 settings_of: Callable[[str], Settings]) -> None:
+        self.state, self.hosts, self.settings_of = state, hosts, settings_of
+        self.log: Callable[[str], None] = lambda text: None
+        # Hosts whose previous key / copy was kept by THIS run: only those are restored (an
+        # older KEY.previous must never come back).
+        self.kept_keys: list[str] = []
+        self.kept_copies: list[str] = []
+        self.rotated = False
+
+    # ---- remote primitives -------------------------------------------------------------------
+
+    def _host(self, name: str) -> Any:
+        host = self.state.inventory.get_host(name)
+        if not host.connected:
+            host.connect(raise_exceptions=True)
+        return host
+
+    def tool(self, name: str, args: tuple[str, ...], as_user: str | None = None,
+             timeout: int = 120) -> dict:
+        """The host tool's JSON report (with exit_code); a failed tool is data, not an error."""
+        from pyinfra.api import StringCommand
+
+        fact = ToolReport()
+        command = StringCommand(fact.command(self.settings_of(name).tool, args, as_user))
+        _ok, output = self._host(name).run_shell_command(command, print_output=False,
+                                                         _timeout=timeout)
+        return fact.process(list(output.stdout_lines))
+
+    def tool_ok(self, name: str, args: tuple[str, ...], what: str) -> dict:
+        report = self.tool(name, args)
+        if report["exit_code"] != 0:
+            detail = report.get("message") or report.get("error") or "no details"
+            raise StepFailed(f"{what} on {name}: {detail}")
+        return report
+
+    def shell(self, name: str, script: str, what: str, timeout: int) -> None:
+        from pyinfra.api import StringCommand
+
+        ok, output = self._host(name).run_shell_command(
+            StringCommand("sh", "-c", q(script)), print_output=False, _timeout=timeout)
+        if not ok:
+            tail = " ".join(line for line in output.stderr_lines if line.strip())[-300:]
+            raise StepFailed(f"{what} on {name}: {tail or 'failed'}")
+
+    def restart_dbd(self, name: str) -> None:
+        s = self.settings_of(name)
+        unit = s.slurmdbd_unit
+        self.shell(name, f"systemctl restart {q(unit)} && " + _wait(
+            f"systemctl is-active -q {q(unit)} && ss -Hltn 'sport = :{s.slurmdbd_port}' "
+            "| grep -q .", s.restart_wait, f"{unit} did not come back: see journalctl -u {unit}"),
+            f"restart {unit}", s.restart_wait + 60)
+
+    def restart_ctld(self, name: str) -> None:
+        s = self.settings_of(name)
+        unit = s.slurmctld_unit
+        self.shell(name, f"systemctl restart {q(unit)} && " + _wait(
+            "scontrol ping 2>/dev/null | grep -q 'is UP'", s.restart_wait,
+            f"{unit} did not answer 'scontrol ping' with UP: see journalctl -u {unit}"),
+            f"restart {unit}", s.restart_wait + 60)
+
+    def restart_agent(self, name: str) -> None:
+        s = self.settings_of(name)
+        units = [s.agent_unit] if s.agent_unit else list(AGENT_UNITS)
+        # Without agent_unit: the unit(s) in use, as the deploy does.
+        script = "; ".join(
+            f"if systemctl is-active -q {q(u)} || systemctl is-enabled -q {q(u)}; then "
+            f"systemctl restart {q(u)} && " + _wait(
+                f"systemctl is-active -q {q(u)}", s.restart_wait,
+                f"{u} did not become active: see journalctl -u {u}") + " || exit 1; fi"
+            for u in units)
+        self.shell(name, script + "; true", "restart the Slurm-web agent", s.restart_wait + 60)
+
+    def push_key(self, name: str, dest: str, owner: str, group: str, mode: int,
+                 what: str) -> None:
+        s = self.settings_of(name)
+        source = KeySource("host", self.hosts.controller,
+                           path=self.settings_of(self.hosts.controller).jwt_key_path)
+        try:
+            install_key(self.state, self._host(name), source, s.tool, dest, owner, group, mode)
+        except Exception as exc:  # OperationError from keytransfer: names paths, never keys
+            raise StepFailed(f"{what} on {name}: {exc}") from None
+
+    def check(self, name: str, key: str | None = None) -> dict:
+        s = self.settings_of(name)
+        return self.tool(name, rp.check_args(s, key), as_user=None if key else s.agent_user,
+                         timeout=s.check_timeout * 4 + 30)
+
+    # ---- the rotation ------------------------------------------------------------------------
+
+    def precheck(self) -> None:
+        for name in self.hosts.agent_hosts:
+            report = self.check(name)
+            problem = rp.judge_new_key(report["exit_code"], report.get("reason"),
+                                       report.get("message"), "before the rotation")
+            if problem:
+                raise StepFailed(f"{problem}: the cluster is not working; run the deploy first")
+
+    def rotate(self) -> tuple[str, str]:
+        h = self.hosts
+        ctl = self.settings_of(h.controller)
+        report = self.tool_ok(h.controller, rp.rotate_args(ctl), "generating the new key")
+        self.rotated = True
+        self.kept_keys.append(h.controller)
+        new, old = report["sha256"], report["previous_sha256"]
+        self.log(f"new key {new[:12]} (previous {old[:12]}) on {h.controller}")
+        for name in h.other_key_hosts:
+            s = self.settings_of(name)
+            self.tool_ok(name, rp.keep_key_args(s), "keeping the previous key")
+            self.kept_keys.append(name)
+            self.push_key(name, s.jwt_key_path, s.jwt_key_owner, s.jwt_key_group,
+                          s.jwt_key_mode, "installing the new key")
+        for name in h.agent_hosts:
+            self.tool_ok(name, rp.keep_copy_args(self.settings_of(name)),
+                         "keeping the agent's previous copy")
+            self.kept_copies.append(name)
+        self.restart_daemons()
+        for name in h.agent_hosts:
+            self.sync_copy(name)
+        for name in h.agent_hosts:
+            s = self.settings_of(name)
+            old_check = self.check(name, key=rp.previous_path(s.agent_key_path))
+            problem = rp.judge_old_key(old_check["exit_code"], old_check.get("reason"))
+            if problem:
+                raise StepFailed(f"{problem} (checked on {name})")
+            self.prove(name, "by slurmctld and slurmdbd")
+            self.restart_agent(name)
+            self.prove(name, "after the agent restart")
+        return old, new
+
+    def restart_daemons(self) -> None:
+        for name in self.hosts.dbd_hosts:
+            self.restart_dbd(name)
+        self.restart_ctld(self.hosts.controller)
+
+    def sync_copy(self, name: str) -> None:
+        s = self.settings_of(name)
+        if self.hosts.agent_holds_key(name):
+            self.tool_ok(name, rp.local_copy_args(s), "syncing the agent's copy")
+        else:
+            self.push_key(name, s.agent_key_path, s.agent_user, s.agent_group,
+                          s.agent_key_mode, "syncing the agent's copy")
+
+    def prove(self, name: str, when: str) -> None:
+        report = self.check(name)
+        problem = rp.judge_new_key(report["exit_code"], report.get("reason"),
+                                   report.get("message"), when)
+        if problem:
+            raise StepFailed(f"{problem} (checked on {name})")
+
+    def rollback(self) -> list[str]:
+        """Every host back onto its previous key; returns what could not be done."""
+        problems: list[str] = []
+
+        def attempt(action: Callable[[], Any]) -> None:
+            try:
+                action()
+            except StepFailed as exc:
+                problems.append(str(exc))
+            except Exception as exc:  # connection lost etc.: go on with the other hosts
+                problems.append(f"{type(exc).__name__}: {exc}")
+
+        h = self.hosts
+        for name in self.kept_keys:
+            s = self.settings_of(name)
+            attempt(lambda n=name, s=s: self.tool_ok(n, rp.restore_key_args(s),
+                                                       "restoring the previous key"))
+        for name in h.dbd_hosts:
+            attempt(lambda n=name: self.restart_dbd(n))
+        attempt(lambda: self.restart_ctld(h.controller))
+        for name in h.agent_hosts:
+            s = self.settings_of(name)
+            if name in self.kept_copies:
+                attempt(lambda n=name, s=s: self.tool_ok(n, rp.restore_copy_args(s),
+                                                           "restoring the agent's copy"))
+            attempt(lambda n=name: self.restart_agent(n))
+            attempt(lambda n=name: self.prove(n, "after the rollback"))
+        return problems
+
+
+def _wait(condition: str, seconds: int, failure: str) -> str:
+    """A grouped shell loop, so that `restart && WAIT` waits only after a successful restart."""
+    return (f"{{ i=0; until {condition}; do i=$((i+1)); if [ $i -ge {seconds * 2} ]; then "
+            f"echo {q(failure)} >&2; exit 1; fi; sleep 0.5; done; }}")
+
+
+def rotate_cluster(state: Any, host: Any, hosts: rp.RotationHosts,
+                   settings_of: Callable[[str], Settings]) -> bool:
+    """FunctionCommand body, on the cluster's controller. False (and a message) on failure."""
+    from pyinfra import logger
+
+    rotation = Rotation(state, hosts, settings_of)
+    rotation.log = lambda text: host.log_styled(text, log_func=logger.info)
+    try:
+        rotation.precheck()
+    except StepFailed as exc:
+        return record_failure(host, f"rotation of cluster {hosts.cluster} not started: {exc}")
+    try:
+        old, new = rotation.rotate()
+    except Exception as exc:  # anything after the new key exists must end in a rollback
+        why = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+        if not rotation.rotated:
+            return record_failure(
+                host, f"rotation of cluster {hosts.cluster} failed: {why}; nothing was changed")
+        host.log_styled(f"rotation of cluster {hosts.cluster} failed: {why}; rolling back",
+                        fg="red", log_func=logger.error)
+        problems = rotation.rollback()
+        return record_failure(host, rp.failure_message(hosts.cluster, why, problems))
+    host.log_styled(
+        f"cluster {hosts.cluster}: key rotated {old[:12]} -> {new[:12]}; previous key refused "
+        "by slurmctld, new key accepted, agent restarted and accepted", fg="green",
+        log_func=logger.info)
+    return True

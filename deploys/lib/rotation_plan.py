@@ -1,0 +1,127 @@
+"""What a coordinated key rotation does on which host of one cluster, and how it is judged. Pure.
+
+Order (each host's previous key is kept beside its key, owner only, so a rollback needs no key
+from anywhere else):
+  1. controller: `key rotate` (new key generated there, the old one kept as KEY.previous)
+  2. other key hosts (slurmdbd): keep their key as KEY.previous, get the new one by hash
+  3. agent hosts: keep the agent's copy as COPY.previous (root, 0600)
+  4. restart slurmdbd, wait until it listens; restart slurmctld, wait for `scontrol ping` UP.
+     A restart, not `scontrol reconfigure`: reconfigure reloads the key on 24.11 but not on
+     22.05 (FACTS.md, measured), and slurmdbd needs a restart anyway.
+  5. agent copy synced to the new key
+  6. proof: the previous key is refused by slurmctld (check --key COPY.previous, exit 30), the
+     new copy is accepted (check as the agent user, exit 0)
+  7. restart the agent, prove again as the agent does
+Any failure after step 1 rolls every host back onto its KEY.previous / COPY.previous, restarts
+the daemons and the agent onto it, and proves that the previous key works again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deploys.lib.cluster import ClusterPlan
+from deploys.lib.settings import Settings
+
+PREVIOUS_SUFFIX = ".previous"
+REJECTED_BY_SLURMCTLD = 30  # slurmrestd-access check's exit code for a refused token
+
+
+def previous_path(path: str) -> str:
+    return path + PREVIOUS_SUFFIX
+
+
+@dataclass(frozen=True)
+class RotationHosts:
+    cluster: str
+    controller: str
+    other_key_hosts: tuple[str, ...]  # slurmdbd hosts (and further controllers) but the first
+    dbd_hosts: tuple[str, ...]
+    agent_hosts: tuple[str, ...]
+    key_hosts: tuple[str, ...]  # every host whose daemons load the key, controller first
+
+    def agent_holds_key(self, host: str) -> bool:
+        """The agent host also holds Slurm's key: its copy is made locally, not pushed."""
+        return host in self.key_hosts
+
+
+def rotation_hosts(plan: ClusterPlan) -> RotationHosts:
+    key_hosts = tuple(plan.hosts_needing_key())
+    return RotationHosts(
+        cluster=plan.name,
+        controller=plan.key_origin,
+        other_key_hosts=tuple(h for h in key_hosts if h != plan.key_origin),
+        dbd_hosts=tuple(plan.dbd_hosts),
+        agent_hosts=tuple(plan.rest_hosts),
+        key_hosts=key_hosts,
+    )
+
+
+def rotate_args(s: Settings) -> tuple[str, ...]:
+    return ("key", "rotate", "--path", s.jwt_key_path, "--keep-previous",
+            previous_path(s.jwt_key_path), "--owner", s.jwt_key_owner, "--group",
+            s.jwt_key_group, "--mode", f"{s.jwt_key_mode:04o}")
+
+
+def keep_key_args(s: Settings) -> tuple[str, ...]:
+    """Keep a key host's current key as KEY.previous (owner only)."""
+    return ("key", "sync", "--source", s.jwt_key_path, "--dest", previous_path(s.jwt_key_path),
+            "--owner", s.jwt_key_owner, "--group", s.jwt_key_group, "--mode",
+            f"{s.jwt_key_mode & 0o700:04o}")
+
+
+def restore_key_args(s: Settings) -> tuple[str, ...]:
+    return ("key", "sync", "--source", previous_path(s.jwt_key_path), "--dest", s.jwt_key_path,
+            "--owner", s.jwt_key_owner, "--group", s.jwt_key_group, "--mode",
+            f"{s.jwt_key_mode:04o}")
+
+
+def keep_copy_args(s: Settings) -> tuple[str, ...]:
+    """Keep the agent's current copy as COPY.previous, root's only (signs the old-key proof)."""
+    return ("key", "sync", "--source", s.agent_key_path, "--dest",
+            previous_path(s.agent_key_path), "--owner", "root", "--group", "root",
+            "--mode", "0600")
+
+
+def restore_copy_args(s: Settings) -> tuple[str, ...]:
+    return ("key", "sync", "--source", previous_path(s.agent_key_path), "--dest",
+            s.agent_key_path, "--owner", s.agent_user, "--group", s.agent_group,
+            "--mode", f"{s.agent_key_mode:04o}")
+
+
+def local_copy_args(s: Settings) -> tuple[str, ...]:
+    return ("key", "sync", "--source", s.jwt_key_path, "--dest", s.agent_key_path,
+            "--owner", s.agent_user, "--group", s.agent_group,
+            "--mode", f"{s.agent_key_mode:04o}")
+
+
+def check_args(s: Settings, key: str | None = None) -> tuple[str, ...]:
+    args = ("check", "--agent-ini", s.agent_ini, "--timeout", str(s.check_timeout))
+    return (*args, "--key", key) if key else args
+
+
+def judge_old_key(exit_code: int, reason: str | None) -> str | None:
+    """None when the previous key is refused by slurmctld, else why the proof fails."""
+    if exit_code == REJECTED_BY_SLURMCTLD:
+        return None
+    if exit_code == 0:
+        return "a token signed with the previous key is still accepted by slurmctld"
+    return (f"the previous key could not be shown to be refused (check exit {exit_code}, "
+            f"{reason or 'unknown'})")
+
+
+def judge_new_key(exit_code: int, reason: str | None, message: str | None, when: str) -> str | None:
+    """None when a token signed with the agent's (new) copy is accepted, else why not."""
+    if exit_code == 0:
+        return None
+    return f"the new key is not accepted {when} ({reason or 'unknown'}, exit {exit_code}: " \
+           f"{message or 'no details'})"
+
+
+def failure_message(cluster: str, why: str, rollback_problems: list[str]) -> str:
+    if not rollback_problems:
+        return (f"rotation of cluster {cluster} failed: {why}; rolled back to the previous key "
+                "(daemons restarted onto it, the agent's check passes)")
+    return (f"rotation of cluster {cluster} failed: {why}; rolled back to the previous key, BUT "
+            f"the rollback had problems: {'; '.join(rollback_problems)} — fix them by hand "
+            "(the previous keys are kept as *.previous beside the keys)")

@@ -1,0 +1,145 @@
+"""The coordinated rotation of one cluster: steps, proof and rollback (fake hosts, no SSH)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from dataclasses import dataclass, field
+
+from deploys.lib import rotation_plan as rp
+from deploys.lib.cluster import ClusterPlan
+from deploys.lib.rotation import Rotation
+from deploys.lib.settings import Settings
+
+KEY = b"k" * 32
+
+
+@dataclass
+class Output:
+    stdout_lines: list[str] = field(default_factory=list)
+    stderr_lines: list[str] = field(default_factory=list)
+
+
+class FakeHost:
+    def __init__(self, name: str, world: World) -> None:
+        self.name, self.world, self.connected = name, world, True
+
+    def run_shell_command(self, command, print_output=False, _timeout=None, _stdin=None):
+        text = command.get_raw_value()
+        self.world.log.append((self.name, text))
+        assert "kkkk" not in text and base64.b64encode(KEY).decode() not in text
+        return self.world.answer(self.name, text, _stdin)
+
+
+class World:
+    """Answers every remote command; `check_exit` scripts the check's exit codes."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str]] = []
+        self.old_key_exit = 30
+        self.new_key_exits: list[int] = []
+
+    def answer(self, host: str, text: str, stdin):
+        mark = "__slurmrestd_access_exit="
+        if text.startswith("base64 -w0"):
+            return True, Output([base64.b64encode(KEY).decode()])
+        if " key rotate " in text:
+            body = {"sha256": "a" * 64, "previous_sha256": "b" * 64}
+            return True, Output([json.dumps(body), f"{mark}0"])
+        if " check " in text:
+            code = self.old_key_exit if "--key" in text else (
+                self.new_key_exits.pop(0) if self.new_key_exits else 0)
+            body = {"reason": "rejected_by_slurmctld" if code == 30 else "x", "message": "m"}
+            return True, Output([json.dumps(body), f"{mark}{code}"])
+        if " key " in text:
+            return True, Output(['{"changed": true}', f"{mark}0"])
+        return True, Output()
+
+    def commands(self, host: str | None = None, pattern: str = "") -> list[str]:
+        return [t for h, t in self.log if (host is None or h == host) and re.search(pattern, t)]
+
+
+class FakeInventory:
+    def __init__(self, world: World) -> None:
+        self.world, self.hosts = world, {}
+
+    def get_host(self, name):
+        return self.hosts.setdefault(name, FakeHost(name, self.world))
+
+
+class FakeState:
+    def __init__(self, world: World) -> None:
+        self.inventory = FakeInventory(world)
+
+
+def beta() -> tuple[Rotation, World]:
+    plan = ClusterPlan("beta", controllers=["ctl"], dbd_hosts=["db"], rest_hosts=["rest"])
+    world = World()
+    rotation = Rotation(FakeState(world), rp.rotation_hosts(plan),
+                        lambda name: Settings(cluster="beta", agent_unit="a.service"))
+    return rotation, world
+
+
+def test_hosts_of_a_split_and_a_single_host_cluster():
+    split = rp.rotation_hosts(ClusterPlan("b", ["ctl"], ["db"], ["rest"], ["ctl"]))
+    assert split.controller == "ctl" and split.other_key_hosts == ("db",)
+    assert not split.agent_holds_key("rest")
+    single = rp.rotation_hosts(ClusterPlan("a", ["h"], ["h"], ["h"], ["h"]))
+    assert single.other_key_hosts == () and single.agent_holds_key("h")
+
+
+def test_judging_the_proof():
+    assert rp.judge_old_key(30, "rejected_by_slurmctld") is None
+    assert "still accepted" in rp.judge_old_key(0, None)
+    assert "could not be shown" in rp.judge_old_key(32, "controller_unreachable")
+    assert rp.judge_new_key(0, None, None, "now") is None
+    assert "rejected_by_slurmdbd" in rp.judge_new_key(31, "rejected_by_slurmdbd", "m", "now")
+    msg = rp.failure_message("beta", "why", [])
+    assert msg.startswith("rotation of cluster beta failed: why; rolled back to the previous key")
+    assert "BUT" in rp.failure_message("beta", "why", ["p"])
+
+
+def test_a_successful_rotation_in_order():
+    rotation, world = beta()
+    old, new = rotation.rotate()
+    assert (old, new) == ("b" * 64, "a" * 64)
+    steps = [h + ":" + t for h, t in world.log]
+    first = next(i for i, s in enumerate(steps) if "key rotate" in s)
+    keep_db = next(i for i, s in enumerate(steps) if s.startswith("db:") and "key sync" in s)
+    install_db = next(i for i, s in enumerate(steps) if s.startswith("db:") and "key install" in s)
+    dbd = next(i for i, s in enumerate(steps) if "restart slurmdbd" in s)
+    ctld = next(i for i, s in enumerate(steps) if "restart slurmctld" in s)
+    copy = next(i for i, s in enumerate(steps) if s.startswith("rest:") and "key install" in s)
+    old_check = next(i for i, s in enumerate(steps) if "--key" in s)
+    agent = next(i for i, s in enumerate(steps) if "restart a.service" in s)
+    assert first < keep_db < install_db < dbd < ctld < copy < old_check < agent, steps
+    # The old-key proof signs with the agent's previous copy, kept on the agent host.
+    assert "--key /var/lib/slurm-web/slurmrestd.key.previous" in world.commands("rest", "--key")[0]
+    assert world.commands("rest", "runuser -u slurm-web -- .* check")  # as the agent
+
+
+def test_an_old_key_still_accepted_rolls_everything_back():
+    rotation, world = beta()
+    world.old_key_exit = 0
+    try:
+        rotation.rotate()
+    except Exception as exc:
+        why = str(exc)
+    assert "still accepted" in why
+    start = len(world.log)
+    problems = rotation.rollback()
+    assert problems == []
+    after = [h + ":" + t for h, t in world.log[start:]]
+    restores = [s for s in after if "key sync --source" in s and ".previous --dest" in s]
+    assert {s.split(":")[0] for s in restores} == {"ctl", "db", "rest"}
+    assert any("restart slurmdbd" in s for s in after)
+    assert any("restart slurmctld" in s for s in after)
+    assert any("restart a.service" in s for s in after)
+
+
+def test_a_failed_generation_restores_nothing():
+    rotation, world = beta()
+    rotation.rollback()
+    restores = world.commands(None, r"\.previous --dest")
+    assert restores == []  # nothing kept by this run: an older *.previous never comes back
