@@ -97,7 +97,7 @@ class Testbed:
             booted = self._start_hosts(base, key, hosts)
             if booted:
                 say(f"testbed: booted {', '.join(h.name for h in booted)}; waiting for SSH")
-            self._wait_ssh(key, hosts)
+            self._wait_ssh_or_reboot(base, key, hosts)
             say("testbed: waiting for munge, MariaDB, slurmdbd, slurmctld, slurmd and the agent")
             with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
                 list(pool.map(lambda h: provision.settle_host(key, h), hosts))
@@ -187,11 +187,30 @@ class Testbed:
             os.replace(tmp, path)
         return path.read_bytes()
 
-    def _wait_ssh(self, key: Path, hosts: list[Host]) -> None:
+    def _silent_hosts(self, key: Path, hosts: list[Host]) -> list[Host]:
         deadline = time.monotonic() + SSH_TIMEOUT
         with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
             answered = list(pool.map(lambda h: wait_ssh(key, h.address, deadline), hosts))
-        silent = [h for h, ok in zip(hosts, answered, strict=True) if not ok]
+        return [h for h, ok in zip(hosts, answered, strict=True) if not ok]
+
+    def _wait_ssh_or_reboot(self, base: Path, key: Path, hosts: list[Host]) -> None:
+        """Wait for SSH; a host that stays silent is booted afresh once before giving up.
+
+        Seen in CI: one host of several booted together now and then never brought up sshd
+        while the others did; a second boot of the same overlay came up normally.
+        """
+        silent = self._silent_hosts(key, hosts)
+        if silent:
+            for h in silent:
+                log = self.dirs(h).console_log
+                if log.exists():
+                    kept = self.cache / f"silent-{h.name}-console.log"
+                    kept.write_bytes(log.read_bytes())
+                    say(f"testbed: {h.name} did not answer SSH; its console log is kept in "
+                        f"{kept}; booting it again")
+            self._destroy(silent)
+            self._start_hosts(base, key, silent)
+            silent = self._silent_hosts(key, silent)
         if silent:
             details = "; ".join(
                 f"{h.name} ({h.address}), console log {self.dirs(h).console_log}" for h in silent

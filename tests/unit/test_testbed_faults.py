@@ -45,11 +45,22 @@ def test_no_disk_space_says_where_and_how_much(monkeypatch, tmp_path):
 
 
 def test_silent_host_names_itself_and_its_console_log(monkeypatch, tmp_path):
-    monkeypatch.setattr(testbed_mod, "wait_ssh", lambda key, address, deadline: False)
+    # split-db stays silent through its second boot too; the others answer.
+    monkeypatch.setattr(testbed_mod, "wait_ssh",
+                        lambda key, address, deadline: address != "10.213.47.22")
     tb = testbed_mod.Testbed(load_catalog(), cache=tmp_path, state_dir=tmp_path / "state")
+    rebooted = []
+    monkeypatch.setattr(tb, "_destroy", lambda hosts: None)
+    monkeypatch.setattr(tb, "_start_hosts",
+                        lambda base, key, hosts: rebooted.extend(h.name for h in hosts))
+    log = tmp_path / "hosts/split-db/console.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("boot messages")
     hosts = tb.catalog.topology("split").hosts
     with pytest.raises(TestbedError) as err:
-        tb._wait_ssh(Path("/k"), hosts)
+        tb._wait_ssh_or_reboot(Path("/base"), Path("/k"), hosts)
+    assert rebooted == ["split-db"]  # booted once more, alone, before giving up
+    assert (tmp_path / "silent-split-db-console.log").read_text() == "boot messages"
     message = str(err.value)
     assert "never answered SSH" in message
     assert "split-db (10.213.47.22)" in message
