@@ -1,0 +1,244 @@
+"""Judge what the fleet report gathered: one row per host, problems per host and cluster. Pure.
+
+Everything is compared by SHA-256 (shown as the first 12 hex digits), never by content.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploys.lib.cluster import ClusterPlan
+from deploys.lib.hoststate import HostState, RemoteFile
+from deploys.lib.settings import AGENT_UNITS, Settings
+from watchdog_daemon.dropin import render_dropin
+
+WATCH_UNIT = "slurmrestd-access-watch.service"
+FP = 12  # hex digits of a fingerprint
+
+COLUMNS = ("cluster", "host", "roles", "key", "copy", "authalt", "dropin", "slurmrestd", "agent",
+           "watchdog", "check")
+
+
+@dataclass
+class HostFacts:
+    """What was read from one host (by deploys/report.py); None = not gathered (unreachable)."""
+
+    name: str
+    cluster: str
+    roles: frozenset[str]
+    settings: Settings
+    error: str | None = None  # could not connect / gather
+    state: HostState | None = None
+    conf: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> `conf plan` report
+    check: dict[str, Any] | None = None  # `check --json` as the agent user
+
+
+@dataclass
+class HostRow:
+    cluster: str
+    host: str
+    roles: str
+    cells: dict[str, str]
+    problems: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster": self.cluster, "host": self.host, "roles": self.roles.split(","),
+                **{k: v for k, v in self.cells.items()}, "problems": self.problems}
+
+
+@dataclass
+class ClusterReport:
+    name: str
+    rows: list[HostRow]
+    problems: list[str]  # cluster-wide (keys differ between hosts...)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and not any(r.problems for r in self.rows)
+
+    def all_problems(self) -> list[str]:
+        return [*self.problems, *(f"{r.host}: {p}" for r in self.rows for p in r.problems)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"cluster": self.name, "ok": self.ok, "problems": self.all_problems(),
+                "hosts": [r.to_dict() for r in self.rows]}
+
+
+def fingerprint(sha256: str | None) -> str:
+    return sha256[:FP] if sha256 else "?"
+
+
+def _mode(mode: int) -> str:
+    return f"{mode:04o}"
+
+
+def _judge_key_file(f: RemoteFile, owner: str, group: str, mode: int, what: str,
+                    problems: list[str]) -> str:
+    if not f.exists:
+        problems.append(f"{what} {f.path} is missing")
+        return "missing"
+    cell = f"{fingerprint(f.sha256)} {f.owner}:{f.group} {_mode(f.mode)}"
+    if f.kind != "regular file":
+        problems.append(f"{what} {f.path} is a {f.kind}, not a regular file")
+    elif (f.owner, f.group, f.mode) != (owner, group, mode):
+        problems.append(f"{what} {f.path} is {f.owner}:{f.group} {_mode(f.mode)}, "
+                        f"should be {owner}:{group} {_mode(mode)}")
+    return cell
+
+
+def _conf_cell(facts: HostFacts, paths: list[str], problems: list[str]) -> str:
+    if not paths:
+        return "-"
+    missing = []
+    for path in paths:
+        report = facts.conf.get(path)
+        if report is None:
+            problems.append(f"AuthAlt lines of {path}: not checked")
+            missing.append(path)
+        elif report.get("exit_code") != 0:
+            problems.append(f"{path}: {report.get('message') or report.get('error')}")
+            missing.append(path)
+        elif report.get("changed"):
+            problems.append(f"{path} lacks AuthAltTypes=auth/jwt / AuthAltParameters=jwt_key="
+                            f"{facts.settings.jwt_key_path}: run the deploy")
+            missing.append(path)
+    if not missing:
+        return "present"
+    return "MISSING " + ",".join(p.rsplit("/", 1)[-1] for p in missing)
+
+
+def _unit_cell(hs: HostState, name: str) -> str:
+    unit = hs.unit(name)
+    return unit.active if unit.exists else "not installed"
+
+
+def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
+    s, roles = facts.settings, facts.roles
+    cells = {c: "-" for c in COLUMNS[3:]}
+    problems: list[str] = []
+    row = HostRow(facts.cluster, facts.name, ",".join(sorted(roles)), cells, problems)
+    if facts.error or facts.state is None:
+        problems.append(f"unreachable: {facts.error or 'no data'}")
+        cells["check"] = "unreachable"
+        return row
+    hs = facts.state
+    if not hs.tool_digest:
+        problems.append("the slurmrestd-access host tool is not installed: run the deploy")
+
+    if facts.name in plan.hosts_needing_key():
+        cells["key"] = _judge_key_file(hs.file(s.jwt_key_path), s.jwt_key_owner, s.jwt_key_group,
+                                       s.jwt_key_mode, "Slurm's key", problems)
+    confs = []
+    if roles & {"slurmctld", "slurmrestd", "compute"}:
+        confs.append(s.slurm_conf)
+    if "slurmdbd" in roles:
+        confs.append(s.slurmdbd_conf)
+    cells["authalt"] = _conf_cell(facts, confs, problems)
+
+    if "slurmrestd" in roles:
+        cells["copy"] = _judge_key_file(hs.file(s.agent_key_path), s.agent_user, s.agent_group,
+                                        s.agent_key_mode, "the agent's copy", problems)
+        wanted = hashlib.sha256(render_dropin(socket_path=s.slurmrestd_socket).encode()).hexdigest()
+        dropin = hs.file(s.slurmrestd_dropin)
+        if not dropin.exists:
+            cells["dropin"] = "missing"
+            problems.append(f"the slurmrestd drop-in {s.slurmrestd_dropin} is missing")
+        elif dropin.sha256 != wanted:
+            cells["dropin"] = "differs"
+            problems.append(f"the slurmrestd drop-in {s.slurmrestd_dropin} differs from the "
+                            "documentation's: run the deploy")
+        else:
+            cells["dropin"] = "ok"
+        cells["slurmrestd"] = _unit_cell(hs, s.slurmrestd_unit)
+        if cells["slurmrestd"] != "active":
+            problems.append(f"{s.slurmrestd_unit} is {cells['slurmrestd']}")
+
+        agents = [s.agent_unit] if s.agent_unit else [u for u in AGENT_UNITS if hs.unit(u).in_use]
+        if not agents:
+            cells["agent"] = "none in use"
+            problems.append("no Slurm-web agent unit is enabled or active")
+        else:
+            states = [f"{u.removesuffix('.service')} {_unit_cell(hs, u)}" for u in agents]
+            cells["agent"] = ", ".join(states)
+            for unit in agents:
+                if _unit_cell(hs, unit) != "active":
+                    problems.append(f"{unit} is {_unit_cell(hs, unit)}")
+
+        # The watchdog is optional (the deploy restarts the agent itself): reported, and a
+        # problem only when it is installed but not running.
+        watch = hs.unit(WATCH_UNIT)
+        cells["watchdog"] = _unit_cell(hs, WATCH_UNIT)
+        if watch.exists and watch.active != "active" and watch.unit_file == "enabled":
+            problems.append(f"{WATCH_UNIT} is enabled but {watch.active}")
+
+        check = facts.check
+        if check is None:
+            cells["check"] = "not run"
+            problems.append("the connect check did not run")
+        elif check.get("exit_code") == 0:
+            cells["check"] = "ok"
+        else:
+            reason = check.get("reason") or check.get("error") or "unknown"
+            cells["check"] = f"{reason} ({check.get('exit_code')})"
+            problems.append(f"connect check: {reason}: {check.get('message', '')}".rstrip(": "))
+    return row
+
+
+def evaluate_cluster(plan: ClusterPlan, facts: dict[str, HostFacts]) -> ClusterReport:
+    names = [h for h in plan.all_hosts() if h in facts]
+    rows = [evaluate_host(facts[h], plan) for h in names]
+    problems: list[str] = []
+    keys: dict[str, str] = {}
+    for name in plan.hosts_needing_key():
+        f = facts.get(name)
+        if f is None or f.state is None:
+            continue
+        key = f.state.file(f.settings.jwt_key_path)
+        if key.exists and key.sha256:
+            keys[name] = key.sha256
+    if len(set(keys.values())) > 1:
+        listed = ", ".join(f"{h} {fingerprint(k)}" for h, k in keys.items())
+        problems.append(f"Slurm's key differs between the cluster's hosts: {listed}; run the "
+                        "deploy (it copies the controller's key by hash) or rotate the key")
+    cluster_key = keys.get(plan.key_origin) or next(iter(keys.values()), None)
+    for name in plan.rest_hosts:
+        f = facts.get(name)
+        if f is None or f.state is None or cluster_key is None:
+            continue
+        copy = f.state.file(f.settings.agent_key_path)
+        if copy.exists and copy.sha256 and copy.sha256 != cluster_key:
+            problems.append(f"the agent's copy on {name} ({fingerprint(copy.sha256)}) differs "
+                            f"from the cluster key ({fingerprint(cluster_key)})")
+    return ClusterReport(plan.name, rows, problems)
+
+
+def evaluate(plans: dict[str, ClusterPlan], facts: dict[str, HostFacts]) -> list[ClusterReport]:
+    """Clusters that have at least one host in `facts` (the --limit'ed ones), by name."""
+    return [evaluate_cluster(plans[c], facts) for c in sorted(plans)
+            if any(h in facts for h in plans[c].all_hosts())]
+
+
+def exit_code(reports: list[ClusterReport]) -> int:
+    return 0 if all(r.ok for r in reports) else 1
+
+
+def render_table(reports: list[ClusterReport]) -> str:
+    rows = [dict(zip(COLUMNS[:3], (r.cluster, r.host, r.roles), strict=True)) | r.cells
+            for c in reports for r in c.rows]
+    widths = {c: max([len(c), *(len(row[c]) for row in rows)]) for c in COLUMNS}
+    lines = ["  ".join(c.upper().ljust(widths[c]) for c in COLUMNS).rstrip()]
+    lines += ["  ".join(row[c].ljust(widths[c]) for c in COLUMNS).rstrip() for row in rows]
+    lines.append("")
+    for c in reports:
+        if c.ok:
+            lines.append(f"{c.name}: OK")
+        else:
+            lines.append(f"{c.name}: {len(c.all_problems())} problem(s)")
+            lines += [f"  - {p}" for p in c.all_problems()]
+    return "\n".join(lines) + "\n"
+
+
+def to_dict(reports: list[ClusterReport]) -> dict[str, Any]:
+    return {"ok": exit_code(reports) == 0, "clusters": [r.to_dict() for r in reports]}

@@ -1,0 +1,150 @@
+"""Fleet report: a read-only audit of every cluster of an inventory.
+
+    python -m deploys.report INVENTORY [--json] [--limit CLUSTER_OR_HOST ...]
+
+Connects to every host in parallel with pyinfra's own API (the inventory is loaded exactly as
+`pyinfra INVENTORY ...` loads it) and gathers only read-only facts: the deploy's HostState
+survey (stat and sha256sum of files, `systemctl show`, getent), `slurmrestd-access conf plan`
+(never writes) and `slurmrestd-access check` as the agent user. Nothing on any host is changed.
+
+Exit: 0 everything right, 1 something wrong (listed), 2 usage or inventory error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import sys
+from fnmatch import fnmatch
+from typing import Any
+
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m deploys.report",
+                                description="Read-only audit of every cluster of an inventory.")
+    p.add_argument("inventory", help="pyinfra inventory file")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--limit", action="append", default=[], metavar="NAME",
+                   help="a cluster, group or host (pattern); may be repeated")
+    return p
+
+
+def _limited(inventory: Any, patterns: list[str]) -> list[Any] | None:
+    """Hosts matching --limit like pyinfra's own --limit: a group name, else a host pattern."""
+    if not patterns:
+        return None
+    hosts: list[Any] = []
+    for pattern in patterns:
+        group = inventory.get_group(pattern, default=None)
+        hosts.extend(group if group else [h for h in inventory if fnmatch(h.name, pattern)])
+    return list(dict.fromkeys(hosts))
+
+
+def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
+    # pyinfra_cli patches gevent into this process, as the pyinfra command does.
+    import gevent
+    from pyinfra.api import Config, State
+    from pyinfra.api.connect import connect_all
+    from pyinfra.api.exceptions import PyinfraError
+    from pyinfra.api.facts import get_fact
+    from pyinfra.context import ctx_config, ctx_inventory, ctx_state
+    from pyinfra_cli.inventory import make_inventory
+
+    from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
+    from deploys.lib.facts import HostState, ToolReport
+    from deploys.lib.fleet_report import WATCH_UNIT, HostFacts
+    from deploys.lib.settings import AGENT_UNITS, settings_from_host_data
+
+    # The same set-up as pyinfra's CLI: an inventory file is executed in the state's context.
+    state, config = State(check_for_changes=False), Config()
+    ctx_state.set(state)
+    ctx_config.set(config)
+    inventory = make_inventory(inventory_path, cwd=os.getcwd())
+    ctx_inventory.set(inventory)
+    plans = plan_clusters(HostEntry(h.name, str(h.data.get("cluster")), roles_of(h.groups))
+                          for h in inventory if roles_of(h.groups))
+    chosen = _limited(inventory, limit)
+    if chosen is not None and not chosen:
+        raise ValueError(f"--limit {' '.join(limit)} matches no host of the inventory")
+    state.init(inventory, config, initial_limit=chosen)
+    # "No hosts remaining" when none connects: every host is then reported unreachable.
+    with contextlib.suppress(PyinfraError):
+        connect_all(state)
+
+    def one(host: Any) -> HostFacts:
+        s = settings_from_host_data(host.name, dict(host.data.dict()))
+        roles = roles_of(host.groups)
+        facts = HostFacts(host.name, s.cluster, roles, s)
+        if not host.connected:
+            facts.error = "could not connect over SSH"
+            return facts
+        try:
+            facts.state = get_fact(state, host, HostState, kwargs=dict(
+                files=(s.jwt_key_path, s.agent_key_path, s.slurmrestd_dropin, s.slurm_conf,
+                       s.slurmdbd_conf, s.agent_ini),
+                units=(s.slurmctld_unit, s.slurmdbd_unit, s.slurmrestd_unit, *AGENT_UNITS,
+                       WATCH_UNIT),
+                users=(s.jwt_key_owner, s.agent_user), groups=(s.jwt_key_group, s.agent_group),
+                tool_prefix=s.tool_prefix, slurm_conf=s.slurm_conf), apply_failed_hosts=False)
+            if not facts.state.tool_digest:
+                return facts
+            paths = []
+            if roles & {"slurmctld", "slurmrestd", "compute"}:
+                paths.append(s.slurm_conf)
+            if "slurmdbd" in roles:
+                paths.append(s.slurmdbd_conf)
+            for path in paths:  # `conf plan` never writes: changed=false means present
+                facts.conf[path] = get_fact(state, host, ToolReport, kwargs=dict(
+                    tool=s.tool, args=("conf", "plan", "--file", path, "--jwt-key",
+                                       s.jwt_key_path)), apply_failed_hosts=False)
+            if "slurmrestd" in roles:
+                facts.check = get_fact(state, host, ToolReport, kwargs=dict(
+                    tool=s.tool, args=("check", "--agent-ini", s.agent_ini, "--timeout",
+                                       str(s.check_timeout)), as_user=s.agent_user),
+                    apply_failed_hosts=False)
+        except Exception as exc:  # one host's trouble is reported, the others still are
+            facts.error = f"{type(exc).__name__}: {exc}"
+        return facts
+
+    hosts = [h for h in inventory if roles_of(h.groups) and state.is_host_in_limit(h)]
+    greenlets = {h.name: gevent.spawn(one, h) for h in hosts}
+    gevent.joinall(list(greenlets.values()))
+    facts = {name: g.get() for name, g in greenlets.items()}
+    for host in hosts:
+        if host.connected:
+            host.disconnect()
+    return plans, facts
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    # pyinfra's warnings (unknown host keys...) would go to stderr through logging's last-resort
+    # handler; an unreachable host is reported in the table anyway.
+    logging.getLogger("pyinfra").setLevel(logging.ERROR)
+    if not os.path.exists(args.inventory):
+        print(f"report: no inventory file {args.inventory}", file=sys.stderr)
+        return EXIT_USAGE
+    from deploys.lib.cluster import InventoryError
+    from deploys.lib.fleet_report import evaluate, exit_code, render_table, to_dict
+    from deploys.lib.settings import SettingsError
+
+    try:
+        plans, facts = gather(args.inventory, args.limit)
+    except (InventoryError, SettingsError, ValueError) as exc:
+        print(f"report: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    reports = evaluate(plans, facts)
+    if args.json:
+        sys.stdout.write(json.dumps(to_dict(reports), indent=2) + "\n")
+    else:
+        sys.stdout.write(render_table(reports))
+    return EXIT_PROBLEMS if exit_code(reports) else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

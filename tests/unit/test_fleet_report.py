@@ -1,0 +1,114 @@
+"""Judging the fleet report's facts (deploys/lib/fleet_report.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from deploys.lib.cluster import ClusterPlan
+from deploys.lib.fleet_report import (
+    WATCH_UNIT,
+    HostFacts,
+    evaluate,
+    exit_code,
+    render_table,
+    to_dict,
+)
+from deploys.lib.hoststate import HostState, RemoteFile, UnitState
+from deploys.lib.settings import Settings
+from watchdog_daemon.dropin import render_dropin
+
+S = Settings(cluster="beta", agent_unit="slurm-web-agent.service")
+KEY = "a" * 64
+DROPIN = hashlib.sha256(render_dropin(socket_path=S.slurmrestd_socket).encode()).hexdigest()
+
+
+def state(files=(), units=()) -> HostState:
+    hs = HostState(tool_digest="d1")
+    for f in files:
+        hs.files[f.path] = f
+    for u in units:
+        hs.units[u.name] = u
+    return hs
+
+
+def key_file(sha=KEY, mode=0o600):
+    return RemoteFile(S.jwt_key_path, True, "regular file", "slurm", "slurm", mode, sha)
+
+
+def copy_file(sha=KEY, mode=0o400):
+    return RemoteFile(S.agent_key_path, True, "regular file", "slurm-web", "slurm-web", mode, sha)
+
+
+def active(name):
+    return UnitState(name, "loaded", "active", "enabled")
+
+
+def present():
+    return {"exit_code": 0, "changed": False}
+
+
+def beta(ctl_key=KEY, db_key=KEY, copy=None, check=None, watch=None, conf=None):
+    plan = ClusterPlan("beta", ["ctl"], ["db"], ["rest"], ["ctl"])
+    rest_units = [active("slurmrestd.service"), active("slurm-web-agent.service")]
+    if watch:
+        rest_units.append(watch)
+    facts = {
+        "ctl": HostFacts("ctl", "beta", frozenset({"slurmctld", "compute"}), S,
+                         state=state([key_file(ctl_key)]), conf={S.slurm_conf: present()}),
+        "db": HostFacts("db", "beta", frozenset({"slurmdbd"}), S, state=state([key_file(db_key)]),
+                        conf={S.slurmdbd_conf: conf or present()}),
+        "rest": HostFacts(
+            "rest", "beta", frozenset({"slurmrestd"}), S,
+            state=state([copy or copy_file(), RemoteFile(S.slurmrestd_dropin, True,
+                         "regular file", "root", "root", 0o644, DROPIN)], rest_units),
+            conf={S.slurm_conf: present()}, check=check or {"exit_code": 0}),
+    }
+    return evaluate({"beta": plan}, facts)
+
+
+def test_a_healthy_cluster():
+    reports = beta()
+    assert exit_code(reports) == 0
+    rest = reports[0].rows[2]
+    assert rest.cells["copy"] == "aaaaaaaaaaaa slurm-web:slurm-web 0400"
+    assert rest.cells["watchdog"] == "not installed" and rest.cells["check"] == "ok"
+    assert "beta: OK" in render_table(reports)
+
+
+def test_a_copy_with_a_wrong_mode():
+    (report,) = beta(copy=copy_file(mode=0o440))
+    assert not report.ok
+    assert any("should be slurm-web:slurm-web 0400" in p for p in report.all_problems())
+
+
+def test_a_key_that_differs_between_two_hosts_of_a_cluster():
+    (report,) = beta(db_key="b" * 64)
+    assert any("differs between the cluster's hosts: ctl aaaaaaaaaaaa, db bbbbbbbbbbbb" in p
+               for p in report.problems)
+
+
+def test_a_copy_that_differs_from_the_key_and_a_failed_check():
+    (report,) = beta(copy=copy_file(sha="c" * 64),
+                     check={"exit_code": 30, "reason": "rejected_by_slurmctld", "message": "m"})
+    problems = report.all_problems()
+    assert any("copy on rest (cccccccccccc) differs" in p for p in problems)
+    assert report.rows[2].cells["check"] == "rejected_by_slurmctld (30)"
+
+
+def test_missing_authalt_lines_and_a_stopped_watchdog():
+    (report,) = beta(conf={"exit_code": 0, "changed": True},
+                     watch=UnitState(WATCH_UNIT, "loaded", "failed", "enabled"))
+    assert report.rows[1].cells["authalt"] == "MISSING slurmdbd.conf"
+    assert any(WATCH_UNIT in p for p in report.all_problems())
+
+
+def test_an_unreachable_host_and_json():
+    plan = ClusterPlan("alpha", ["a1"], ["a1"], ["a1"], ["a1"])
+    reports = evaluate({"alpha": plan, "other": ClusterPlan("other", ["o"], [], ["o"])},
+                       {"a1": HostFacts("a1", "alpha", frozenset({"slurmctld"}), S,
+                                        error="could not connect over SSH")})
+    assert [r.name for r in reports] == ["alpha"]  # only clusters in --limit
+    data = json.loads(json.dumps(to_dict(reports)))
+    assert data["ok"] is False
+    assert data["clusters"][0]["hosts"][0]["check"] == "unreachable"
