@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
-
-import pytest
 
 from tests.testbed.inventory import render_inventory
 from tests.testbed.topology import load_catalog
@@ -43,19 +44,34 @@ def test_several_topologies_share_role_groups():
     assert gamma["gamma1"]["agent_unit"] == "slurm-web-agent-uwsgi.service"
 
 
-def test_pyinfra_merges_cluster_data_with_role_groups(tmp_path):
-    inventory_mod = pytest.importorskip("pyinfra_cli.inventory")
-    from pyinfra.api import State
-    from pyinfra.context import ctx_state
+# Loaded by pyinfra itself, in a child process: importing pyinfra_cli monkey-patches gevent
+# into the whole interpreter, which would turn every later test's threads into greenlets.
+_LOAD_WITH_PYINFRA = """
+import json, sys
+from pyinfra.api import State
+from pyinfra.context import ctx_state
+from pyinfra_cli.inventory import make_inventory_from_files
+with ctx_state.use(State()):
+    inventory = make_inventory_from_files(sys.argv[1])
+rest = inventory.get_host("split-rest")
+print(json.dumps({
+    "ssh_hostname": rest.data.ssh_hostname,
+    "cluster": rest.data.cluster,
+    "slurmrestd": sorted(h.name for h in inventory.get_group("slurmrestd")),
+    "split": sorted(h.name for h in inventory.get_group("split")),
+    "dbd_key": inventory.get_group("slurmdbd")[0].data.ssh_key,
+}))
+"""
 
+
+def test_pyinfra_merges_cluster_data_with_role_groups(tmp_path):
     path = tmp_path / "split.py"
     path.write_text(render_inventory([load_catalog().topology("split")], KEY))
-    # pyinfra's CLI loads inventory files inside a State context.
-    with ctx_state.use(State()):
-        inventory = inventory_mod.make_inventory_from_files(str(path))
-    rest = inventory.get_host("split-rest")
-    assert rest.data.ssh_hostname == "10.213.47.23"
-    assert rest.data.cluster == "split"
-    assert {h.name for h in inventory.get_group("slurmrestd")} == {"split-rest"}
-    assert {h.name for h in inventory.get_group("split")} == {"split-ctl", "split-db", "split-rest"}
-    assert inventory.get_group("slurmdbd")[0].data.ssh_key == str(KEY)
+    done = subprocess.run([sys.executable, "-c", _LOAD_WITH_PYINFRA, str(path)],
+                          capture_output=True, text=True, check=True)
+    loaded = json.loads(done.stdout)
+    assert loaded["ssh_hostname"] == "10.213.47.23"
+    assert loaded["cluster"] == "split"
+    assert loaded["slurmrestd"] == ["split-rest"]
+    assert loaded["split"] == ["split-ctl", "split-db", "split-rest"]
+    assert loaded["dbd_key"] == str(KEY)
