@@ -1,0 +1,56 @@
+"""Staged rollout decisions (deploys/lib/rollout_plan.py) and the command line (deploys/rollout)."""
+
+from __future__ import annotations
+
+from deploys import rollout
+from deploys.lib import rollout_plan as rp
+from deploys.lib.summary import ClusterSummary
+
+OK = (ClusterSummary("alpha", "changed"),)
+FAILED = (ClusterSummary("alpha", "failed", failures=(("a1", "boom"),)),)
+
+
+def result(stage: str, code: int, summaries) -> rp.StageResult:
+    return rp.StageResult(rp.Stage(stage, ()), code, summaries)
+
+
+def test_canaries_are_limited_first_and_excluded_after():
+    canary, rest = rp.stages(["alpha", "canary"])
+    assert canary.selection == ("--limit", "alpha", "--limit", "canary")
+    assert rest.selection == ("--exclude", "alpha", "--exclude", "canary")
+    assert [s.name for s in rp.stages([])] == ["all"]
+
+
+def test_pyinfra_command():
+    stage = rp.stages(["alpha"])[0]
+    cmd = rp.pyinfra_command("py", "inv.py", stage, ["--parallel", "4"], dry=False)
+    assert cmd == ["py", "-m", "pyinfra", "-y", "inv.py", "deploys/slurmrestd_access.py",
+                   "--limit", "alpha", "--parallel", "4"]
+    assert "--dry" in rp.pyinfra_command("py", "inv.py", stage, [], dry=True)
+
+
+def test_a_failed_canary_stops_the_rollout_with_exit_3():
+    canary = result("canary", 1, FAILED)
+    assert not rp.should_continue(canary)
+    assert rp.final_exit([canary]) == rp.EXIT_CANARY_FAILED
+
+
+def test_a_canary_without_summary_counts_as_failed():
+    canary = result("canary", 1, None)
+    assert not rp.should_continue(canary) and rp.final_exit([canary]) == 3
+    assert "without a per-cluster summary" in rp.missing_summary_note(canary)
+
+
+def test_exit_codes_after_good_canaries():
+    canary = result("canary", 0, OK)
+    assert rp.should_continue(canary)
+    assert rp.final_exit([canary, result("rest", 0, (ClusterSummary("b", "unchanged"),))]) == 0
+    rest_failed = result("rest", 1, (ClusterSummary("b", "failed", failures=(("b1", "x"),)),))
+    assert rp.final_exit([canary, rest_failed]) == rp.EXIT_FAILED
+    assert rp.final_exit([result("all", 1, FAILED)]) == rp.EXIT_FAILED
+    assert rp.final_exit([result("all", 0, OK)]) == rp.EXIT_OK
+
+
+def test_usage_errors_exit_2(tmp_path, capsys):
+    assert rollout.main(["--nonsense"]) == rp.EXIT_USAGE
+    assert rollout.main([str(tmp_path / "absent.py")]) == rp.EXIT_USAGE
