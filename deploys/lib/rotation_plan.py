@@ -24,7 +24,10 @@ from deploys.lib.cluster import ClusterPlan
 from deploys.lib.settings import Settings
 
 PREVIOUS_SUFFIX = ".previous"
-REJECTED_BY_SLURMCTLD = 30  # slurmrestd-access check's exit code for a refused token
+# slurmrestd-access check's exit codes: 30 = slurmctld refused the token; 31/33 = slurmctld
+# accepted it and only slurmdbd refused it / could not be reached.
+REJECTED_BY_SLURMCTLD = 30
+PASSED_SLURMCTLD = (0, 31, 33)
 
 
 def previous_path(path: str) -> str:
@@ -104,7 +107,7 @@ def judge_old_key(exit_code: int, reason: str | None) -> str | None:
     """None when the previous key is refused by slurmctld, else why the proof fails."""
     if exit_code == REJECTED_BY_SLURMCTLD:
         return None
-    if exit_code == 0:
+    if exit_code in PASSED_SLURMCTLD:
         return "a token signed with the previous key is still accepted by slurmctld"
     return (f"the previous key could not be shown to be refused (check exit {exit_code}, "
             f"{reason or 'unknown'})")

@@ -92,6 +92,7 @@ def test_hosts_of_a_split_and_a_single_host_cluster():
 def test_judging_the_proof():
     assert rp.judge_old_key(30, "rejected_by_slurmctld") is None
     assert "still accepted" in rp.judge_old_key(0, None)
+    assert "still accepted by slurmctld" in rp.judge_old_key(31, "rejected_by_slurmdbd")
     assert "could not be shown" in rp.judge_old_key(32, "controller_unreachable")
     assert rp.judge_new_key(0, None, None, "now") is None
     assert "rejected_by_slurmdbd" in rp.judge_new_key(31, "rejected_by_slurmdbd", "m", "now")

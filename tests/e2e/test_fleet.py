@@ -1,0 +1,213 @@
+"""End-to-end on the `fleet` topology: three clusters (alpha: one host, beta: ctl/db/rest,
+gamma: one host with the uWSGI agent unit) deployed, rotated, broken and audited together.
+
+The tests run in file order on one fresh fleet; each leaves the fleet deployed and healthy.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.e2e import hostcheck
+from tests.e2e.pyinfra_run import ROOT, run_deploy
+from tests.e2e.test_deploy import COPY, KEY, assert_deployed
+
+pytestmark = pytest.mark.e2e
+
+ROTATE = "deploys/rotate_key.py"
+DEPLOY = "deploys/slurmrestd_access.py"
+SLURM_CONF = "/etc/slurm/slurm.conf"
+AGENT_INI = "/etc/slurm-web/agent.ini"
+WATCH = "slurmrestd-access-watch.service"
+FILES = (KEY, COPY, SLURM_CONF, "/etc/slurm/slurmdbd.conf", AGENT_INI,
+         "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf")
+
+
+@pytest.fixture(scope="module")
+def fleet(testbed):
+    topo = testbed.up("fleet", fresh=True)
+    first = run_deploy(topo.inventory_path)
+    assert first.returncode == 0, first.output[-6000:]
+    return topo, first
+
+
+def summary(run) -> dict[str, str]:
+    """The per-cluster summary printed at the end of a pyinfra run: {cluster: line}."""
+    lines = run.output.splitlines()
+    try:
+        start = max(i for i, line in enumerate(lines) if "--> Per-cluster summary:" in line)
+    except ValueError:
+        raise AssertionError(f"no per-cluster summary:\n{run.output[-3000:]}") from None
+    found = {}
+    for line in lines[start + 1:]:
+        m = re.match(r"^    (\S+): (.*)$", line)
+        if not m:
+            break
+        found[m.group(1)] = m.group(2)
+    return found
+
+
+def key_hashes(topo) -> dict[str, str | None]:
+    """SHA-256 of Slurm's key on every key host and of the agent copy on every agent host."""
+    hashes = {}
+    for h in topo.hosts:
+        if {"slurmctld", "slurmdbd"} & set(h.roles):
+            hashes[f"{h.name}:key"] = (hostcheck.stat(topo, h.name, KEY) or {}).get("sha256")
+        if "slurmrestd" in h.roles:
+            hashes[f"{h.name}:copy"] = (hostcheck.stat(topo, h.name, COPY) or {}).get("sha256")
+    return hashes
+
+
+def snapshot(topo) -> dict:
+    """Every file the project manages (owner, mode, hash) and every unit's start: a change to
+    anything shows."""
+    return {h.name: ({p: hostcheck.stat(topo, h.name, p) for p in FILES},
+                     hostcheck.unit_starts(topo, h.name)) for h in topo.hosts}
+
+
+def report(topo, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "deploys.report", str(topo.inventory_path),
+                           *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          check=False)
+
+
+def test_a_fresh_fleet_is_deployed_in_one_run(fleet):
+    topo, first = fleet
+    assert summary(first) == {"alpha": "changed", "beta": "changed", "gamma": "changed"}
+    assert_deployed(topo)
+
+
+def test_a_second_run_changes_nothing(fleet):
+    topo, _ = fleet
+    before = snapshot(topo)
+    again = run_deploy(topo.inventory_path)
+    assert again.returncode == 0, again.output[-6000:]
+    assert summary(again) == {"alpha": "unchanged", "beta": "unchanged", "gamma": "unchanged"}
+    assert again.totals()["changed"] == 0
+    assert snapshot(topo) == before
+
+
+def test_the_report_of_a_healthy_fleet_is_ok_and_changes_nothing(fleet):
+    topo, _ = fleet
+    before = snapshot(topo)
+    table = report(topo)
+    assert table.returncode == 0, table.stdout + table.stderr
+    for cluster in ("alpha", "beta", "gamma"):
+        assert f"{cluster}: OK" in table.stdout
+    data = json.loads(report(topo, "--json").stdout)
+    assert data["ok"] is True
+    rows = {r["host"]: r for c in data["clusters"] for r in c["hosts"]}
+    assert rows["gamma1"]["agent"] == "slurm-web-agent-uwsgi active"
+    assert rows["beta-ctl"]["key"][:12] == rows["beta-rest"]["copy"][:12]
+    assert snapshot(topo) == before  # read-only: same files, no unit restarted
+
+
+def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
+    topo, _ = fleet
+    before = key_hashes(topo)
+    run = run_deploy(topo.inventory_path, ROTATE, "--limit", "beta")
+    assert run.returncode == 0, run.output[-6000:]
+    assert summary(run) == {"beta": "changed"}
+    after = key_hashes(topo)
+    for name in ("alpha1:key", "alpha1:copy", "gamma1:key", "gamma1:copy"):
+        assert after[name] == before[name], name
+    new = after["beta-ctl:key"]
+    assert new != before["beta-ctl:key"]
+    assert after["beta-db:key"] == new and after["beta-rest:copy"] == new
+    # The previous key is kept beside the key, owner only; tokens signed with it are refused.
+    previous = hostcheck.stat(topo, "beta-ctl", KEY + ".previous")
+    assert previous["sha256"] == before["beta-ctl:key"]
+    assert (previous["owner"], previous["mode"]) == ("slurm", 0o600)
+    old = topo.ssh("beta-rest", f"slurmrestd-access check --key {COPY}.previous", check=False)
+    assert old.returncode == 30, old.stdout + old.stderr
+    topo.ssh("beta-rest", "runuser -u slurm-web -- slurmrestd-access check")
+    status = hostcheck.standin_status(topo, "beta-rest")
+    assert status["accepted"] is True and status["key_sha256"] == new
+    assert "previous key refused by slurmctld, new key accepted" in run.output
+
+
+def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
+    topo, _ = fleet
+    before = key_hashes(topo)
+    # slurmctld is made to load a pinned copy of the current key: after the rotation it still
+    # accepts the previous key, so the proof fails and the rotation must roll back.
+    pinned = "/var/spool/slurm/pinned.key"
+    topo.ssh("beta-ctl", f"cp -p {KEY} {pinned} && cp -p {SLURM_CONF} /root/slurm.conf.good && "
+                         f"sed -i 's|jwt_key={KEY}|jwt_key={pinned}|' {SLURM_CONF}")
+    try:
+        run = run_deploy(topo.inventory_path, ROTATE, "--limit", "beta")
+        assert run.returncode != 0
+        line = summary(run)["beta"]
+        assert line.startswith("failed (beta-ctl: rotation of cluster beta failed: a token "
+                               "signed with the previous key is still accepted"), line
+        assert "rolled back to the previous key" in line and "BUT" not in line
+        assert key_hashes(topo) == before
+        assert hostcheck.standin_status(topo, "beta-rest")["accepted"] is True
+    finally:
+        topo.ssh("beta-ctl", f"mv -f /root/slurm.conf.good {SLURM_CONF} && rm -f {pinned} && "
+                             "systemctl restart slurmctld && for i in $(seq 60); do "
+                             "scontrol ping | grep -q 'is UP' && break; sleep 0.5; done")
+    topo.ssh("beta-rest", "runuser -u slurm-web -- slurmrestd-access check")
+
+
+def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
+    topo, _ = fleet
+    # alpha and beta get work to do (agent.ini lost a setting the deploy manages; not the key
+    # copy, which a running watchdog would put back first); gamma's slurm.conf gets a line that
+    # makes slurmctld fail to start, and loses its AuthAlt lines so that the deploy changes
+    # slurm.conf and restarts slurmctld.
+    for host in ("alpha1", "beta-rest"):
+        topo.ssh(host, f"sed -i '/^jwt_mode/d' {AGENT_INI} && grep -q '^jwt_key' {AGENT_INI}")
+    topo.ssh("gamma1", f"cp -p {SLURM_CONF} /root/slurm.conf.good && sed -i "
+                       f"-e '/^AuthAlt/d' -e 's|^SelectType=.*|SelectType=select/nonexistent|' "
+                       f"{SLURM_CONF}")
+    try:
+        run = run_deploy(topo.inventory_path)
+        assert run.returncode != 0
+        lines = summary(run)
+        assert lines["alpha"] == "changed" and lines["beta"] == "changed", lines
+        assert lines["gamma"].startswith("failed (gamma1: "), lines
+        assert "slurmctld" in lines["gamma"]
+        for host in ("alpha1", "beta-rest"):
+            assert hostcheck.standin_status(topo, host)["accepted"] is True
+        # gamma stopped at the failed step: its agent was not restarted by this run.
+        assert "[gamma1] " not in run.output.split("Restart the Slurm-web agent")[1].split(
+            "-->")[0]
+    finally:
+        topo.ssh("gamma1", f"mv -f /root/slurm.conf.good {SLURM_CONF} && "
+                           "systemctl restart slurmctld")
+    repair = run_deploy(topo.inventory_path, DEPLOY, "--limit", "gamma")
+    assert repair.returncode == 0, repair.output[-6000:]
+    assert hostcheck.standin_status(topo, "gamma1")["accepted"] is True
+
+
+def test_the_report_catches_a_wrong_copy_mode_and_keys_that_differ(fleet):
+    topo, _ = fleet
+    # A watchdog (when the deploy installs one) would repair the copy before the report looks.
+    topo.ssh("alpha1", f"systemctl stop {WATCH} 2>/dev/null; chmod 0440 {COPY}")
+    topo.ssh("beta-db", f"head -c 32 /dev/urandom > {KEY}.new && chown slurm:slurm {KEY}.new && "
+                        f"chmod 0600 {KEY}.new && mv -f {KEY}.new {KEY}")
+    before = snapshot(topo)
+    bad = report(topo)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    assert f"the agent's copy {COPY} is slurm-web:slurm-web 0440, should be " \
+           "slurm-web:slurm-web 0400" in bad.stdout
+    assert re.search(r"Slurm's key differs between the cluster's hosts: beta-ctl \w{12}, "
+                     r"beta-db \w{12}", bad.stdout), bad.stdout
+    assert "gamma: OK" in bad.stdout
+    data = json.loads(report(topo, "--json", "--limit", "beta").stdout)
+    assert [c["cluster"] for c in data["clusters"]] == ["beta"] and data["ok"] is False
+    assert snapshot(topo) == before
+    # The deploy repairs both.
+    try:
+        repair = run_deploy(topo.inventory_path)
+        assert repair.returncode == 0, repair.output[-6000:]
+    finally:
+        topo.ssh("alpha1", f"systemctl start {WATCH} 2>/dev/null; true")
+    final = report(topo)
+    assert final.returncode == 0, final.stdout
