@@ -19,6 +19,14 @@ from deploys.lib import summary_hook
 from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
 from deploys.lib.keytransfer import KeySource
 from deploys.lib.settings import Settings, settings_from_host_data
+from deploys.lib.watchconf import (
+    WATCH_CONFIG_PATH,
+    WATCH_UNIT,
+    WATCH_UNIT_PATH,
+    render_watch_toml,
+    render_watch_unit,
+)
+from watchdog_daemon.dropin import render_dropin
 
 q = shlex.quote
 
@@ -59,8 +67,8 @@ def slurmrestd_access() -> None:
     slow = {"_timeout": settings.restart_wait + 60}
     check = {"_timeout": settings.check_timeout * 4 + 30}
 
-    ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
-                     _timeout=600)
+    tool = ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
+                            _timeout=600)
     ops.preflight(name="Preflight", settings=settings, roles=roles, **quick)
 
     # 1-2. The key: created on the controller, or pushed from the workstation's key source;
@@ -112,17 +120,19 @@ def slurmrestd_access() -> None:
         return
 
     # 5. slurmrestd with the documentation's drop-in.
-    dropin = ops.slurmrestd_dropin(name="slurmrestd drop-in", settings=settings, **quick)
+    unit = settings.slurmrestd_unit
+    socket_up = f"test -S {q(settings.slurmrestd_socket)}"
+    no_socket = f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}"
+    dropin = ops.text_file(name="slurmrestd drop-in", settings=settings,
+                           path=settings.slurmrestd_dropin,
+                           text=render_dropin(socket_path=settings.slurmrestd_socket), **quick)
     ops.daemon_reload(name="systemctl daemon-reload", settings=settings,
                       _if=dropin.did_change, **quick)
-    ops.enable_slurmrestd(name=f"Enable and start {settings.slurmrestd_unit}", settings=settings,
-                          **slow)
-    unit = settings.slurmrestd_unit
+    ops.enable_unit(name=f"Enable and start {unit}", settings=settings, unit=unit,
+                    wait_for=socket_up, failure=no_socket, **slow)
     ops.restart_unit(
         name=f"Restart {unit}", settings=settings, unit=unit,
-        wait_for=f"test -S {q(settings.slurmrestd_socket)}",
-        wait_seconds=settings.restart_wait,
-        failure=f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}",
+        wait_for=socket_up, wait_seconds=settings.restart_wait, failure=no_socket,
         _if=any_changed(dropin, *conf_changes), **slow)
 
     # 6-7. The agent's copy of the key and its configuration.
@@ -144,3 +154,21 @@ def slurmrestd_access() -> None:
                       _if=any_changed(copy, ini), **slow)
     ops.connect_check(name="Connect check after the agent restart", settings=settings,
                       when="after the agent restart", _if=any_changed(copy, ini), **check)
+
+    # 11. The rotation watchdog, always on: it finds everything in sync and does nothing until
+    # the key changes.
+    watch_active = f"systemctl is-active -q {WATCH_UNIT}"
+    watch_failed = f"{WATCH_UNIT} did not become active: see journalctl -u {WATCH_UNIT}"
+    watch_files = [
+        ops.text_file(name=f"Watchdog config {WATCH_CONFIG_PATH}", settings=settings,
+                      path=WATCH_CONFIG_PATH, text=render_watch_toml(settings), **quick),
+        ops.text_file(name=f"Watchdog unit {WATCH_UNIT}", settings=settings,
+                      path=WATCH_UNIT_PATH, text=render_watch_unit(settings), **quick),
+    ]
+    ops.daemon_reload(name="systemctl daemon-reload (watchdog)", settings=settings,
+                      _if=watch_files[1].did_change, **quick)
+    ops.enable_unit(name=f"Enable and start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
+                    wait_for=watch_active, failure=watch_failed, **slow)
+    ops.restart_unit(name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
+                     wait_for=watch_active, wait_seconds=settings.restart_wait,
+                     failure=watch_failed, _if=any_changed(tool, *watch_files), **slow)

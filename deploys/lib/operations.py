@@ -7,7 +7,9 @@ Key material never passes through an argument, a fact or a command line (see key
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+from io import BytesIO
 
 from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
@@ -18,7 +20,6 @@ from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
-from watchdog_daemon.dropin import render_dropin
 
 q = shlex.quote
 
@@ -272,25 +273,24 @@ def merge_agent_ini(settings: Settings):
 
 @operation()
 @host_local
-def slurmrestd_dropin(settings: Settings):
-    """Install the slurmrestd drop-in of the Slurm-web documentation (text compared by hash)."""
-    stop_if_cluster_failed(settings)
-    import hashlib
-    from io import BytesIO
+def text_file(settings: Settings, path: str, text: str, mode: int = 0o644):
+    """A root-owned configuration file with exactly `text`, compared by hash, replaced by rename.
 
-    text = render_dropin(socket_path=settings.slurmrestd_socket)
+    For files that hold no secret (drop-ins, units, the watchdog's config): their text may
+    show in pyinfra's output.
+    """
+    stop_if_cluster_failed(settings)
     digest = hashlib.sha256(text.encode()).hexdigest()
-    current = survey.survey(settings).file(settings.slurmrestd_dropin)
-    if current.matches(digest, "root", "root", 0o644):
-        host.noop(f"{settings.slurmrestd_dropin} up to date")
+    if survey.survey(settings).file(path).matches(digest, "root", "root", mode):
+        host.noop(f"{path} up to date")
         return
     survey.forget()
-    directory = settings.slurmrestd_dropin.rsplit("/", 1)[0]
-    temp = f"{settings.slurmrestd_dropin}.slurmrestd-access-new"
+    directory = path.rsplit("/", 1)[0]
+    temp = f"{path}.slurmrestd-access-new"
     yield StringCommand("mkdir", "-p", "-m", "0755", q(directory))
     yield FileUploadCommand(BytesIO(text.encode()), temp)
-    yield StringCommand("chown", "root:root", q(temp), "&&", "chmod", "0644", q(temp), "&&",
-                        "mv", "-f", q(temp), q(settings.slurmrestd_dropin))
+    yield StringCommand("chown", "root:root", q(temp), "&&", "chmod", f"{mode:04o}", q(temp),
+                        "&&", "mv", "-f", q(temp), q(path))
 
 
 @operation()
@@ -305,18 +305,16 @@ def restart_unit(settings: Settings, unit: str, wait_for: str, wait_seconds: int
 
 @operation()
 @host_local
-def enable_slurmrestd(settings: Settings):
-    """`enable --now` when slurmrestd is not yet enabled and running; wait for its socket."""
+def enable_unit(settings: Settings, unit: str, wait_for: str, failure: str):
+    """`enable --now` when the unit is not yet enabled and running; wait until it answers."""
     stop_if_cluster_failed(settings)
-    unit = settings.slurmrestd_unit
     current = survey.survey(settings).unit(unit)
     if current.active == "active" and current.unit_file == "enabled":
         host.noop(f"{unit} enabled and active")
         return
     survey.forget()
     yield StringCommand("systemctl", "enable", "--now", unit)
-    yield _wait(f"test -S {q(settings.slurmrestd_socket)}", settings.restart_wait,
-                f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}")
+    yield _wait(wait_for, settings.restart_wait, failure)
 
 
 @operation()

@@ -7,6 +7,7 @@ from pyinfra import host, state
 from deploys.lib.facts import HostState
 from deploys.lib.hoststate import HostState as HostStateData
 from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
 
@@ -17,9 +18,10 @@ def survey(settings: Settings) -> HostStateData:
         _cache[key] = host.get_fact(
             HostState,
             files=(settings.jwt_key_path, settings.agent_key_path, settings.slurmrestd_dropin,
-                   settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini),
+                   settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
+                   WATCH_CONFIG_PATH, WATCH_UNIT_PATH),
             units=(settings.slurmctld_unit, settings.slurmdbd_unit, settings.slurmrestd_unit,
-                   *AGENT_UNITS),
+                   *AGENT_UNITS, WATCH_UNIT),
             users=(settings.jwt_key_owner, settings.agent_user),
             groups=(settings.jwt_key_group, settings.agent_group),
             tool_prefix=settings.tool_prefix,

@@ -1,0 +1,113 @@
+"""End-to-end: the rotation watchdog under systemd on real Slurm hosts (testbed).
+
+The deploy installs and starts `slurmrestd-access-watch.service`; these tests rotate Slurm's
+key by rename, the way an administrator or a rotation tool does, and watch what happens.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+from tests.e2e import hostcheck
+from tests.e2e.pyinfra_run import run_deploy
+
+pytestmark = pytest.mark.e2e
+
+KEY = "/var/spool/slurm/jwt_hs256.key"
+COPY = "/var/lib/slurm-web/slurmrestd.key"
+WATCH = "slurmrestd-access-watch.service"
+ROTATE = (f"umask 077; head -c 32 /dev/urandom > {KEY}.rot && chown slurm:slurm {KEY}.rot && "
+          f"mv -f {KEY}.rot {KEY}")
+
+
+def agent_starts(topo, host: str, unit: str) -> int:
+    """How many times the agent unit has been started since boot (journal, not guesses)."""
+    out = topo.ssh(host, f"journalctl -b -u {unit} -o cat --no-pager | "
+                   "grep -c '^Started ' || true").stdout
+    return int(out.strip() or 0)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def watch_status(topo, host: str) -> dict:
+    return json.loads(topo.ssh(host, "slurmrestd-access status", check=False).stdout or "{}")
+
+
+def rotate_and_check(topo, host: str, unit: str) -> None:
+    old_copy = hostcheck.stat(topo, host, COPY)
+    starts = agent_starts(topo, host, unit)
+    topo.ssh(host, ROTATE)
+    new_key = hostcheck.stat(topo, host, KEY)["sha256"]
+    assert new_key != old_copy["sha256"]
+    # Slurm still runs with the old key: the watchdog waits, the agent keeps running untouched.
+    wait_for(lambda: "waiting" in json.dumps(watch_status(topo, host)).lower(), 30,
+             "the watchdog to report it waits for Slurm to reload the key")
+    time.sleep(3)
+    assert agent_starts(topo, host, unit) == starts
+    assert hostcheck.standin_status(topo, host)["accepted"] is True  # still on the old key
+    # Slurm reloads the key (FACTS: reconfigure for slurmctld, restart for slurmdbd).
+    topo.ssh(host, "systemctl restart slurmdbd && "
+                   "for i in $(seq 60); do ss -Hltn 'sport = :6819' | grep -q . && break; "
+                   "sleep 0.5; done; scontrol reconfigure")
+    wait_for(lambda: (hostcheck.stat(topo, host, COPY) or {}).get("sha256") == new_key, 90,
+             "the agent's copy to be synced to the new key")
+    copy = hostcheck.stat(topo, host, COPY)
+    assert (copy["owner"], copy["group"], copy["mode"]) == ("slurm-web", "slurm-web", 0o400)
+    wait_for(lambda: agent_starts(topo, host, unit) == starts + 1, 60,
+             "the agent to be restarted once")
+    status = wait_for(lambda: (s := hostcheck.standin_status(topo, host))["accepted"] and s,
+                      60, "the agent stand-in to report accepted")
+    assert status["key_sha256"] == new_key
+    time.sleep(3)
+    assert agent_starts(topo, host, unit) == starts + 1  # exactly once
+
+
+@pytest.fixture(scope="module")
+def single_deployed(testbed):
+    topo = testbed.up("single", fresh=True)
+    run = run_deploy(topo.inventory_path)
+    assert run.returncode == 0, run.output[-6000:]
+    topo.ssh("hpc1", f"systemctl is-active {WATCH}")
+    return topo
+
+
+def test_rotation_syncs_only_after_slurm_accepts_then_restarts_the_agent_once(single_deployed):
+    rotate_and_check(single_deployed, "hpc1", "slurm-web-agent.service")
+
+
+def test_killed_watchdog_comes_back_and_restarts_nothing(single_deployed):
+    topo = single_deployed
+    starts = agent_starts(topo, "hpc1", "slurm-web-agent.service")
+    pid = topo.ssh("hpc1", f"systemctl show -p MainPID --value {WATCH}").stdout.strip()
+    topo.ssh("hpc1", f"systemctl kill -s KILL {WATCH}")
+    wait_for(lambda: topo.ssh("hpc1", f"systemctl show -p MainPID --value {WATCH}").stdout.strip()
+             not in ("0", pid) and topo.ssh("hpc1", f"systemctl is-active {WATCH}",
+                                            check=False).stdout.strip() == "active",
+             60, "systemd to bring the watchdog back")
+    time.sleep(5)
+    assert agent_starts(topo, "hpc1", "slurm-web-agent.service") == starts
+    assert hostcheck.standin_status(topo, "hpc1")["accepted"] is True
+
+
+def test_redeploy_after_rotation_changes_nothing(single_deployed):
+    run = run_deploy(single_deployed.inventory_path)
+    assert run.returncode == 0, run.output[-4000:]
+    assert run.totals()["changed"] == 0, run.output[-4000:]
+
+
+def test_rotation_on_the_uwsgi_agent_host(testbed):
+    topo = testbed.up("fleet")
+    run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--limit", "gamma")
+    assert run.returncode == 0, run.output[-6000:]
+    rotate_and_check(topo, "gamma1", "slurm-web-agent-uwsgi.service")
