@@ -18,8 +18,8 @@ import pytest
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd
 from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
     install_copy,
-    isolate_if_gevent_patched,
     new_key,
+    refuse_gevent_patched_process,
     wait_for,
     write_key,
 )

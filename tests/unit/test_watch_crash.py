@@ -16,9 +16,9 @@ import structlog
 
 from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
     AGENT,
-    isolate_if_gevent_patched,
     make_harness,
     new_key,
+    refuse_gevent_patched_process,
     sha,
     wait_for,
     write_key,

@@ -14,9 +14,9 @@ import pytest
 from tests.unit.test_watch_support import (
     AGENT,
     DeafObserver,
-    isolate_if_gevent_patched,  # noqa: F401 - autouse fixture: real threads
     make_harness,
     new_key,
+    refuse_gevent_patched_process,  # noqa: F401 - autouse fixture: real threads
     sha,
     tree,
     wait_for,

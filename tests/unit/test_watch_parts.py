@@ -27,7 +27,7 @@ from watchdog.events import (
 )
 
 from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
-    isolate_if_gevent_patched,
+    refuse_gevent_patched_process,
 )
 from watchdog_daemon.agentunits import agent_units_in_use
 from watchdog_daemon.backoff import Backoff

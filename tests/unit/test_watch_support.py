@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -307,15 +304,10 @@ class DeafObserver:
 
 
 # ------------------------------------------------------------------------------------------
-# Isolation from gevent. Importing pyinfra_cli runs gevent's monkey.patch_all() for the whole
-# pytest process (tests/unit/test_testbed_inventory.py does, and it runs before these tests in
-# a full run): threads become greenlets and a blocking inotify read or lock wait in one of the
-# daemon's threads freezes all of them. These tests need real threads, so once the process is
-# patched each module is run again, once, in a fresh interpreter, and every test reports the
-# outcome it had there.
-
-REPO = Path(__file__).resolve().parents[2]
-_ISOLATED: dict[str, dict[str, tuple[str, str]]] = {}
+# Guard against gevent. Importing pyinfra_cli runs gevent's monkey.patch_all() for the whole
+# pytest process: threads become greenlets and a blocking inotify read or lock wait in one of
+# the daemon's threads freezes all of them. Tests that need pyinfra_cli load it in a child
+# process; should one forget, these tests fail at once with the reason instead of hanging.
 
 
 def gevent_patched() -> bool:
@@ -323,42 +315,8 @@ def gevent_patched() -> bool:
     return bool(monkey is not None and monkey.is_module_patched("threading"))
 
 
-def _run_module_isolated(path: str) -> dict[str, tuple[str, str]]:
-    with tempfile.TemporaryDirectory() as tmp:
-        xml = Path(tmp) / "junit.xml"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
-        done = subprocess.run(
-            [sys.executable, "-m", "pytest", path, "-q", "-p", "no:cacheprovider",
-             f"--junitxml={xml}"], cwd=REPO, env=env, capture_output=True, text=True,
-            timeout=600)
-        outcomes: dict[str, tuple[str, str]] = {}
-        if not xml.exists():
-            return {"*": ("failed", done.stdout[-4000:] + done.stderr[-2000:])}
-        for case in ET.parse(xml).getroot().iter("testcase"):
-            name = case.get("name", "")
-            outcome, text = "passed", ""
-            for child in case:
-                if child.tag in ("failure", "error"):
-                    outcome, text = "failed", (child.get("message") or "") + (child.text or "")
-                    break
-                if child.tag == "skipped":
-                    outcome, text = "skipped", child.get("message") or ""
-            outcomes[name] = (outcome, text)
-        return outcomes
-
-
 @pytest.fixture(autouse=True)
-def isolate_if_gevent_patched(request: pytest.FixtureRequest) -> Any:
-    if not gevent_patched():
-        yield
-        return
-    path = str(request.node.path)
-    if path not in _ISOLATED:
-        _ISOLATED[path] = _run_module_isolated(path)
-    results = _ISOLATED[path]
-    outcome, text = results.get(request.node.name, results.get("*", ("failed", "not run")))
-    if outcome == "failed":
-        pytest.fail(f"failed in a fresh interpreter:\n{text[-4000:]}", pytrace=False)
-    if outcome == "skipped":
-        pytest.skip(text)
-    pytest.skip("PASSED in a fresh interpreter (this process is gevent-patched by pyinfra_cli)")
+def refuse_gevent_patched_process() -> None:
+    if gevent_patched():
+        pytest.fail("this test process was gevent-patched (an in-process import of pyinfra_cli): "
+                    "load pyinfra_cli in a child process instead", pytrace=False)

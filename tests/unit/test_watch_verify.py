@@ -10,7 +10,7 @@ import pytest
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd
 from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
     install_copy,
-    isolate_if_gevent_patched,
+    refuse_gevent_patched_process,
 )
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.secret import SecretBytes
