@@ -44,7 +44,7 @@ def commands_per_host(output: str) -> dict[str, int]:
 
 
 def bench(topology: str, repeat: int) -> dict:
-    testbed("down")
+    testbed("down", topology)
     testbed("up", topology)
     inventory = ROOT / ".testbed" / f"{topology}.py"
     first = run_deploy(inventory, "deploys/slurmrestd_access.py", "--debug")
@@ -70,7 +70,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     results = [bench(t, args.repeat) for t in args.topologies]
-    testbed("down")
+    testbed("down", *args.topologies)
     print(json.dumps(results, indent=2))
 
 

@@ -41,6 +41,12 @@ def cluster_plans() -> dict[str, ClusterPlan]:
     return plan_clusters(entries)
 
 
+def changed_unless_just_started(started, *changes):
+    """`_if` for a restart: something it reads changed, and this run did not just start it
+    (a unit started a moment ago already runs with the new files)."""
+    return lambda: any_changed(*changes)() and not started.did_change()
+
+
 def key_source(settings: Settings, plan: ClusterPlan) -> KeySource:
     if settings.key_source_file:
         return KeySource("file", settings.key_source_file, encoding=settings.key_source_encoding)
@@ -128,12 +134,12 @@ def slurmrestd_access() -> None:
                            text=render_dropin(socket_path=settings.slurmrestd_socket), **quick)
     ops.daemon_reload(name="systemctl daemon-reload", settings=settings,
                       _if=dropin.did_change, **quick)
-    ops.enable_unit(name=f"Enable and start {unit}", settings=settings, unit=unit,
-                    wait_for=socket_up, failure=no_socket, **slow)
+    started = ops.enable_unit(name=f"Enable and start {unit}", settings=settings, unit=unit,
+                              wait_for=socket_up, failure=no_socket, **slow)
     ops.restart_unit(
         name=f"Restart {unit}", settings=settings, unit=unit,
         wait_for=socket_up, wait_seconds=settings.restart_wait, failure=no_socket,
-        _if=any_changed(dropin, *conf_changes), **slow)
+        _if=changed_unless_just_started(started, dropin, *conf_changes), **slow)
 
     # 6-7. The agent's copy of the key and its configuration.
     if host.name in plan.hosts_needing_key():
@@ -167,8 +173,10 @@ def slurmrestd_access() -> None:
     ]
     ops.daemon_reload(name="systemctl daemon-reload (watchdog)", settings=settings,
                       _if=watch_files[1].did_change, **quick)
-    ops.enable_unit(name=f"Enable and start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
-                    wait_for=watch_active, failure=watch_failed, **slow)
+    watch_started = ops.enable_unit(
+        name=f"Enable and start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
+        wait_for=watch_active, failure=watch_failed, **slow)
     ops.restart_unit(name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
                      wait_for=watch_active, wait_seconds=settings.restart_wait,
-                     failure=watch_failed, _if=any_changed(tool, *watch_files), **slow)
+                     failure=watch_failed,
+                     _if=changed_unless_just_started(watch_started, tool, *watch_files), **slow)
