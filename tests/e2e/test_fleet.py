@@ -167,7 +167,8 @@ def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
                        f"-e '/^AuthAlt/d' -e 's|^SelectType=.*|SelectType=select/nonexistent|' "
                        f"{SLURM_CONF}")
     try:
-        run = run_deploy(topo.inventory_path)
+        # slurmctld may report ready and die right after: do not wait the default 60 s for it.
+        run = run_deploy(topo.inventory_path, DEPLOY, "--data", "restart_wait=15")
         assert run.returncode != 0
         lines = summary(run)
         assert lines["alpha"] == "changed" and lines["beta"] == "changed", lines
@@ -211,3 +212,35 @@ def test_the_report_catches_a_wrong_copy_mode_and_keys_that_differ(fleet):
         topo.ssh("alpha1", f"systemctl start {WATCH} 2>/dev/null; true")
     final = report(topo)
     assert final.returncode == 0, final.stdout
+
+
+def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
+    topo, _ = fleet
+    # gamma cannot take the deploy (preflight: slurmrestd would listen twice); alpha and beta
+    # would have work to do.
+    for host in ("alpha1", "beta-rest"):
+        topo.ssh(host, f"sed -i '/^jwt_mode/d' {AGENT_INI}")
+    topo.ssh("gamma1", "echo 'SLURMRESTD_LISTEN=unix:/run/slurmrestd/slurmrestd.socket' "
+                       ">> /etc/default/slurmrestd")
+    others = [h.name for h in topo.hosts if h.cluster != "gamma"]
+    before = {h: hostcheck.stat(topo, h, AGENT_INI) for h in others}
+    try:
+        done = subprocess.run([sys.executable, "-m", "deploys.rollout", str(topo.inventory_path),
+                               "--canary", "gamma"], cwd=ROOT, capture_output=True, text=True,
+                              timeout=600, check=False)
+        out = done.stdout + done.stderr
+        assert done.returncode == 3, out[-4000:]
+        assert "a canary failed: the other clusters were NOT touched" in out
+        assert "rest stage" not in out
+        assert re.search(r"^    gamma: failed \(gamma1: not ready for the deploy", out, re.M), out
+        assert {h: hostcheck.stat(topo, h, AGENT_INI) for h in others} == before
+    finally:
+        topo.ssh("gamma1", "sed -i '/^SLURMRESTD_LISTEN=/d' /etc/default/slurmrestd")
+    done = subprocess.run([sys.executable, "-m", "deploys.rollout", str(topo.inventory_path),
+                           "--canary", "gamma"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600, check=False)
+    out = done.stdout
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    summary_part = out.split("--> Rollout summary:")[1]
+    assert "alpha: changed" in summary_part and "beta: changed" in summary_part
+    assert "gamma: unchanged" in summary_part
