@@ -2,6 +2,9 @@
 
     pyinfra inventories/example_site.py deploys/slurmrestd_access.py --dry
     pyinfra inventories/example_site.py deploys/slurmrestd_access.py --limit atlas
+    python -m deploys.rollout inventories/example_site.py --canary canary   # canary first
+    pyinfra -y inventories/example_site.py deploys/rotate_key.py --limit atlas
+    python -m deploys.report inventories/example_site.py                    # read-only audit
 
 One group per cluster holds the hosts with their data (at least `cluster`, the ClusterName
 of slurm.conf). The role groups say what runs where, by host name:
@@ -42,5 +45,6 @@ slurmdbd = ["atlas-db", "nova-mgmt"]
 slurmrestd = ["atlas-web", "nova-mgmt"]
 compute = []
 
-# Staged roll-outs: deploy these first with `--limit canary`, then the rest.
+# Staged roll-outs: `python -m deploys.rollout INVENTORY --canary canary` deploys these first,
+# and the rest only when every canary cluster succeeded (exit 3 and nothing else touched if not).
 canary = ["nova-mgmt"]
