@@ -75,7 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             print("--> rollout: a canary failed: the other clusters were NOT touched", flush=True)
             break
     combined = merge(*(r.summaries or () for r in results))
-    sys.stdout.write("\n" + render(combined, title="Rollout summary"))
+    if args.dry:
+        print("\n--> Rollout summary: dry run, nothing was changed; each stage's \"Detected "
+              "changes\" table above lists what it would change", flush=True)
+    else:
+        sys.stdout.write("\n" + render(combined, title="Rollout summary"))
     code = rp.final_exit(results)
     print(f"--> rollout: exit {code}", flush=True)
     return code
