@@ -36,7 +36,12 @@ def _first_error(state: Any, host: Any) -> str | None:
         if meta.did_error():
             name = ", ".join(sorted(state.get_op_meta(op_hash).names)) or "operation"
             stderr = [line for line in meta.stderr_lines if line.strip()]
-            return f"{name}: {stderr[-1]}" if stderr else f"{name} failed"
+            if stderr:
+                return f"{name}: {stderr[-1]}"
+            # pyinfra keeps no output of a command it timed out: say so, as a likely cause.
+            timeout = data.global_arguments.get("_timeout")
+            hint = f" (timed out after {timeout}s?)" if timeout else ""
+            return f"{name} failed without an error message{hint}; see the output above"
     return None
 
 
