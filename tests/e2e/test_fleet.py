@@ -110,9 +110,15 @@ def test_the_report_of_a_healthy_fleet_is_ok_and_changes_nothing(fleet):
 def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
     topo, _ = fleet
     before = key_hashes(topo)
-    run = run_deploy(topo.inventory_path, ROTATE, "--limit", "beta")
+    run = run_deploy(topo.inventory_path, ROTATE, "--limit", "beta", "-vvv")
     assert run.returncode == 0, run.output[-6000:]
     assert summary(run) == {"beta": "changed"}
+    # Neither key shows in the output, at pyinfra's highest verbosity.
+    for path in (KEY, KEY + ".previous"):
+        raw = topo.ssh("beta-ctl", f"base64 -w0 {path}; echo; od -An -tx1 -v {path} | "
+                                   "tr -d ' \n'").stdout.split()
+        assert len(raw) == 2 and all(len(r) >= 44 for r in raw)
+        assert not any(r in run.output for r in raw)
     after = key_hashes(topo)
     for name in ("alpha1:key", "alpha1:copy", "gamma1:key", "gamma1:copy"):
         assert after[name] == before[name], name
