@@ -169,11 +169,12 @@ def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
     # slurm.conf and restarts slurmctld.
     for host in ("alpha1", "beta-rest"):
         topo.ssh(host, f"sed -i '/^jwt_mode/d' {AGENT_INI} && grep -q '^jwt_key' {AGENT_INI}")
-    topo.ssh("gamma1", f"cp -p {SLURM_CONF} /root/slurm.conf.good && sed -i "
-                       f"-e '/^AuthAlt/d' -e 's|^SelectType=.*|SelectType=select/nonexistent|' "
-                       f"{SLURM_CONF}")
+    # (An unknown parameter: slurmctld exits at once. A missing plugin would leave its
+    # slurmscriptd behind, and systemd would wait 90 s to kill it before failing the restart.)
+    topo.ssh("gamma1", f"cp -p {SLURM_CONF} /root/slurm.conf.good && sed -i '/^AuthAlt/d' "
+                       f"{SLURM_CONF} && echo NoSuchParameter=1 >> {SLURM_CONF}")
     try:
-        # slurmctld may report ready and die right after: do not wait the default 60 s for it.
+        # Should slurmctld hang on its way down, do not wait the default 60 s for it.
         run = run_deploy(topo.inventory_path, DEPLOY, "--data", "restart_wait=15")
         assert run.returncode != 0
         lines = summary(run)
