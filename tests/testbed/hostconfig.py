@@ -111,6 +111,9 @@ def network_unit(host: Host, prefixlen: int) -> str:
         "[Service]\n"
         "Type=oneshot\n"
         "RemainAfterExit=yes\n"
+        # Seen under load: "Failed to spawn executor" once, and the host never got its address.
+        "Restart=on-failure\n"
+        "RestartSec=1\n"
         f"ExecStart=/usr/sbin/ip addr replace {host.address}/{prefixlen} dev host0\n"
         "ExecStart=/usr/sbin/ip link set host0 up\n"
         "\n"

@@ -287,5 +287,10 @@ def destroy_host(dirs: HostDirs) -> None:
     pid = running_pid(dirs)
     if pid is not None:
         stop_pid(pid)
+    # nspawn's host-side veth can outlive a container killed hard; a new boot of the same
+    # host would then fail with "File exists".
+    veth = f"vb-{dirs.top.name}"
+    if Path(f"/sys/class/net/{veth}").exists():
+        subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
     unmount_below(dirs.top)
     remove_tree(dirs.top)
