@@ -227,33 +227,24 @@ class Pipeline:
 
     def _run(self, batch: Batch) -> float | None:
         cfg = self.config
-        # 1. Slurm's key.
+        # 1-2. Slurm's key and the copy.
         try:
             if batch.in_place:
                 self._wait_for_quiet(cfg.key_path)
-            key = self.keys.read_key(cfg.key_path)
+            key, copy = self._read_key_and_copy()
         except KeyFileError as exc:
             return self._key_invalid(exc)
-        self.redactor.add(key)
-        self.status.key_fingerprint = key.fingerprint
-
-        # 2. The copy.
-        copy = self._copy_state()
         if copy is None:
             return None
         same_content = copy.exists and copy.sha256 == key.sha256
-        self.status.copy_fingerprint = copy.sha256[:12] if copy.sha256 else None
         if not same_content and not batch.in_place and "events" not in batch.vias:
             # No event told us how the key was written (reconcile on NFS, lost events, start):
             # it may be an in-place writer at work. Re-read after a quiet period first.
             self._wait_for_quiet(cfg.key_path)
             try:
-                key = self.keys.read_key(cfg.key_path)
+                key, copy = self._read_key_and_copy()
             except KeyFileError as exc:
                 return self._key_invalid(exc)
-            self.redactor.add(key)
-            self.status.key_fingerprint = key.fingerprint
-            copy = self._copy_state()
             if copy is None:
                 return None
             same_content = copy.exists and copy.sha256 == key.sha256
@@ -329,6 +320,16 @@ class Pipeline:
                     "over the old one",
                 )
             last = now_id
+
+    def _read_key_and_copy(self) -> tuple[Any, Any]:
+        """Read Slurm's key (KeyFileError when invalid) and describe the copy (None: refused)."""
+        key = self.keys.read_key(self.config.key_path)
+        self.redactor.add(key)
+        self.status.key_fingerprint = key.fingerprint
+        copy = self._copy_state()
+        if copy is not None:
+            self.status.copy_fingerprint = copy.sha256[:12] if copy.sha256 else None
+        return key, copy
 
     def _copy_state(self) -> Any:
         cfg = self.config
