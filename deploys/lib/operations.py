@@ -15,7 +15,7 @@ from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
 from deploys.lib import survey
-from deploys.lib.facts import ToolReport
+from deploys.lib.facts import HostState, ToolReport
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
@@ -193,8 +193,6 @@ def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group
 
 
 def _remote_sha256(source: KeySource) -> str | None:
-    from deploys.lib.facts import HostState
-
     src = state.inventory.get_host(source.where)
     data = src.get_fact(HostState, files=(source.path,), units=(), users=(), groups=(),
                         tool_prefix="/nonexistent")
