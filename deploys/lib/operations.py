@@ -81,21 +81,27 @@ def install_tool(settings: Settings):
         return
     survey.forget()
     prefix = settings.tool_prefix
-    stage = f"{prefix}/wheels-{house.digest}"
-    yield StringCommand("mkdir", "-p", "-m", "0755", q(stage))
-    for wheel in house.wheels:
-        yield FileUploadCommand(str(wheel), f"{stage}/{wheel.name}")
-    # A fresh venv per version, switched in by one rename: never a half-installed tool.
+    bundle = f"{prefix}/bundle-{house.digest}.tar.gz"
+    yield StringCommand("mkdir", "-p", "-m", "0755", q(prefix))
+    yield FileUploadCommand(str(house.bundle), bundle)
+    # A fresh venv per version, switched in by one rename: never a half-installed tool. The
+    # bundle is the wheels already unpacked as site-packages (see wheelhouse.build_bundle); the
+    # byte code is compiled here, for this host's Python.
     venv = f"{prefix}/venv-{house.digest}"
+    entry_point = (f"#!{venv}/bin/python3\nimport sys\nfrom watchdog_daemon.cli import main\n"
+                   "sys.exit(main())\n")
     script = f"""set -e; umask 022
 rm -rf {q(venv)}
 python3 -m venv --without-pip {q(venv)}
-{q(venv)}/bin/python {q(stage)}/{house.pip_wheel.name}/pip install -q --no-index \
-  --disable-pip-version-check --find-links {q(stage)} slurmrestd-access
+site=$({q(venv)}/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+tar -xzf {q(bundle)} -C "$site" --no-same-owner
+{q(venv)}/bin/python3 -m compileall -q -j0 "$site"
+printf %s {q(entry_point)} > {q(venv)}/bin/slurmrestd-access
+chmod 0755 {q(venv)}/bin/slurmrestd-access
 ln -sfn {q(venv)} {q(prefix)}/current.new && mv -T {q(prefix)}/current.new {q(prefix)}/current
 ln -sfn {q(prefix)}/current/bin/slurmrestd-access {q(settings.tool_link)}
-for old in {q(prefix)}/venv-* {q(prefix)}/wheels-*; do
-  case "$old" in {q(venv)}|{q(stage)}) ;; *) rm -rf "$old";; esac
+for old in {q(prefix)}/venv-* {q(prefix)}/wheels-* {q(prefix)}/bundle-*; do
+  case "$old" in {q(venv)}) ;; *) rm -rf "$old";; esac
 done
 echo {house.digest} > {q(prefix)}/INSTALLED"""
     yield StringCommand("sh", "-c", q(script))

@@ -1,27 +1,38 @@
-"""The host-side tool as wheels, built and fetched on the workstation.
+"""The host-side tool as wheels, built and fetched on the workstation, and packed for upload.
 
 Agent hosts are often air-gapped: everything the tool needs travels from the workstation.
 The wheelhouse is cached under `.cache/wheelhouse/` (or $SRA_WHEELHOUSE) per target Python
 and machine, so a re-run neither rebuilds nor re-downloads anything.
+
+Every wheel the tool needs is pure Python or already built for the target (no build step on
+the host), so installing one is unpacking it into site-packages. The workstation does that
+once, into one tar.gz (the bundle): a host gets one upload and one `tar -x` instead of a pip
+run, which costs seconds of CPU per host and per cluster.
 """
 
 from __future__ import annotations
 
 import fcntl
+import gzip
 import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
 import tomllib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = PROJECT_ROOT / "watchdog_daemon"
+# Part of the digest: a host installed from another bundle layout is re-installed.
+BUNDLE_FORMAT = b"site-packages-tar-1"
 
 
 # pyinfra runs hosts as gevent greenlets in one thread (threading is monkey-patched, so this lock
@@ -39,13 +50,8 @@ class Wheelhouse:
     wheels: tuple[Path, ...]
     # Hash over every wheel's content: equal on the host means installed and current.
     digest: str
-
-    @property
-    def pip_wheel(self) -> Path:
-        for wheel in self.wheels:
-            if wheel.name.startswith("pip-"):
-                return wheel
-        raise WheelhouseError(f"no pip wheel in {self.directory}")
+    # The wheels unpacked as site-packages, in one tar.gz (see build_bundle).
+    bundle: Path
 
 
 def cache_root() -> Path:
@@ -65,7 +71,7 @@ def source_digest() -> str:
 
 def requirements() -> list[str]:
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    return [*project["dependencies"], "pip"]
+    return list(project["dependencies"])
 
 
 def platform_tag(machine: str) -> str:
@@ -76,7 +82,7 @@ def platform_tag(machine: str) -> str:
 
 
 def _digest_of(wheels: list[Path]) -> str:
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(BUNDLE_FORMAT)
     for wheel in sorted(wheels, key=lambda p: p.name):
         digest.update(wheel.name.encode())
         digest.update(hashlib.sha256(wheel.read_bytes()).digest())
@@ -147,5 +153,73 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
             shutil.rmtree(project_dir, ignore_errors=True)
             _build_project_wheel(project_dir)
             (project_dir / ".complete").touch()
-    wheels = sorted(deps_dir.glob("*.whl")) + sorted(project_dir.glob("*.whl"))
-    return Wheelhouse(deps_dir, tuple(wheels), _digest_of(wheels))
+        # pip is not needed on the host any more (older caches hold its wheel)
+        wheels = [w for w in sorted(deps_dir.glob("*.whl")) if not w.name.startswith("pip-")]
+        wheels += sorted(project_dir.glob("*.whl"))
+        digest = _digest_of(wheels)
+        bundle = root / f"bundle-{digest}.tar.gz"
+        if not bundle.exists():
+            temp = bundle.with_suffix(".partial")
+            temp.write_bytes(build_bundle(wheels))
+            temp.rename(bundle)
+    return Wheelhouse(deps_dir, tuple(wheels), digest, bundle)
+
+
+def _site_packages_name(member: str) -> str | None:
+    """Where a wheel's member goes in site-packages, None for what the tool does not need.
+
+    A wheel's `*.data/purelib` and `*.data/platlib` belong to site-packages as well; its
+    scripts, headers and data are not needed (the host gets its own entry point).
+    """
+    head, _, rest = member.partition("/")
+    if head.endswith(".data"):
+        kind, _, inner = rest.partition("/")
+        return inner if kind in ("purelib", "platlib") and inner else None
+    return member
+
+
+def build_bundle(wheels: list[Path]) -> bytes:
+    """The wheels installed as site-packages, as a reproducible tar.gz (same wheels, same bytes).
+
+    Every entry is root-owned, 0644 (0755 when the wheel marks it executable), with a fixed
+    mtime; no byte code (the host compiles for its own Python version).
+    """
+    entries: dict[str, tuple[bytes, int]] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            for info in archive.infolist():
+                name = _site_packages_name(info.filename)
+                parts = (name or "").split("/")
+                if info.is_dir() or name is None or "__pycache__" in parts or ".." in parts \
+                        or name.startswith("/"):
+                    continue
+                executable = (info.external_attr >> 16) & 0o111
+                entries[name] = (archive.read(info), 0o755 if executable else 0o644)
+                if parts[0].endswith(".dist-info"):
+                    # As an installer would: who installed this distribution.
+                    entries[f"{parts[0]}/INSTALLER"] = (b"slurmrestd-access\n", 0o644)
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        directories: set[str] = set()
+        for name in sorted(entries):
+            parts = name.split("/")[:-1]
+            for depth in range(1, len(parts) + 1):
+                directory = "/".join(parts[:depth])
+                if directory not in directories:
+                    directories.add(directory)
+                    tar.addfile(_tar_info(directory, tarfile.DIRTYPE, 0o755, 0))
+            data, mode = entries[name]
+            tar.addfile(_tar_info(name, tarfile.REGTYPE, mode, len(data)), io.BytesIO(data))
+    packed = io.BytesIO()
+    with gzip.GzipFile(fileobj=packed, mode="wb", mtime=0, compresslevel=6) as gz:
+        gz.write(raw.getvalue())
+    return packed.getvalue()
+
+
+def _tar_info(name: str, kind: bytes, mode: int, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size = kind, mode, size
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    info.mtime = 1_600_000_000
+    return info
