@@ -36,6 +36,7 @@ from watchdog_daemon.pipeline import (
 )
 from watchdog_daemon.sdnotify import Notifier
 from watchdog_daemon.systemctl import SubprocessSystemctl, Systemctl
+from watchdog_daemon.wakeup import Wakeup
 from watchdog_daemon.watchconfig import WatchConfig
 from watchdog_daemon.watchevents import KeyWatcher
 from watchdog_daemon.watchlog import EventLog, Redactor, describe_exc
@@ -76,7 +77,7 @@ class WatchDaemon:
                                   observer_factory=observer_factory)
         self._worker: threading.Thread | None = None
         self._metrics_server: MetricsServer | None = None
-        self._wake = threading.Event()
+        self._wake = Wakeup()
         self._hup = False
         self._term = False
         self._busy_since: float | None = None
@@ -187,7 +188,9 @@ class WatchDaemon:
                 self._last_reconcile_done = self.clock()
             retry_at = None if delay is None else self.clock() + delay
             self.persist()
-            self.first_run_done.set()
+            if not self.first_run_done.is_set():
+                self.first_run_done.set()
+                self._wake.set()  # READY=1 now, not at the next tick
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -267,7 +270,6 @@ class WatchDaemon:
                 next_ping = now + interval
             wait = self.tick if interval is None else min(self.tick, interval)
             self._wake.wait(wait)
-            self._wake.clear()
 
     def shutdown(self, join_timeout: float = 15.0) -> None:
         self.request_stop()
@@ -283,21 +285,26 @@ class WatchDaemon:
         self.persist()
         self.log("info", "watch_stopped", state=self.pipeline.status.state)
         self.notifier.close()
+        self._wake.close()
 
     def run(self, *, install_signals: bool = True) -> int:
+        previous_wakeup_fd = None
         if install_signals:
             self._install_signals()
+            previous_wakeup_fd = self._wake.wake_on_signals()
         self.start()
         try:
             self.loop()
         finally:
+            if previous_wakeup_fd is not None:
+                signal.set_wakeup_fd(previous_wakeup_fd)
             self.shutdown()
         return 0
 
     def _install_signals(self) -> None:
         # Handlers only set plain attributes: they run between bytecodes of the main thread,
-        # which may hold the very lock an Event.set() would need. The loop sees them within
-        # one tick.
+        # which may hold the very lock an Event.set() would need. The kernel's write to the
+        # wake-up pipe (set_wakeup_fd) ends the loop's wait, so the loop sees them at once.
         def on_term(signum: int, _frame: Any) -> None:
             self._term = True
 

@@ -35,6 +35,7 @@ class Trigger:
         self._in_place = False
         self._last_fire = float("-inf")
         self.fired = 0  # total, for tests and metrics
+        self._stopping = False
 
     def fire(self, via: str, *, in_place: bool = False) -> None:
         with self._cond:
@@ -52,7 +53,8 @@ class Trigger:
     def wait(self, timeout: float | None) -> bool:
         """Block until something is pending (True) or the timeout passed (False)."""
         with self._cond:
-            return self._cond.wait_for(lambda: bool(self._vias), timeout)
+            self._cond.wait_for(lambda: bool(self._vias) or self._stopping, timeout)
+            return bool(self._vias)
 
     def settle(self, quiet_for: float, cap: float, stop: threading.Event) -> None:
         """Wait until no fire came for `quiet_for` seconds (at most `cap` in total).
@@ -89,6 +91,7 @@ class Trigger:
             return batch
 
     def wake(self) -> None:
-        """Wake waiters without work (used on stop)."""
+        """Stop: waiters return now, and every later wait returns at once."""
         with self._cond:
+            self._stopping = True
             self._cond.notify_all()
