@@ -20,15 +20,28 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "conf_cli": "conf, agent-ini, preflight: merge Slurm and agent settings",
     "watch_cli": "watch, status: the key-rotation watchdog",
 }
+# command -> its module: a command line naming one only imports that module. Every tool run
+# costs Python's start-up on the host, and the deploy runs the tool a dozen times.
+COMMAND_MODULES: dict[str, str] = {
+    "check": "check_cli",
+    "key": "key_cli",
+    "conf": "conf_cli",
+    "agent-ini": "conf_cli",
+    "preflight": "conf_cli",
+    "watch": "watch_cli",
+    "status": "watch_cli",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or with `only` the parser of the module of that one command."""
     parser = argparse.ArgumentParser(
         prog="slurmrestd-access",
         description="Host side of slurmrestd-access (Slurm-web agent, slurmrestd, JWT keys).",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module_name in SUBCOMMAND_MODULES:
+    modules = [only] if only else list(SUBCOMMAND_MODULES)
+    for module_name in modules:
         try:
             module = importlib.import_module(f"watchdog_daemon.{module_name}")
         except ModuleNotFoundError as exc:
@@ -40,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else ""
+    parser = build_parser(COMMAND_MODULES.get(command))
     args = parser.parse_args(argv)
     try:
         return int(args.func(args))
