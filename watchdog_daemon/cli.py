@@ -17,7 +17,7 @@ from watchdog_daemon.exitcodes import ExitCode
 SUBCOMMAND_MODULES: dict[str, str] = {
     "check_cli": "check: prove slurmrestd and Slurm accept the agent's token",
     "key_cli": "key: create, install and fingerprint JWT signing keys",
-    "conf_cli": "conf, agent-ini, preflight: merge Slurm and agent settings",
+    "conf_cli": "conf, agent-ini, preflight, plan: merge Slurm and agent settings",
     "watch_cli": "watch, status: the key-rotation watchdog",
 }
 # command -> its module: a command line naming one only imports that module. Every tool run
@@ -28,6 +28,7 @@ COMMAND_MODULES: dict[str, str] = {
     "conf": "conf_cli",
     "agent-ini": "conf_cli",
     "preflight": "conf_cli",
+    "plan": "conf_cli",
     "watch": "watch_cli",
     "status": "watch_cli",
 }

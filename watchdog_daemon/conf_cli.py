@@ -1,4 +1,4 @@
-"""`slurmrestd-access conf|agent-ini plan|apply` and `slurmrestd-access preflight`.
+"""`slurmrestd-access conf|agent-ini plan|apply`, `preflight` and `plan`.
 
 The deploy runs these on each host over SSH with `--json` and reads the one JSON document
 printed on stdout:
@@ -10,7 +10,11 @@ printed on stdout:
   "line"}]}`, exit PREFLIGHT_FAILED when a finding is an error;
 * on failure: `{"error", "detail", "message", "hint", "exit_code", "file"}` and that exit
   code; `error` is the exit code's documented reason (`change_refused`, `config_invalid`),
-  `detail` the kind of failure (`parse_error`, `conflict`, `file_missing`, `write_failed`...).
+  `detail` the kind of failure (`parse_error`, `conflict`, `file_missing`, `write_failed`...);
+* plan: all of the above that the deploy needs for one host, from one run of the tool (each
+  run costs the host Python's start-up): `{"preflight": {...}, "conf": [{...}, ...],
+  "agent_ini": {...}}`, each part the JSON its own command prints plus its `exit_code`; the
+  command itself exits 0 once it could look at everything.
 
 Without `--json` the same goes to the terminal: a short diff of the managed lines, errors and
 hints on stderr.
@@ -80,6 +84,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_json(pre)
     pre.set_defaults(func=_run_preflight)
 
+    plan = subparsers.add_parser(
+        "plan",
+        help="the preflight, conf plan and agent-ini plan of one host, as one JSON document",
+        description="What the deploy decides from, in one run: the preflight (with "
+        "--preflight-unit), a conf plan for each --conf file, and an agent-ini plan (with "
+        "--agent-ini). Never writes. Always prints JSON.",
+    )
+    plan.add_argument("--preflight-unit", default=None, metavar="UNIT")
+    plan.add_argument("--socket", default=DEFAULT_SOCKET, help="the drop-in's unix socket path")
+    plan.add_argument("--conf", action="append", default=[], metavar="FILE",
+                      help="slurm.conf or slurmdbd.conf (repeatable)")
+    plan.add_argument("--jwt-key", default=None, metavar="KEYPATH",
+                      help="path of Slurm's JWT signing key (with --conf)")
+    plan.add_argument("--agent-ini", default=None, metavar="FILE")
+    plan.add_argument("--uri", default=None)
+    plan.add_argument("--agent-jwt-key", default=None, metavar="PATH",
+                      help="the agent's key copy (with --agent-ini)")
+    plan.add_argument("--jwt-user", default=None, metavar="U")
+    plan.add_argument("--jwt-lifespan", type=_positive_int, default=None, metavar="N")
+    _add_json(plan)
+    plan.set_defaults(func=_run_plan)
+
 
 def _add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
@@ -98,52 +124,61 @@ def _positive_int(text: str) -> int:
 # ------------------------------------------------------------------------------ running
 
 
-def _run_conf(args: argparse.Namespace) -> int:
+def _conf_merge(file: str, jwt_key: str) -> Callable[[bool], MergeResult]:
     from watchdog_daemon.slurmconf import apply_merge
 
-    return _run_merge(args, lambda dry_run: apply_merge(args.file, args.jwt_key, dry_run=dry_run))
+    return lambda dry_run: apply_merge(file, jwt_key, dry_run=dry_run)
 
 
-def _run_agent_ini(args: argparse.Namespace) -> int:
+def _agent_ini_merge(file: str, uri: str, jwt_key: str, jwt_user: str | None,
+                     jwt_lifespan: int | None) -> Callable[[bool], MergeResult]:
     from watchdog_daemon.agentini import apply_agent_ini
 
-    return _run_merge(
-        args,
-        lambda dry_run: apply_agent_ini(
-            args.file,
-            uri=args.uri,
-            jwt_key=args.jwt_key,
-            jwt_user=args.jwt_user,
-            jwt_lifespan=args.jwt_lifespan,
-            dry_run=dry_run,
-        ),
+    return lambda dry_run: apply_agent_ini(
+        file, uri=uri, jwt_key=jwt_key, jwt_user=jwt_user, jwt_lifespan=jwt_lifespan,
+        dry_run=dry_run,
     )
 
 
-def _run_merge(args: argparse.Namespace, run: Callable[[bool], MergeResult]) -> int:
-    dry_run = args.action == "plan"
+def _run_conf(args: argparse.Namespace) -> int:
+    return _run_merge(args, _conf_merge(args.file, args.jwt_key))
+
+
+def _run_agent_ini(args: argparse.Namespace) -> int:
+    return _run_merge(args, _agent_ini_merge(args.file, args.uri, args.jwt_key, args.jwt_user,
+                                             args.jwt_lifespan))
+
+
+def merge_report(
+    action: str, file: str, run: Callable[[bool], MergeResult]
+) -> tuple[dict[str, object], MergeResult | None]:
+    """Run a merge (plan: dry run) and say what came of it as the JSON the commands print."""
     try:
-        result = run(dry_run)
+        result = run(action == "plan")
     except ChangeError as exc:
         if exc.file is None:
-            exc.file = args.file
-        return _report_error(args, exc.to_dict())
+            exc.file = file
+        return exc.to_dict(), None
     except OSError as exc:
         # Anything not already turned into a ChangeError (e.g. reading an Include): no file
         # contents in the message, only what failed.
-        return _report_error(
-            args,
-            {
-                "error": "config_invalid",
-                "detail": "io_error",
-                "message": f"{exc.filename or args.file}: {exc.strerror or exc}",
-                "hint": "check the path and run as root",
-                "exit_code": int(ExitCode.CONFIG_INVALID),
-                "file": args.file,
-            },
-        )
+        return {
+            "error": "config_invalid",
+            "detail": "io_error",
+            "message": f"{exc.filename or file}: {exc.strerror or exc}",
+            "hint": "check the path and run as root",
+            "exit_code": int(ExitCode.CONFIG_INVALID),
+            "file": file,
+        }, None
+    return {"action": action, **result.to_dict()}, result
+
+
+def _run_merge(args: argparse.Namespace, run: Callable[[bool], MergeResult]) -> int:
+    report, result = merge_report(args.action, args.file, run)
+    if result is None:
+        return _report_error(args, report)
     if args.json:
-        _print_json({"action": args.action, **result.to_dict()})
+        _print_json(report)
     else:
         _print_human(args.action, result)
     return int(ExitCode.OK)
@@ -184,26 +219,59 @@ def _print_human(action: str, result: MergeResult) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def _run_preflight(args: argparse.Namespace) -> int:
+def preflight_report(unit: str, socket_path: str) -> tuple[dict[str, object], list]:
     from watchdog_daemon.preflight import failed, run_preflight
 
-    findings = run_preflight(unit=args.unit, socket_path=args.socket)
+    findings = run_preflight(unit=unit, socket_path=socket_path)
     ok = not failed(findings)
-    code = int(ExitCode.OK if ok else ExitCode.PREFLIGHT_FAILED)
+    report: dict[str, object] = {
+        "ok": ok,
+        "unit": unit,
+        "socket": socket_path,
+        "findings": [f.to_dict() for f in findings],
+        "exit_code": int(ExitCode.OK if ok else ExitCode.PREFLIGHT_FAILED),
+    }
+    return report, findings
+
+
+def _run_preflight(args: argparse.Namespace) -> int:
+    report, findings = preflight_report(args.unit, args.socket)
+    code = int(report.pop("exit_code"))  # type: ignore[call-overload]
     if args.json:
-        _print_json(
-            {
-                "ok": ok,
-                "unit": args.unit,
-                "socket": args.socket,
-                "findings": [f.to_dict() for f in findings],
-            }
-        )
+        _print_json(report)
         return code
     for f in findings:
         where = f" ({f.file} line {f.line})" if f.file and f.line else ""
         print(f"{f.level}: {f.message}{where}", file=sys.stderr)
         if f.hint:
             print(f"  hint: {f.hint}", file=sys.stderr)
-    print("preflight passed" if ok else "preflight failed")
+    print("preflight passed" if code == 0 else "preflight failed")
     return code
+
+
+def _run_plan(args: argparse.Namespace) -> int:
+    if args.conf and not args.jwt_key:
+        return _usage(args, "--conf needs --jwt-key")
+    if args.agent_ini and not (args.uri and args.agent_jwt_key):
+        return _usage(args, "--agent-ini needs --uri and --agent-jwt-key")
+    plan: dict[str, object] = {}
+    if args.preflight_unit:
+        plan["preflight"] = preflight_report(args.preflight_unit, args.socket)[0]
+    conf_reports = []
+    for file in args.conf:
+        report, _ = merge_report("plan", file, _conf_merge(file, args.jwt_key))
+        report.setdefault("exit_code", int(ExitCode.OK))
+        conf_reports.append(report)
+    plan["conf"] = conf_reports
+    if args.agent_ini:
+        report, _ = merge_report("plan", args.agent_ini, _agent_ini_merge(
+            args.agent_ini, args.uri, args.agent_jwt_key, args.jwt_user, args.jwt_lifespan))
+        report.setdefault("exit_code", int(ExitCode.OK))
+        plan["agent_ini"] = report
+    _print_json(plan)
+    return int(ExitCode.OK)
+
+
+def _usage(args: argparse.Namespace, message: str) -> int:
+    return _report_error(args, {"error": "usage", "message": message, "hint": "",
+                                "exit_code": int(ExitCode.USAGE)})

@@ -19,6 +19,7 @@ from deploys.lib import summary_hook
 from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
 from deploys.lib.keytransfer import KeySource
 from deploys.lib.settings import Settings, settings_from_host_data
+from deploys.lib.toolplan import conf_files
 from deploys.lib.watchconf import (
     WATCH_CONFIG_PATH,
     WATCH_UNIT,
@@ -92,13 +93,14 @@ def slurmrestd_access() -> None:
                 **quick))
 
     # 3. AuthAlt* in slurm.conf wherever Slurm runs from it, and in slurmdbd.conf.
+    # (conf_files: the same files the host tool was asked to plan for)
     conf_changes = []
-    if roles & {"slurmctld", "slurmrestd", "compute"}:
+    if settings.slurm_conf in conf_files(settings, roles):
         conf_changes.append(ops.merge_authalt(
             name=f"JWT settings in {settings.slurm_conf}", settings=settings,
             path=settings.slurm_conf, **quick))
     dbd_changes = []
-    if "slurmdbd" in roles:
+    if settings.slurmdbd_conf in conf_files(settings, roles):
         dbd_changes.append(ops.merge_authalt(
             name=f"JWT settings in {settings.slurmdbd_conf}", settings=settings,
             path=settings.slurmdbd_conf, **quick))
@@ -125,15 +127,22 @@ def slurmrestd_access() -> None:
     if "slurmrestd" not in roles:
         return
 
-    # 5. slurmrestd with the documentation's drop-in.
+    # 5. slurmrestd with the documentation's drop-in; the watchdog's files are written with it,
+    # so that one daemon-reload covers every unit file this run changes.
     unit = settings.slurmrestd_unit
     socket_up = f"test -S {q(settings.slurmrestd_socket)}"
     no_socket = f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}"
     dropin = ops.text_file(name="slurmrestd drop-in", settings=settings,
                            path=settings.slurmrestd_dropin,
                            text=render_dropin(socket_path=settings.slurmrestd_socket), **quick)
+    watch_files = [
+        ops.text_file(name=f"Watchdog config {WATCH_CONFIG_PATH}", settings=settings,
+                      path=WATCH_CONFIG_PATH, text=render_watch_toml(settings), **quick),
+        ops.text_file(name=f"Watchdog unit {WATCH_UNIT}", settings=settings,
+                      path=WATCH_UNIT_PATH, text=render_watch_unit(settings), **quick),
+    ]
     ops.daemon_reload(name="systemctl daemon-reload", settings=settings,
-                      _if=dropin.did_change, **quick)
+                      _if=any_changed(dropin, watch_files[1]), **quick)
     started = ops.enable_unit(name=f"Enable and start {unit}", settings=settings, unit=unit,
                               wait_for=socket_up, failure=no_socket, **slow)
     ops.restart_unit(
@@ -153,6 +162,17 @@ def slurmrestd_access() -> None:
     ini = ops.merge_agent_ini(name=f"slurmrestd settings in {settings.agent_ini}",
                               settings=settings, **quick)
 
+    # 11. The rotation watchdog, always on. Its start (Python's start-up, then a first look that
+    # finds key and copy in sync) runs while the checks below do; it is waited for at the end.
+    watch_failed = f"{WATCH_UNIT} did not become active: see journalctl -u {WATCH_UNIT}"
+    watch_started = ops.enable_unit(
+        name=f"Enable and start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
+        wait_for=None, failure=watch_failed, no_block=True, **quick)
+    watch_restarted = ops.restart_unit(
+        name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT, wait_for=None,
+        wait_seconds=settings.restart_wait, failure=watch_failed, no_block=True,
+        _if=changed_unless_just_started(watch_started, tool, *watch_files), **quick)
+
     # 8-10. Prove it works before touching the agent, restart the agent, prove it again.
     ops.connect_check(name="Connect check", settings=settings, when="before the agent restart",
                       **check)
@@ -161,22 +181,6 @@ def slurmrestd_access() -> None:
     ops.connect_check(name="Connect check after the agent restart", settings=settings,
                       when="after the agent restart", _if=any_changed(copy, ini), **check)
 
-    # 11. The rotation watchdog, always on: it finds everything in sync and does nothing until
-    # the key changes.
-    watch_active = f"systemctl is-active -q {WATCH_UNIT}"
-    watch_failed = f"{WATCH_UNIT} did not become active: see journalctl -u {WATCH_UNIT}"
-    watch_files = [
-        ops.text_file(name=f"Watchdog config {WATCH_CONFIG_PATH}", settings=settings,
-                      path=WATCH_CONFIG_PATH, text=render_watch_toml(settings), **quick),
-        ops.text_file(name=f"Watchdog unit {WATCH_UNIT}", settings=settings,
-                      path=WATCH_UNIT_PATH, text=render_watch_unit(settings), **quick),
-    ]
-    ops.daemon_reload(name="systemctl daemon-reload (watchdog)", settings=settings,
-                      _if=watch_files[1].did_change, **quick)
-    watch_started = ops.enable_unit(
-        name=f"Enable and start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
-        wait_for=watch_active, failure=watch_failed, **slow)
-    ops.restart_unit(name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
-                     wait_for=watch_active, wait_seconds=settings.restart_wait,
-                     failure=watch_failed,
-                     _if=changed_unless_just_started(watch_started, tool, *watch_files), **slow)
+    ops.wait_until_active(name=f"{WATCH_UNIT} is running", settings=settings, unit=WATCH_UNIT,
+                          failure=watch_failed, _if=any_changed(watch_started, watch_restarted),
+                          **slow)

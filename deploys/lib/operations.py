@@ -19,6 +19,7 @@ from deploys.lib.facts import HostState, ToolReport
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.toolplan import agent_ini_args
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
 
 q = shlex.quote
@@ -56,12 +57,14 @@ def stop_if_cluster_failed(settings: Settings) -> None:
         )
 
 
-def _wait(condition: str, seconds: int, failure: str) -> StringCommand:
-    """A remote loop that waits for `condition` (a shell test) and says clearly when it gives up."""
+def _wait(condition: str, seconds: int, failure: str, give_up: str | None = None) -> StringCommand:
+    """A remote loop that waits for `condition` (a shell test) and says clearly when it gives up
+    (at the deadline, or as soon as `give_up` holds)."""
     # Polled every 0.1 s: each wait is on the critical path of the deploy, and the conditions
     # (systemctl is-active, ss, test -S, scontrol ping) are cheap.
+    stop = f"{give_up} || " if give_up else ""
     script = (
-        f"i=0; until {condition}; do i=$((i+1)); if [ $i -ge {seconds * 10} ]; then "
+        f"i=0; until {condition}; do i=$((i+1)); if {stop}[ $i -ge {seconds * 10} ]; then "
         f"echo {q(failure)} >&2; exit 1; fi; sleep 0.1; done"
     )
     return StringCommand("sh", "-c", q(script))
@@ -81,23 +84,27 @@ def install_tool(settings: Settings):
     if hs.tool_digest == house.digest:
         host.noop(f"slurmrestd-access {house.digest} already installed")
         return
-    survey.forget()
+    survey.record(tool_digest=house.digest)
     prefix = settings.tool_prefix
     bundle = f"{prefix}/bundle-{house.digest}.tar.gz"
     yield StringCommand("mkdir", "-p", "-m", "0755", q(prefix))
     yield FileUploadCommand(str(house.bundle), bundle)
     # A fresh venv per version, switched in by one rename: never a half-installed tool. The
-    # bundle is the wheels already unpacked as site-packages (see wheelhouse.build_bundle); the
-    # byte code is compiled here, for this host's Python.
+    # bundle is the wheels already unpacked as site-packages (see wheelhouse.build_bundle).
     venv = f"{prefix}/venv-{house.digest}"
-    entry_point = (f"#!{venv}/bin/python3\nimport sys\nfrom watchdog_daemon.cli import main\n"
+    python = f"{venv}/bin/python3"
+    entry_point = (f"#!{python}\nimport sys\nfrom watchdog_daemon.cli import main\n"
                    "sys.exit(main())\n")
+    # Byte code for this host's Python is compiled in the background, niced: it takes about
+    # 0.4 s of CPU that the deploy need not wait for (the tool works without it; the root
+    # commands that follow write what they import themselves, each .pyc by an atomic rename).
+    # Without setsid it is compiled in the foreground.
+    compile_all = f"nice -n 10 {q(python)} -m compileall -q \"$site\""
     script = f"""set -e; umask 022
 rm -rf {q(venv)}
 python3 -m venv --without-pip {q(venv)}
-site=$({q(venv)}/bin/python3 -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
+site=$({q(python)} -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 tar -xzf {q(bundle)} -C "$site" --no-same-owner
-{q(venv)}/bin/python3 -m compileall -q -j0 "$site"
 printf %s {q(entry_point)} > {q(venv)}/bin/slurmrestd-access
 chmod 0755 {q(venv)}/bin/slurmrestd-access
 ln -sfn {q(venv)} {q(prefix)}/current.new && mv -T {q(prefix)}/current.new {q(prefix)}/current
@@ -105,7 +112,12 @@ ln -sfn {q(prefix)}/current/bin/slurmrestd-access {q(settings.tool_link)}
 for old in {q(prefix)}/venv-* {q(prefix)}/wheels-* {q(prefix)}/bundle-*; do
   case "$old" in {q(venv)}) ;; *) rm -rf "$old";; esac
 done
-echo {house.digest} > {q(prefix)}/INSTALLED"""
+echo {house.digest} > {q(prefix)}/INSTALLED
+if command -v setsid >/dev/null; then
+  setsid -f {compile_all} </dev/null >/dev/null 2>&1
+else
+  {compile_all} >/dev/null
+fi"""
     yield StringCommand("sh", "-c", q(script))
 
 
@@ -144,9 +156,11 @@ def preflight(settings: Settings, roles: frozenset[str]):
             )
         if not hs.groups.get(settings.agent_group):
             problems.append(f"group {settings.agent_group!r} does not exist")
-        if hs.tool_digest:
-            report = _tool_report(settings, "preflight", "--unit", settings.slurmrestd_unit,
-                                  "--socket", settings.slurmrestd_socket)
+        plan = survey.tool_plan(settings)
+        if plan is not None:
+            report = plan.get("preflight") or {
+                "exit_code": plan.get("exit_code", 1),
+                "message": plan.get("message") or plan.get("error") or "no preflight report"}
             for finding in report.get("findings", []):
                 if finding.get("level") == "error":
                     problems.append(f"{finding.get('message')} — {finding.get('hint', '')}")
@@ -172,7 +186,10 @@ def ensure_cluster_key(settings: Settings):
     if key.exists and key.kind != "regular file":
         raise OperationError(f"{settings.jwt_key_path} is a {key.kind}, not a regular file; "
                              "remove it or set jwt_key_path")
-    survey.forget()
+    # An existing key is only repaired (owner, mode), never replaced: its hash stays.
+    survey.record(files=survey.written(settings.jwt_key_path, settings.jwt_key_owner,
+                                       settings.jwt_key_group, settings.jwt_key_mode,
+                                       key.sha256 if key.exists else None))
     yield StringCommand(
         settings.tool, "key", "ensure", "--path", q(settings.jwt_key_path),
         "--owner", settings.jwt_key_owner, "--group", settings.jwt_key_group,
@@ -194,7 +211,7 @@ def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group
     if wanted is not None and current.matches(wanted, owner, group, mode):
         host.noop(f"{dest} matches the cluster key")
         return
-    survey.forget()
+    survey.record(files=survey.written(dest, owner, group, mode, wanted))
     yield FunctionCommand(
         install_key, (source, settings.tool, dest, owner, group, mode, create_parent), {}
     )
@@ -218,7 +235,9 @@ def sync_local_copy(settings: Settings):
                                    settings.agent_key_mode):
         host.noop(f"{settings.agent_key_path} matches {settings.jwt_key_path}")
         return
-    survey.forget()
+    survey.record(files=survey.written(settings.agent_key_path, settings.agent_user,
+                                       settings.agent_group, settings.agent_key_mode,
+                                       key.sha256))
     yield StringCommand(
         settings.tool, "key", "sync", "--source", q(settings.jwt_key_path),
         "--dest", q(settings.agent_key_path), "--owner", settings.agent_user,
@@ -231,13 +250,11 @@ def sync_local_copy(settings: Settings):
 def merge_authalt(settings: Settings, path: str):
     """Merge AuthAltTypes/AuthAltParameters into a Slurm config file, keeping everything else."""
     stop_if_cluster_failed(settings)
-    hs = survey.survey(settings)
-    if not hs.tool_digest:  # only while planning a first deploy: the tool is not there yet
+    report = survey.conf_plan(settings, path)
+    if report is None:  # only while planning a first deploy: the tool is not there yet
         yield StringCommand(settings.tool, "conf", "apply", "--file", q(path),
                             "--jwt-key", q(settings.jwt_key_path))
         return
-    report = _tool_report(settings, "conf", "plan", "--file", path,
-                          "--jwt-key", settings.jwt_key_path)
     if report["exit_code"] != 0:
         raise _fail(f"cannot merge the JWT settings into {path}", report)
     if not report.get("changed"):
@@ -247,7 +264,7 @@ def merge_authalt(settings: Settings, path: str):
         host.noop(f"{path}: - {line}")
     for line in report.get("after", []):
         host.noop(f"{path}: + {line}")
-    survey.forget()
+    survey.record(files=survey.content_changed(survey.survey(settings), path))
     yield StringCommand(settings.tool, "conf", "apply", "--file", q(path),
                         "--jwt-key", q(settings.jwt_key_path))
 
@@ -257,23 +274,20 @@ def merge_authalt(settings: Settings, path: str):
 def merge_agent_ini(settings: Settings):
     """Set agent.ini's [slurmrestd] settings for this mode, keeping the admin's others."""
     stop_if_cluster_failed(settings)
-    args = ["--file", settings.agent_ini, "--uri", settings.socket_uri,
-            "--jwt-key", settings.agent_key_path]
-    if settings.jwt_user:
-        args += ["--jwt-user", settings.jwt_user]
-    if settings.jwt_lifespan:
-        args += ["--jwt-lifespan", str(settings.jwt_lifespan)]
-    hs = survey.survey(settings)
-    if not hs.tool_digest:
+    args = agent_ini_args(settings)
+    plan = survey.tool_plan(settings)
+    if plan is None:  # only while planning a first deploy: the tool is not there yet
         yield StringCommand(settings.tool, "agent-ini", "apply", *(q(a) for a in args))
         return
-    report = _tool_report(settings, "agent-ini", "plan", *args)
+    report = plan.get("agent_ini") or {
+        "exit_code": plan.get("exit_code", 1),
+        "message": plan.get("message") or plan.get("error") or "no agent-ini plan"}
     if report["exit_code"] != 0:
         raise _fail(f"cannot update {settings.agent_ini}", report)
     if not report.get("changed"):
         host.noop(f"{settings.agent_ini} already set for unix socket + JWT auto mode")
         return
-    survey.forget()
+    survey.record(files=survey.content_changed(survey.survey(settings), settings.agent_ini))
     yield StringCommand(settings.tool, "agent-ini", "apply", *(q(a) for a in args))
 
 
@@ -290,7 +304,7 @@ def text_file(settings: Settings, path: str, text: str, mode: int = 0o644):
     if survey.survey(settings).file(path).matches(digest, "root", "root", mode):
         host.noop(f"{path} up to date")
         return
-    survey.forget()
+    survey.record(files=survey.written(path, "root", "root", mode, digest))
     directory = path.rsplit("/", 1)[0]
     temp = f"{path}.slurmrestd-access-new"
     yield StringCommand("mkdir", "-p", "-m", "0755", q(directory))
@@ -301,26 +315,52 @@ def text_file(settings: Settings, path: str, text: str, mode: int = 0o644):
 
 @operation()
 @host_local
-def restart_unit(settings: Settings, unit: str, wait_for: str, wait_seconds: int, failure: str):
-    """Restart a unit (only reached through `_if`), then wait until it really answers."""
+def restart_unit(settings: Settings, unit: str, wait_for: str | None, wait_seconds: int,
+                 failure: str, no_block: bool = False):
+    """Restart a unit (only reached through `_if`), then wait until it really answers.
+
+    With `no_block` and no `wait_for`, the restart is only queued: a later `wait_until_active`
+    waits for it, and the operations in between run meanwhile.
+    """
     stop_if_cluster_failed(settings)
-    survey.forget()
-    yield StringCommand("systemctl", "restart", unit)
-    yield _wait(wait_for, wait_seconds, failure)
+    survey.record(units=survey.running(unit))
+    yield StringCommand("systemctl", "restart", *(["--no-block"] if no_block else []), unit)
+    if wait_for:
+        yield _wait(wait_for, wait_seconds, failure)
 
 
 @operation()
 @host_local
-def enable_unit(settings: Settings, unit: str, wait_for: str, failure: str):
-    """`enable --now` when the unit is not yet enabled and running; wait until it answers."""
+def enable_unit(settings: Settings, unit: str, wait_for: str | None, failure: str,
+                no_block: bool = False):
+    """`enable --now` when the unit is not yet enabled and running; wait until it answers.
+
+    `--no-reload`: the deploy has already run `daemon-reload` for any unit file it changed,
+    and `enable`'s own implicit reload would cost a second one. With `no_block` and no
+    `wait_for`, see `restart_unit`.
+    """
     stop_if_cluster_failed(settings)
     current = survey.survey(settings).unit(unit)
     if current.active == "active" and current.unit_file == "enabled":
         host.noop(f"{unit} enabled and active")
         return
-    survey.forget()
-    yield StringCommand("systemctl", "enable", "--now", unit)
-    yield _wait(wait_for, settings.restart_wait, failure)
+    survey.record(units=survey.running(unit, enabled=True))
+    yield StringCommand("systemctl", "enable", "--no-reload", "--now",
+                        *(["--no-block"] if no_block else []), unit)
+    if wait_for:
+        yield _wait(wait_for, settings.restart_wait, failure)
+
+
+@operation()
+@host_local
+def wait_until_active(settings: Settings, unit: str, failure: str):
+    """Only reached through `_if`: a start or restart queued earlier (`no_block`) completed.
+
+    Gives up at once when the unit failed instead of waiting for the deadline.
+    """
+    stop_if_cluster_failed(settings)
+    yield _wait(f"systemctl is-active -q {q(unit)}", settings.restart_wait, failure,
+                give_up=f"systemctl is-failed -q {q(unit)}")
 
 
 @operation()
@@ -370,7 +410,7 @@ def restart_agent(settings: Settings):
     if not units:
         host.noop("no Slurm-web agent unit is enabled or active: nothing to restart")
         return
-    survey.forget()
+    survey.record(units=survey.running(*units))
     for unit in units:
         yield StringCommand("systemctl", "restart", unit)
         yield _wait(f"systemctl is-active -q {unit}", settings.restart_wait,

@@ -1,21 +1,41 @@
-"""One survey per host and phase, reused by every operation until one of them changes the host."""
+"""One survey per host and phase, and one plan by the host tool, shared by every operation.
+
+Each costs a remote command (the plan also the host Python's start-up), so they are made once
+per host and phase. An operation that changes the host records what the host will look like
+once its commands have run (`record`): later operations decide from that, not from a new
+survey. The prediction is safe to use: when a command fails, pyinfra runs no later operation
+on that host. Content that cannot be predicted (a key created on the host, a merged file)
+is recorded with no hash, which every comparison treats as "differs": the operations that
+depend on it act, and what they run is idempotent. While planning (`--dry`) nothing runs, so
+nothing is recorded and the survey stays true.
+"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pyinfra import host, state
 
-from deploys.lib.facts import HostState
+from deploys.lib.cluster import roles_of
+from deploys.lib.facts import HostState, ToolReport
 from deploys.lib.hoststate import HostState as HostStateData
+from deploys.lib.hoststate import RemoteFile, UnitState
 from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args
 from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
+_plans: dict[tuple[str, bool], dict] = {}
+USAGE_EXIT = 2
+
+
+def _key() -> tuple[str, bool]:
+    return (host.name, state.is_executing)
 
 
 def survey(settings: Settings) -> HostStateData:
-    key = (host.name, state.is_executing)
-    if key not in _cache:
-        _cache[key] = host.get_fact(
+    if _key() not in _cache:
+        _cache[_key()] = host.get_fact(
             HostState,
             files=(settings.jwt_key_path, settings.agent_key_path, settings.slurmrestd_dropin,
                    settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
@@ -27,9 +47,96 @@ def survey(settings: Settings) -> HostStateData:
             tool_prefix=settings.tool_prefix,
             slurm_conf=settings.slurm_conf,
         )
-    return _cache[key]
+    return _cache[_key()]
 
 
 def forget() -> None:
-    """Called by an operation that is about to change this host: the next survey is fresh."""
-    _cache.pop((host.name, state.is_executing), None)
+    """The next survey of this host is a fresh one (for changes that cannot be predicted)."""
+    _cache.pop(_key(), None)
+    _plans.pop(_key(), None)
+
+
+def record(*, files: dict[str, RemoteFile] | None = None,
+           units: dict[str, UnitState] | None = None, tool_digest: str | None = None) -> None:
+    """An operation is about to change this host: what the host looks like once it has."""
+    if not state.is_executing:
+        return
+    cached = _cache.get(_key())
+    if cached is None:
+        return
+    cached.files.update(files or {})
+    cached.units.update(units or {})
+    if tool_digest is not None:
+        cached.tool_digest = tool_digest
+        _plans.pop(_key(), None)  # made by the previous tool
+
+
+def written(path: str, owner: str, group: str, mode: int, sha256: str | None = None) -> dict:
+    """`record(files=...)` entry for a file an operation writes (sha256 None: not known here)."""
+    return {path: RemoteFile(path, True, kind="regular file", owner=owner, group=group,
+                             mode=mode, sha256=sha256)}
+
+
+def content_changed(hs: HostStateData, path: str) -> dict:
+    """`record(files=...)` entry for a file merged in place: owner and mode kept, content not
+    known here."""
+    return {path: replace(hs.file(path), sha256=None)}
+
+
+def running(*names: str, enabled: bool | None = None) -> dict:
+    """`record(units=...)` entry for units an operation starts (and enables)."""
+    hs = _cache.get(_key())
+    out = {}
+    for name in names:
+        current = hs.unit(name) if hs else UnitState(name)
+        out[name] = replace(current, active="active",
+                            unit_file="enabled" if enabled else current.unit_file)
+    return out
+
+
+# ---------------------------------------------------------------------------- the tool plan
+
+
+def tool_plan(settings: Settings) -> dict | None:
+    """The host tool's preflight, conf plans and agent-ini plan, from one run of the tool.
+
+    None while the tool is not installed yet (planning a first deploy). A tool from before
+    `plan` existed is asked part by part, as the same document.
+    """
+    if not survey(settings).tool_digest:
+        return None
+    if _key() not in _plans:
+        roles = roles_of(host.groups)
+        report = _report(settings, "plan", *plan_args(settings, roles))
+        if report["exit_code"] == USAGE_EXIT:
+            report = _plan_part_by_part(settings, roles)
+        _plans[_key()] = report
+    return _plans[_key()]
+
+
+def _report(settings: Settings, *args: str, as_user: str | None = None) -> dict:
+    return host.get_fact(ToolReport, tool=settings.tool, args=tuple(args), as_user=as_user)
+
+
+def _plan_part_by_part(settings: Settings, roles: frozenset[str]) -> dict:
+    plan: dict = {"exit_code": 0, "conf": []}
+    if "slurmrestd" in roles:
+        plan["preflight"] = _report(settings, "preflight", "--unit", settings.slurmrestd_unit,
+                                    "--socket", settings.slurmrestd_socket)
+        plan["agent_ini"] = _report(settings, "agent-ini", "plan", *agent_ini_args(settings))
+    for file in conf_files(settings, roles):
+        part = _report(settings, "conf", "plan", "--file", file,
+                       "--jwt-key", settings.jwt_key_path)
+        part.setdefault("file", file)
+        plan["conf"].append(part)
+    return plan
+
+
+def conf_plan(settings: Settings, path: str) -> dict | None:
+    plan = tool_plan(settings)
+    if plan is None:
+        return None
+    for part in plan.get("conf", []):
+        if part.get("file") == path:
+            return part
+    return {"exit_code": 1, "message": f"the host tool gave no plan for {path}"}

@@ -244,3 +244,51 @@ def test_preflight_human_failure(capsys, monkeypatch):
     assert "error: bad (/f line 2)" in captured.err
     assert "hint: fix it" in captured.err
     assert "preflight failed" in captured.out
+
+
+# ------------------------------------------------------------------------------- plan
+
+
+def test_plan_gives_every_part_in_one_document_and_writes_nothing(capsys, monkeypatch, tmp_path,
+                                                                  agent_ini):
+    finding = preflight.Finding(preflight.ERROR, "bad", "fix", "/etc/default/slurmrestd", 3)
+    monkeypatch.setattr(preflight, "run_preflight", lambda **kw: [finding])
+    slurm = tmp_path / "slurm.conf"
+    slurm.write_text("ClusterName=hpc\n")
+    done = tmp_path / "done.conf"
+    done.write_text(f"AuthAltTypes=auth/jwt\nAuthAltParameters=jwt_key={KEY}\n")
+    before = {p: p.read_bytes() for p in (slurm, done, agent_ini)}
+    code, data = run_json(capsys, [
+        "plan", "--preflight-unit", "restd.service", "--conf", str(slurm), "--conf", str(done),
+        "--jwt-key", KEY, "--agent-ini", str(agent_ini), "--uri", URI,
+        "--agent-jwt-key", AGENT_KEY,
+    ])
+    assert code == 0
+    assert {p: p.read_bytes() for p in before} == before
+    assert data["preflight"]["exit_code"] == ExitCode.PREFLIGHT_FAILED
+    assert data["preflight"]["unit"] == "restd.service"
+    assert [(c["file"], c["changed"], c["exit_code"]) for c in data["conf"]] == [
+        (str(slurm), True, 0), (str(done), False, 0)]
+    assert data["conf"][0]["after"] == ["AuthAltTypes=auth/jwt",
+                                        f"AuthAltParameters=jwt_key={KEY}"]
+    assert data["agent_ini"]["changed"] is True and data["agent_ini"]["exit_code"] == 0
+
+
+def test_plan_reports_a_broken_file_as_its_part_and_goes_on(capsys, tmp_path, slurm_conf):
+    broken = tmp_path / "slurm.conf"
+    broken.write_text("  Include /etc/slurm/other.conf\n")
+    code, data = run_json(capsys, ["plan", "--conf", str(broken), "--conf", str(slurm_conf),
+                                   "--jwt-key", KEY])
+    assert code == 0
+    assert data["conf"][0]["exit_code"] == ExitCode.CHANGE_REFUSED
+    assert data["conf"][0]["file"] == str(broken)
+    assert data["conf"][1]["changed"] is True
+    assert "t0p-s3cret" not in json.dumps(data)
+    assert "preflight" not in data and "agent_ini" not in data
+
+
+def test_plan_refuses_incomplete_arguments(capsys, tmp_path):
+    code, data = run_json(capsys, ["plan", "--conf", str(tmp_path / "x")])
+    assert code == ExitCode.USAGE and "--jwt-key" in data["message"]
+    code, data = run_json(capsys, ["plan", "--agent-ini", str(tmp_path / "x")])
+    assert code == ExitCode.USAGE and "--uri" in data["message"]

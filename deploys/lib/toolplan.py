@@ -1,0 +1,45 @@
+"""Arguments of the host tool's `plan` and `agent-ini` commands for one host. Pure.
+
+The deploy asks the tool once per host for everything it decides from (`slurmrestd-access
+plan`), and later applies with the single commands: both must be given the same settings.
+"""
+
+from __future__ import annotations
+
+from deploys.lib.settings import Settings
+
+
+def agent_ini_args(settings: Settings) -> list[str]:
+    args = ["--file", settings.agent_ini, "--uri", settings.socket_uri,
+            "--jwt-key", settings.agent_key_path]
+    if settings.jwt_user:
+        args += ["--jwt-user", settings.jwt_user]
+    if settings.jwt_lifespan:
+        args += ["--jwt-lifespan", str(settings.jwt_lifespan)]
+    return args
+
+
+def conf_files(settings: Settings, roles: frozenset[str]) -> list[str]:
+    files = []
+    if roles & {"slurmctld", "slurmrestd", "compute"}:
+        files.append(settings.slurm_conf)
+    if "slurmdbd" in roles:
+        files.append(settings.slurmdbd_conf)
+    return files
+
+
+def plan_args(settings: Settings, roles: frozenset[str]) -> list[str]:
+    """`slurmrestd-access plan` arguments: everything this host's operations decide from."""
+    args: list[str] = []
+    if "slurmrestd" in roles:
+        args += ["--preflight-unit", settings.slurmrestd_unit,
+                 "--socket", settings.slurmrestd_socket]
+    for file in conf_files(settings, roles):
+        args += ["--conf", file]
+    args += ["--jwt-key", settings.jwt_key_path]
+    if "slurmrestd" in roles:
+        ini = agent_ini_args(settings)
+        ini[ini.index("--file")] = "--agent-ini"
+        ini[ini.index("--jwt-key")] = "--agent-jwt-key"
+        args += ini
+    return args

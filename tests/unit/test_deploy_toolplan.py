@@ -1,0 +1,79 @@
+"""The one `slurmrestd-access plan` per host: its arguments, and that it answers as the single
+commands the deploy later applies with would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deploys.lib.settings import settings_from_host_data
+from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args
+from watchdog_daemon import cli
+
+ROOT = Path(__file__).resolve().parents[2]
+ALL = frozenset({"slurmctld", "slurmdbd", "slurmrestd", "compute"})
+
+
+def tool(*args: str) -> dict:
+    done = subprocess.run([sys.executable, "-m", "watchdog_daemon.cli", *args, "--json"],
+                          capture_output=True, text=True, cwd=ROOT, check=False)
+    data = json.loads(done.stdout)
+    data.setdefault("exit_code", done.returncode)
+    return data
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    (tmp_path / "slurm.conf").write_text("ClusterName=hpc\nAuthAltTypes=auth/foo\n")
+    (tmp_path / "slurmdbd.conf").write_text("DbdHost=db\nStoragePass=s3cret\n")
+    os.chmod(tmp_path / "slurmdbd.conf", 0o600)
+    (tmp_path / "agent.ini").write_text("[service]\ncluster = hpc\n")
+    return settings_from_host_data("h", {
+        "cluster": "hpc", "slurm_conf": str(tmp_path / "slurm.conf"),
+        "slurmdbd_conf": str(tmp_path / "slurmdbd.conf"),
+        "agent_ini": str(tmp_path / "agent.ini"), "jwt_user": "slurm", "jwt_lifespan": 600,
+    })
+
+
+@pytest.mark.parametrize(("roles", "files"), [
+    (ALL, ["slurm.conf", "slurmdbd.conf"]),
+    (frozenset({"slurmdbd"}), ["slurmdbd.conf"]),
+    (frozenset({"slurmrestd"}), ["slurm.conf"]),
+    (frozenset({"compute"}), ["slurm.conf"]),
+])
+def test_conf_files_by_role(site, roles, files):
+    assert [Path(f).name for f in conf_files(site, roles)] == files
+
+
+def test_plan_arguments_are_the_tool_s(site):
+    args = cli.build_parser("conf_cli").parse_args(["plan", *plan_args(site, ALL)])
+    assert args.preflight_unit == site.slurmrestd_unit
+    assert args.socket == site.slurmrestd_socket
+    assert args.conf == [site.slurm_conf, site.slurmdbd_conf]
+    assert args.jwt_key == site.jwt_key_path
+    assert (args.agent_ini, args.uri, args.agent_jwt_key) == (
+        site.agent_ini, site.socket_uri, site.agent_key_path)
+    assert (args.jwt_user, args.jwt_lifespan) == ("slurm", 600)
+
+
+def test_a_dbd_host_is_asked_for_its_file_only(site):
+    args = cli.build_parser("conf_cli").parse_args(["plan", *plan_args(site, frozenset({
+        "slurmdbd"}))])
+    assert args.conf == [site.slurmdbd_conf]
+    assert args.preflight_unit is None and args.agent_ini is None
+
+
+def test_the_plan_says_what_the_single_commands_say(site):
+    plan = tool("plan", *plan_args(site, ALL))
+    for file, part in zip(conf_files(site, ALL), plan["conf"], strict=True):
+        assert part == tool("conf", "plan", "--file", file, "--jwt-key", site.jwt_key_path)
+    single = tool("agent-ini", "plan", *agent_ini_args(site))
+    assert plan["agent_ini"] == single
+    assert "jwt_lifespan = 600" in single["after"]
+    assert plan["preflight"]["unit"] == site.slurmrestd_unit
+    assert "s3cret" not in json.dumps(plan)
