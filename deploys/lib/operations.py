@@ -19,7 +19,7 @@ from deploys.lib.facts import HostState, ToolReport
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
-from deploys.lib.toolplan import agent_ini_args
+from deploys.lib.toolplan import agent_ini_args, plan_problems
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
 
 q = shlex.quote
@@ -156,16 +156,12 @@ def preflight(settings: Settings, roles: frozenset[str]):
             )
         if not hs.groups.get(settings.agent_group):
             problems.append(f"group {settings.agent_group!r} does not exist")
-        plan = survey.tool_plan(settings)
-        if plan is not None:
-            report = plan.get("preflight") or {
-                "exit_code": plan.get("exit_code", 1),
-                "message": plan.get("message") or plan.get("error") or "no preflight report"}
-            for finding in report.get("findings", []):
-                if finding.get("level") == "error":
-                    problems.append(f"{finding.get('message')} — {finding.get('hint', '')}")
-            if report["exit_code"] not in (0,) and not report.get("findings"):
-                problems.append(f"preflight: {report.get('message', report)}")
+    # The host tool's look at this host (every host gets it first): its preflight of the
+    # slurmrestd host, and whether each file the deploy merges into can be merged, so that a
+    # broken file stops the deploy before anything changed.
+    plan = survey.tool_plan(settings)
+    if plan is not None:
+        problems += plan_problems(plan, "slurmrestd" in roles)
     if problems:
         raise OperationError("not ready for the deploy:\n  - " + "\n  - ".join(problems))
     host.noop("preflight passed")

@@ -43,3 +43,27 @@ def plan_args(settings: Settings, roles: frozenset[str]) -> list[str]:
         ini[ini.index("--jwt-key")] = "--agent-jwt-key"
         args += ini
     return args
+
+
+def plan_problems(plan: dict, agent_host: bool) -> list[str]:
+    """What in the tool's plan stops the deploy before any change (the preflight's errors, a
+    file that cannot be merged), one line each."""
+    if plan.get("exit_code", 0) != 0:
+        return [f"the host tool could not look at this host: "
+                f"{plan.get('message') or plan.get('error') or plan}"]
+    problems = []
+    parts = [*plan.get("conf", [])]
+    if agent_host:
+        report = plan.get("preflight") or {"exit_code": 1, "message": "no preflight report"}
+        for finding in report.get("findings", []):
+            if finding.get("level") == "error":
+                problems.append(f"{finding.get('message')} — {finding.get('hint', '')}")
+        if report["exit_code"] != 0 and not report.get("findings"):
+            problems.append(f"preflight: {report.get('message', report)}")
+        parts.append(plan.get("agent_ini") or {"exit_code": 1, "message": "no agent.ini plan"})
+    for part in parts:
+        if part.get("exit_code", 1) != 0:
+            hint = f" — {part['hint']}" if part.get("hint") else ""
+            problems.append(f"cannot merge into {part.get('file', '?')}: "
+                            f"{part.get('message', 'no details')}{hint}")
+    return problems

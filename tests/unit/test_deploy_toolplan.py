@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploys.lib.settings import settings_from_host_data
-from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args
+from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args, plan_problems
 from watchdog_daemon import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,3 +77,39 @@ def test_the_plan_says_what_the_single_commands_say(site):
     assert "jwt_lifespan = 600" in single["after"]
     assert plan["preflight"]["unit"] == site.slurmrestd_unit
     assert "s3cret" not in json.dumps(plan)
+
+
+def test_a_clean_plan_stops_nothing():
+    plan = {"conf": [{"file": "/etc/slurm/slurm.conf", "changed": True, "exit_code": 0}],
+            "preflight": {"ok": True, "findings": [], "exit_code": 0},
+            "agent_ini": {"changed": False, "exit_code": 0}}
+    assert plan_problems(plan, agent_host=True) == []
+    assert plan_problems({"conf": []}, agent_host=False) == []
+
+
+def test_every_problem_of_the_plan_is_named():
+    plan = {
+        "conf": [{"file": "/etc/slurm/slurm.conf", "exit_code": 40, "message": "line 3: indented "
+                  "Include", "hint": "start it at the beginning"},
+                 {"file": "/etc/slurm/slurmdbd.conf", "exit_code": 0}],
+        "preflight": {"exit_code": 41, "findings": [
+            {"level": "warning", "message": "meh"},
+            {"level": "error", "message": "SLURMRESTD_LISTEN set", "hint": "remove it"}]},
+        "agent_ini": {"file": "/etc/slurm-web/agent.ini", "exit_code": 10,
+                      "message": "[service] cluster is missing"},
+    }
+    assert plan_problems(plan, agent_host=True) == [
+        "SLURMRESTD_LISTEN set — remove it",
+        "cannot merge into /etc/slurm/slurm.conf: line 3: indented Include — start it at the "
+        "beginning",
+        "cannot merge into /etc/slurm-web/agent.ini: [service] cluster is missing",
+    ]
+    # Not the agent host: its preflight and agent.ini are not this host's business.
+    assert plan_problems(plan, agent_host=False) == [plan_problems(plan, True)[1]]
+
+
+def test_a_tool_that_could_not_look_is_a_problem():
+    assert plan_problems({"exit_code": 1, "error": "unreadable_output"}, agent_host=False) == [
+        "the host tool could not look at this host: unreadable_output"]
+    assert plan_problems({"conf": []}, agent_host=True) == [
+        "preflight: no preflight report", "cannot merge into ?: no agent.ini plan"]
