@@ -288,6 +288,7 @@ _HINTS: dict[str, str] = {
                            "expected: check the openapi plugins it loads and "
                            "AccountingStorageType in slurm.conf, or pass --accounting no",
     "config_invalid": "fix the configuration file named in the message",
+    "user_missing": "create the user (install Slurm-web's agent package) or name the right one",
     "internal_error": "this is a bug in slurmrestd-access: please report it",
 }
 
@@ -312,6 +313,7 @@ _CODES: dict[str, ExitCode] = {
     "rejected_by_slurmdbd": ExitCode.REJECTED_BY_SLURMDBD,
     "controller_unreachable": ExitCode.CONTROLLER_UNREACHABLE,
     "slurmdbd_unreachable": ExitCode.SLURMDBD_UNREACHABLE,
+    "user_missing": ExitCode.USER_MISSING,
     "internal_error": ExitCode.INTERNAL_ERROR,
 }
 
@@ -507,6 +509,13 @@ def scrub(result: CheckResult, secrets_text: Iterable[str]) -> CheckResult:
 
 # ---------------------------------------------------------------------------------------------
 # I/O
+
+
+def import_dependencies() -> None:
+    """Import what a check needs now (see privdrop: before dropping root)."""
+    import jwt  # noqa: F401
+    import requests  # noqa: F401
+    import requests_unixsocket  # noqa: F401
 
 
 def sign_token(key: SecretBytes, user: str, lifespan: int, *, now: float | None = None) -> str:

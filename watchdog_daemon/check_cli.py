@@ -60,6 +60,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="sign with this key file instead of the agent's copy (e.g. the previous "
                    "key after a rotation, which must now be refused: exit 30); read with "
                    "Slurm's rule (no access for others), usually as root")
+    p.add_argument("--as-user", metavar="USER", default=None,
+                   help="root only: run the check as USER (the agent's user), as `runuser -u "
+                   "USER` would; its libraries are loaded before the switch")
     p.set_defaults(func=run)
 
 
@@ -82,7 +85,25 @@ def report(result: CheckResult, *, as_json: bool, out: TextIO, err: TextIO) -> i
     return int(result.exit_code)
 
 
+def _become(user: str) -> CheckResult | None:
+    from watchdog_daemon.check import import_dependencies
+    from watchdog_daemon.privdrop import NotPermittedError, UserMissingError, become
+
+    import_dependencies()
+    try:
+        become(user)
+    except UserMissingError as exc:
+        return failure("user_missing", str(exc))
+    except NotPermittedError as exc:
+        return failure("permission_denied", str(exc))
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "as_user", None):
+        refused = _become(args.as_user)
+        if refused is not None:
+            return report(refused, as_json=args.json, out=sys.stdout, err=sys.stderr)
     try:
         settings = load_agent_settings(args.agent_ini)
     except ConfigError as exc:

@@ -75,7 +75,7 @@ def slurmrestd_access() -> None:
     check = {"_timeout": settings.check_timeout * 4 + 30}
 
     tool = ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
-                            _timeout=600)
+                            agent_host="slurmrestd" in roles, _timeout=600)
     ops.preflight(name="Preflight", settings=settings, roles=roles, **quick)
 
     # 1-2. The key: created on the controller, or pushed from the workstation's key source;
