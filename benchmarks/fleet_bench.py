@@ -8,11 +8,12 @@ Measures wall time (the real pyinfra CLI over SSH, as an administrator runs it) 
   - a coordinated rotation of one cluster (`deploys/rotate_key.py --limit beta`, 3 hosts)
   - the read-only fleet report of all 3 clusters
 and the ratios 3 clusters / 1 cluster (target: under 1.5: clusters run in parallel). First
-rollouts are medians of N, each from fresh hosts. The workstation's wheelhouse is made ready
-before anything is timed (once per workstation and tool version, reported apart); the
-tool-install step of a first rollout is also shown apart, since the testbed's five hosts share
-this machine's two CPUs, which a real fleet does not. Uses only the `fleet` topology (`up fleet
---fresh`; never takes other topologies down). Prints JSON.
+rollouts are medians of N, each from fresh hosts; for each, the share of the machine's CPU
+time that was busy (near 1: the run waited for CPUs, not for daemons). The workstation's
+wheelhouse is made ready before anything is timed (once per workstation and tool version,
+reported apart); the tool-install step of a first rollout is also shown apart, since the
+testbed's five hosts share this machine's two CPUs, which a real fleet does not. Uses only
+the `fleet` topology (`up fleet --fresh`; never takes other topologies down). Prints JSON.
 """
 
 from __future__ import annotations
@@ -51,10 +52,29 @@ def fresh_fleet(attempts: int = 3) -> None:
     raise SystemExit("the fleet did not come up")
 
 
+def cpu_ticks() -> list[int]:
+    """This machine's CPU time so far (the first line of /proc/stat), in clock ticks."""
+    with open("/proc/stat") as stat:
+        return [int(v) for v in stat.readline().split()[1:9]]
+
+
+def busy_share(before: list[int], after: list[int]) -> float:
+    """Of all CPU time there was meanwhile, the share not idle: near 1 means the run waited
+    for CPUs (the testbed's hosts and pyinfra all share this machine's), not for daemons."""
+    spent = [b - a for a, b in zip(before, after, strict=True)]
+    idle = spent[3] + spent[4]  # idle, iowait
+    return round(1 - idle / max(sum(spent), 1), 2)
+
+
+LAST_BUSY: list[float] = []
+
+
 def run(deploy: str, *extra: str) -> tuple[float, float]:
     """Wall time of `pyinfra -y INVENTORY DEPLOY EXTRA`, and the time of its tool-install step
-    (from pyinfra's "Starting operation" lines, timestamped as they arrive)."""
+    (from pyinfra's "Starting operation" lines, timestamped as they arrive). The machine's busy
+    share during the run goes to LAST_BUSY."""
     cmd = [sys.executable, "-m", "pyinfra", "-y", str(INVENTORY), deploy, *extra]
+    ticks = cpu_ticks()
     start = time.monotonic()
     marks: list[tuple[float, str]] = []
     tail: list[str] = []
@@ -66,6 +86,7 @@ def run(deploy: str, *extra: str) -> tuple[float, float]:
             if "--> Starting operation:" in line or "--> Results:" in line:
                 marks.append((time.monotonic() - start, line))
     seconds = time.monotonic() - start
+    LAST_BUSY[:] = [busy_share(ticks, cpu_ticks())]
     if proc.returncode != 0:
         raise SystemExit(f"{deploy} {' '.join(extra)} failed:\n{''.join(tail)}")
     install = next((b[0] - a[0] for a, b in itertools.pairwise(marks)
@@ -74,14 +95,16 @@ def run(deploy: str, *extra: str) -> tuple[float, float]:
 
 
 def first_and_reruns(limit: tuple[str, ...], repeat: int, firsts: int) -> dict:
-    runs = []
+    runs, busy = [], []
     for _ in range(firsts):
         fresh_fleet()
         runs.append(run("deploys/slurmrestd_access.py", *limit))
+        busy.append(LAST_BUSY[0])
     reruns = [run("deploys/slurmrestd_access.py", *limit)[0] for _ in range(repeat)]
     first = statistics.median(r[0] for r in runs)
     install = statistics.median(r[1] for r in runs)
     return {"first_s": [round(r[0], 2) for r in runs], "first_median_s": round(first, 2),
+            "first_cpu_busy_share": busy,
             "first_tool_install_median_s": round(install, 2),
             "first_without_install_median_s": round(
                 statistics.median(r[0] - r[1] for r in runs), 2),
