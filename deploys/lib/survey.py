@@ -50,12 +50,6 @@ def survey(settings: Settings) -> HostStateData:
     return _cache[_key()]
 
 
-def forget() -> None:
-    """The next survey of this host is a fresh one (for changes that cannot be predicted)."""
-    _cache.pop(_key(), None)
-    _plans.pop(_key(), None)
-
-
 def record(*, files: dict[str, RemoteFile] | None = None,
            units: dict[str, UnitState] | None = None, tool_digest: str | None = None) -> None:
     """An operation is about to change this host: what the host looks like once it has."""
