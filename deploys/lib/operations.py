@@ -15,7 +15,7 @@ from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
 from deploys.lib import survey
-from deploys.lib.facts import HostState, ToolReport
+from deploys.lib.facts import HostState
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import AGENT_UNITS, Settings
@@ -23,10 +23,6 @@ from deploys.lib.toolplan import agent_ini_args, plan_problems
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
 
 q = shlex.quote
-
-
-def _tool_report(settings: Settings, *args: str, as_user: str | None = None) -> dict:
-    return host.get_fact(ToolReport, tool=settings.tool, args=tuple(args), as_user=as_user)
 
 
 def _fail(what: str, report: dict) -> OperationError:
@@ -406,7 +402,7 @@ def connect_check(settings: Settings, when: str):
         return
     # As the agent's user (--as-user: started as root, the check loads its libraries, whose
     # byte code root may write, then switches for good before it reads or connects anything).
-    report = _tool_report(settings, "check", "--agent-ini", settings.agent_ini,
+    report = survey.tool_report(settings, "check", "--agent-ini", settings.agent_ini,
                           "--timeout", str(settings.check_timeout),
                           "--as-user", settings.agent_user)
     if report["exit_code"] != 0:

@@ -101,25 +101,26 @@ def tool_plan(settings: Settings) -> dict | None:
         return None
     if _key() not in _plans:
         roles = roles_of(host.groups)
-        report = _report(settings, "plan", *plan_args(settings, roles))
+        report = tool_report(settings, "plan", *plan_args(settings, roles))
         if report["exit_code"] == USAGE_EXIT:
             report = _plan_part_by_part(settings, roles)
         _plans[_key()] = report
     return _plans[_key()]
 
 
-def _report(settings: Settings, *args: str, as_user: str | None = None) -> dict:
-    return host.get_fact(ToolReport, tool=settings.tool, args=tuple(args), as_user=as_user)
+def tool_report(settings: Settings, *args: str) -> dict:
+    """`slurmrestd-access ARGS --json` on this host, as data (exit code included)."""
+    return host.get_fact(ToolReport, tool=settings.tool, args=tuple(args))
 
 
 def _plan_part_by_part(settings: Settings, roles: frozenset[str]) -> dict:
     plan: dict = {"exit_code": 0, "conf": []}
     if "slurmrestd" in roles:
-        plan["preflight"] = _report(settings, "preflight", "--unit", settings.slurmrestd_unit,
+        plan["preflight"] = tool_report(settings, "preflight", "--unit", settings.slurmrestd_unit,
                                     "--socket", settings.slurmrestd_socket)
-        plan["agent_ini"] = _report(settings, "agent-ini", "plan", *agent_ini_args(settings))
+        plan["agent_ini"] = tool_report(settings, "agent-ini", "plan", *agent_ini_args(settings))
     for file in conf_files(settings, roles):
-        part = _report(settings, "conf", "plan", "--file", file,
+        part = tool_report(settings, "conf", "plan", "--file", file,
                        "--jwt-key", settings.jwt_key_path)
         part.setdefault("file", file)
         plan["conf"].append(part)
