@@ -1,14 +1,28 @@
-"""Read /etc/slurm-web/agent.ini the way the Slurm-web agent does (the settings the check needs).
+"""Read /etc/slurm-web/agent.ini the way the Slurm-web agent (6.0) does, and say what it refuses.
 
-The agent layers agent.ini over its vendor defaults; the defaults below are those of the vendor
-file (`conf/vendor/agent.yml`) for the keys we use. Parsing is a pure function of the text so it
-can be tested without files; `load_agent_settings` adds the file reading.
+The agent layers agent.ini over its vendor definitions (`conf/vendor/agent.yml`) with RFL's
+settings loader. What that loader does decides whether the agent starts at all, so it is
+followed here rule by rule (read from Slurm-web 6.0.0 and RFL 1.6, and run against them):
+
+* `configparser.ConfigParser` with **extended interpolation**: `$` is special (`$$` is a literal
+  `$`, `${key}` / `${section:key}` substitute, a lone `$` is an error), `%` is not;
+* option names are lower-cased, section names are case-sensitive, no inline comments;
+* a section the definitions do not have, or a key a section does not define, stops the agent;
+  `[DEFAULT]` keys spill into every section, so each of them must be defined in every section
+  present (in practice: no `[DEFAULT]` keys at all);
+* ints are `int(text)`, bools are 1/yes/true/on or 0/no/false/off, lists are one item per line
+  (`versions` is NOT split on commas), `auth` and `jwt_mode` take only their choices;
+* `[service] cluster` is required (an empty value passes).
+
+Pure functions of the text (`agent_ini_problems`, `parse_agent_ini`) so it is all tested without
+files; `load_agent_settings` adds the reading. Messages name lines and keys, never values: a value
+may be a static token.
 """
 
 from __future__ import annotations
 
 import configparser
-import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -23,7 +37,38 @@ DEFAULT_JWT_MODE = "auto"
 DEFAULT_JWT_USER = "slurm"
 DEFAULT_JWT_LIFESPAN = 3600
 DEFAULT_JWT_KEY = "/var/lib/slurm-web/slurmrestd.key"
+# The agent's `versions` default: what it asks `/slurm/v{ver}/ping` for, in this order.
+AGENT_DEFAULT_VERSIONS: tuple[str, ...] = ("0.0.44", "0.0.43", "0.0.42", "0.0.41")
 JWT_MODES = ("auto", "static")
+AUTH_CHOICES = ("local", "jwt")
+_FLAG_CHOICES = ("slurmweb", "rfl", "werkzeug", "urllib3", "racksdb", "ALL")
+
+# The agent's settings definitions (Slurm-web 6.0 conf/vendor/agent.yml): section -> key -> type.
+AGENT_SCHEMA: dict[str, dict[str, str]] = {
+    "service": {"cluster": "str", "interface": "str", "port": "int", "cors": "bool",
+                "debug": "bool", "log_flags": "list", "debug_flags": "list"},
+    "slurmrestd": {"uri": "uri", "socket": "path", "auth": "str", "jwt_mode": "str",
+                   "jwt_user": "str", "jwt_lifespan": "int", "jwt_key": "path",
+                   "jwt_token": "password", "version": "str", "versions": "list"},
+    "filters": {k: "list" for k in ("jobs", "acctjob", "ctldjob", "nodes", "node", "partitions",
+                                    "qos", "reservations", "accounts", "associations")},
+    "policy": {"definition": "path", "vendor_roles": "path", "roles": "path"},
+    "jwt": {"key": "path", "algorithm": "str", "audience": "str"},
+    "racksdb": {"enabled": "bool", "db": "path", "schema": "path", "extensions": "path",
+                "drawings_schema": "path", "infrastructure": "str", "tags": "list"},
+    "cache": {"enabled": "bool", "host": "str", "port": "int", "password": "password",
+              **{k: "int" for k in ("version", "jobs", "job", "nodes", "node", "partitions",
+                                    "qos", "reservations", "accounts", "associations")}},
+    "metrics": {"enabled": "bool", "restrict": "list", "host": "uri", "job": "str"},
+}
+AGENT_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("slurmrestd", "auth"): AUTH_CHOICES,
+    ("slurmrestd", "jwt_mode"): JWT_MODES,
+    ("service", "log_flags"): _FLAG_CHOICES,
+    ("service", "debug_flags"): _FLAG_CHOICES,
+}
+_BOOLS = {"1": True, "yes": True, "true": True, "on": True,
+          "0": False, "no": False, "false": False, "off": False}
 
 
 class ConfigError(Exception):
@@ -31,11 +76,31 @@ class ConfigError(Exception):
 
     exit_code = ExitCode.CONFIG_INVALID
 
-    def __init__(self, message: str, hint: str, path: str | None = None) -> None:
+    def __init__(self, message: str, hint: str, path: str | None = None,
+                 line: int | None = None) -> None:
         self.message = message
         self.hint = hint
         self.path = path
+        self.line = line
         super().__init__(f"{message} — {hint}")
+
+
+@dataclass(frozen=True)
+class SettingsProblem:
+    """One reason the agent would refuse to start with this agent.ini."""
+
+    detail: str  # what is wrong, without the file and line
+    hint: str
+    section: str | None = None
+    key: str | None = None
+    line: int | None = None
+    where: str = "agent.ini"
+    spilled: bool = False  # a [DEFAULT] key, refused in a section that has no such setting
+
+    @property
+    def message(self) -> str:
+        return f"{self.where}: line {self.line}: {self.detail}" if self.line else \
+            f"{self.where}: {self.detail}"
 
 
 @dataclass(frozen=True)
@@ -47,6 +112,7 @@ class AgentSettings:
     jwt_user: str = DEFAULT_JWT_USER
     jwt_lifespan: int = DEFAULT_JWT_LIFESPAN
     jwt_key: Path = Path(DEFAULT_JWT_KEY)
+    # None: the agent's default list (AGENT_DEFAULT_VERSIONS)
     versions: tuple[str, ...] | None = None
     # Static-mode token: a secret too, kept wrapped.
     jwt_token: SecretBytes | None = None
@@ -60,96 +126,212 @@ class AgentSettings:
         # unix:///run/x.socket -> netloc "" path "/run/x.socket"; tolerate unix:/run/x too.
         return Path(unquote(parts.netloc + parts.path))
 
+    @property
+    def api_versions(self) -> tuple[str, ...]:
+        """The versions the agent tries, in its order."""
+        return self.versions if self.versions is not None else AGENT_DEFAULT_VERSIONS
+
 
 def _where(path: str | None) -> str:
     return path or "agent.ini"
 
 
-def parse_agent_ini(text: str, *, path: str | None = None) -> AgentSettings:
-    """Settings from the text of agent.ini; ConfigError naming the line or key when wrong."""
-    where = _where(path)
-    parser = configparser.ConfigParser(interpolation=None, strict=True)
+_SECTION_LINE = re.compile(r"\[(?P<header>.+)\]")  # configparser.SECTCRE
+_OPTION_LINE = re.compile(r"(?P<option>.*?)\s*[=:]")
+
+
+def option_lines(text: str) -> dict[tuple[str, str], int]:
+    """(section, lower-cased key) -> the 1-based line where it is set, as configparser reads it."""
+    found: dict[tuple[str, str], int] = {}
+    section: str | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
+        stripped = raw.strip()
+        if not stripped or stripped.startswith(("#", ";")) or raw[:1].isspace():
+            continue  # blank, comment, or a continuation line
+        header = _SECTION_LINE.match(stripped)
+        if header:
+            section = header.group("header")
+            found.setdefault((section, ""), number)
+            continue
+        option = _OPTION_LINE.match(stripped)
+        if section is not None and option and option.group("option").strip():
+            found.setdefault((section, option.group("option").strip().lower()), number)
+    return found
+
+
+def _read(text: str, where: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(interpolation=configparser.ExtendedInterpolation())
     try:
         parser.read_string(text, source=where)
     except configparser.MissingSectionHeaderError as exc:
-        # Error messages carry line numbers only: a line could be a static token.
         raise ConfigError(
             f"{where}: line {exc.lineno}: content before the first [section] header",
-            "start the file with a section such as [service]", path,
+            "start the file with a section such as [service]", line=exc.lineno,
         ) from None
     except configparser.DuplicateSectionError as exc:
         raise ConfigError(
             f"{where}: line {exc.lineno}: section [{exc.section}] appears twice",
-            "merge the two sections into one", path,
+            "merge the two sections into one", line=exc.lineno,
         ) from None
     except configparser.DuplicateOptionError as exc:
         raise ConfigError(
             f"{where}: line {exc.lineno}: key {exc.option!r} appears twice in [{exc.section}]",
-            "keep only one of them", path,
+            "keep only one of them", line=exc.lineno,
         ) from None
     except configparser.ParsingError as exc:
         lines = ", ".join(str(lineno) for lineno, _line in exc.errors)
+        first = exc.errors[0][0] if exc.errors else None
         raise ConfigError(
             f"{where}: cannot parse line(s) {lines}",
-            "each line must be `key = value`, a [section] header or a comment", path,
+            "each line must be `key = value`, a [section] header or a comment", line=first,
         ) from None
     except configparser.Error as exc:
         raise ConfigError(f"{where}: malformed ({type(exc).__name__})",
-                          "check the file's INI syntax", path) from None
+                          "check the file's INI syntax") from None
+    return parser
 
-    cluster = parser.get("service", "cluster", fallback="").strip()
-    if not cluster:
-        raise ConfigError(
-            f"{where}: [service] cluster is not set",
-            "add `[service]` with `cluster = <name>` (the name Slurm-web shows)", path,
-        )
-    rest = parser["slurmrestd"] if parser.has_section("slurmrestd") else {}
 
-    def get(key: str, default: str) -> str:
-        value = rest.get(key)
-        return default if value is None or not value.strip() else value.strip()
+def _convert(kind: str, text: str) -> object:
+    """The agent's conversion of a value; ValueError when it would refuse it."""
+    if kind == "int":
+        return int(text)
+    if kind == "bool":
+        if text.lower() not in _BOOLS:
+            raise ValueError("not a boolean (yes/no, true/false, on/off, 1/0)")
+        return _BOOLS[text.lower()]
+    if kind == "list":
+        return text.strip().split("\n")
+    return text
 
-    if rest.get("uri") is None and rest.get("socket"):
-        # Deprecated older key: a bare socket path.
-        uri = "unix://" + rest["socket"].strip()
-    else:
-        uri = get("uri", DEFAULT_URI)
-    if not urlsplit(uri).scheme:
-        raise ConfigError(f"{where}: [slurmrestd] uri {uri!r} has no scheme",
-                          "use e.g. unix:///run/slurmrestd/slurmrestd.socket", path)
 
-    lifespan_text = get("jwt_lifespan", str(DEFAULT_JWT_LIFESPAN))
+def _settings_values(parser: configparser.ConfigParser, where: str,
+                     lines: dict[tuple[str, str], int]
+                     ) -> tuple[dict[tuple[str, str], object], list[SettingsProblem]]:
+    """Every value as the agent converts it, and every reason it would refuse to start."""
+    values: dict[tuple[str, str], object] = {}
+    problems: list[SettingsProblem] = []
+    defaults = set(parser.defaults())
+
+    def at(section: str, key: str = "") -> int | None:
+        line = lines.get((section, key))
+        if line is None and key in defaults:
+            line = lines.get(("DEFAULT", key))
+        return line
+
+    def problem(detail: str, hint: str, section: str, key: str | None, line: int | None,
+                spilled: bool = False) -> None:
+        problems.append(SettingsProblem(detail, hint, section, key, line, where, spilled))
+
+    for section in parser.sections():
+        schema = AGENT_SCHEMA.get(section)
+        if schema is None:
+            problem(f"section [{section}] is not one the agent knows "
+                    f"({', '.join(AGENT_SCHEMA)}; names are case-sensitive)",
+                    "rename or remove the section: the agent refuses to start with it",
+                    section, None, at(section))
+            continue
+        for key in parser[section]:
+            line = at(section, key)
+            spilled = key in defaults and (section, key) not in lines
+            if key not in schema:
+                if spilled:
+                    message = (f"[DEFAULT] key `{key}` applies to every section, and "
+                               f"[{section}] has no setting `{key}`")
+                    hint = f"move `{key}` into the section it belongs to"
+                else:
+                    message = f"[{section}] has no setting `{key}`"
+                    hint = f"fix the key's spelling or remove it ([{section}] takes " \
+                           f"{', '.join(schema)})"
+                problem(message, hint + ": the agent refuses to start", section, key, line,
+                        spilled)
+                continue
+            try:
+                text = parser.get(section, key)
+            except configparser.InterpolationError as exc:
+                problem(f"[{section}] {key}: `$` starts an interpolation the agent cannot "
+                        f"resolve ({type(exc).__name__})",
+                        "write `$$` for a literal `$` (the agent reads agent.ini with extended "
+                        "interpolation)", section, key, line)
+                continue
+            try:
+                value = _convert(schema[key], text)
+            except ValueError:
+                problem(f"[{section}] {key} is not a valid {schema[key]}",
+                        "fix the value: the agent refuses to start with it", section, key, line)
+                continue
+            choices = AGENT_CHOICES.get((section, key))
+            items = value if isinstance(value, list) else [value]
+            if choices and any(item not in choices for item in items):
+                problem(f"[{section}] {key} is not one of {', '.join(choices)}",
+                        f"set {key} to one of {', '.join(choices)} (no inline comments)",
+                        section, key, line)
+                continue
+            values[(section, key)] = value
+    if ("service", "cluster") not in values and not any(
+        p.section == "service" and p.key == "cluster" for p in problems
+    ):
+        problem("[service] cluster is not set",
+                "add `[service]` with `cluster = <name>` (the name Slurm-web shows)",
+                "service", "cluster", None)
+    problems.sort(key=lambda p: p.line if p.line is not None else 1 << 30)
+    return values, problems
+
+
+def agent_ini_problems(text: str, *, path: str | None = None) -> list[SettingsProblem]:
+    """Every reason the agent would refuse to start with this agent.ini (empty: it starts)."""
+    where = _where(path)
     try:
-        lifespan = int(lifespan_text)
-    except ValueError:
-        lifespan = 0
+        parser = _read(text, where)
+    except ConfigError as exc:
+        # Already located: keep configparser's own wording, less the file name.
+        detail = exc.message.split(": ", 1)[1] if exc.message.startswith(where) else exc.message
+        if detail.startswith("line "):
+            detail = detail.split(": ", 1)[1]
+        return [SettingsProblem(detail, exc.hint, line=exc.line, where=where)]
+    return _settings_values(parser, where, option_lines(text))[1]
+
+
+def parse_agent_ini(text: str, *, path: str | None = None) -> AgentSettings:
+    """Settings from the text of agent.ini; ConfigError naming the line or key when wrong."""
+    where = _where(path)
+    parser = _read(text, where)
+    values, problems = _settings_values(parser, where, option_lines(text))
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise ConfigError(first.message + more, first.hint, path, first.line)
+
+    def get(key: str, default: object) -> object:
+        return values.get(("slurmrestd", key), default)
+
+    uri = get("uri", None)
+    if uri is None and get("socket", None):
+        uri = "unix://" + str(get("socket", "")).strip()  # the deprecated key, as the agent does
+    uri = str(uri or DEFAULT_URI).strip()
+    if not urlsplit(uri).scheme:
+        raise ConfigError(f"{where}: [slurmrestd] uri has no scheme",
+                          "use e.g. unix:///run/slurmrestd/slurmrestd.socket", path)
+    lifespan = get("jwt_lifespan", DEFAULT_JWT_LIFESPAN)
+    assert isinstance(lifespan, int)
     if lifespan <= 0:
+        # The agent starts, but every token it signs is already expired.
         raise ConfigError(
-            f"{where}: [slurmrestd] jwt_lifespan {lifespan_text!r} is not a positive integer",
+            f"{where}: [slurmrestd] jwt_lifespan is not a positive integer",
             "give the token lifespan in seconds, e.g. jwt_lifespan = 3600", path,
         )
-
-    jwt_mode = get("jwt_mode", DEFAULT_JWT_MODE)
-    if jwt_mode not in JWT_MODES:
-        raise ConfigError(f"{where}: [slurmrestd] jwt_mode {jwt_mode!r} is not auto or static",
-                          "set jwt_mode = auto", path)
-
-    versions_text = rest.get("versions")
-    versions = None
-    if versions_text is not None and versions_text.strip():
-        versions = tuple(v.strip() for v in versions_text.split(",") if v.strip())
-
-    token_text = rest.get("jwt_token")
-    token = SecretBytes(token_text.strip().encode()) if token_text and token_text.strip() else None
-
+    versions = get("versions", None)
+    token = get("jwt_token", None)
     return AgentSettings(
-        cluster=cluster, uri=uri, auth=get("auth", DEFAULT_AUTH), jwt_mode=jwt_mode,
-        jwt_user=get("jwt_user", DEFAULT_JWT_USER), jwt_lifespan=lifespan,
-        jwt_key=Path(get("jwt_key", DEFAULT_JWT_KEY)), versions=versions, jwt_token=token,
+        cluster=str(values[("service", "cluster")]).strip(), uri=uri,
+        auth=str(get("auth", DEFAULT_AUTH)), jwt_mode=str(get("jwt_mode", DEFAULT_JWT_MODE)),
+        jwt_user=str(get("jwt_user", DEFAULT_JWT_USER)), jwt_lifespan=lifespan,
+        jwt_key=Path(str(get("jwt_key", DEFAULT_JWT_KEY))),
+        versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
+        jwt_token=SecretBytes(str(token).encode()) if token else None,
     )
 
 
-def load_agent_settings(path: str | os.PathLike[str] = DEFAULT_AGENT_INI) -> AgentSettings:
+def load_agent_settings(path: str | Path = DEFAULT_AGENT_INI) -> AgentSettings:
     """Read and parse agent.ini; a missing or unreadable file is a ConfigError too."""
     path_text = str(path)
     try:
@@ -170,9 +352,14 @@ def load_agent_settings(path: str | os.PathLike[str] = DEFAULT_AGENT_INI) -> Age
 
 
 __all__ = [
+    "AGENT_DEFAULT_VERSIONS",
+    "AGENT_SCHEMA",
     "DEFAULT_AGENT_INI",
     "AgentSettings",
     "ConfigError",
+    "SettingsProblem",
+    "agent_ini_problems",
     "load_agent_settings",
+    "option_lines",
     "parse_agent_ini",
 ]

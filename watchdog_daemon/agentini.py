@@ -1,7 +1,9 @@
 """Merge the `[slurmrestd]` settings of this mode into the Slurm-web agent's agent.ini.
 
 Pure `merge_agent_ini` plus `apply_agent_ini` for the file I/O. The agent reads agent.ini with
-Python's configparser defaults, so this module follows them (not a looser "ini" idea):
+configparser (extended interpolation) through its settings loader, so this module follows them
+(not a looser "ini" idea), and refuses to write a file the agent would refuse to start with
+(`agentconf.agent_ini_problems`: unknown sections or keys, `[DEFAULT]` keys, `$`, bad types):
 
 * `key = value` or `key: value`, split at the first `=` or `:`; keys are case-insensitive
   (lower-cased), section names are case-sensitive;
@@ -24,6 +26,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
+from watchdog_daemon.agentconf import agent_ini_problems, option_lines
 from watchdog_daemon.atomicwrite import (
     ChangeError,
     MergeResult,
@@ -153,9 +156,10 @@ def _parse(lines: list[_Line]) -> dict[str, _Section]:
 def _check_value(name: str, value: str) -> None:
     if not value or "\n" in value or "\r" in value or value != value.strip():
         raise ConfigError(f"invalid {name}: {value!r}", f"give a non-empty {name} on one line")
-    if "%" in value:
-        # configparser's interpolation would read `%` as a reference and fail.
-        raise ConfigError(f"invalid {name}: '%' is not allowed", f"choose a {name} without '%'")
+    if "$" in value:
+        # The agent reads agent.ini with extended interpolation: `$` starts a reference.
+        raise ConfigError(f"invalid {name}: '$' is not allowed (the agent would read it as an "
+                          "interpolation)", f"choose a {name} without '$'")
 
 
 def _validate(uri: str, jwt_key: str, jwt_user: str | None, jwt_lifespan: int | None) -> None:
@@ -212,7 +216,25 @@ def merge_agent_ini(
     jwt_user: str | None = None,
     jwt_lifespan: int | None = None,
 ) -> MergeResult:
-    """Set uri, auth=jwt, jwt_mode=auto, jwt_key (and jwt_user/jwt_lifespan when given)."""
+    """Set uri, auth=jwt, jwt_mode=auto, jwt_key (and jwt_user/jwt_lifespan when given).
+
+    Refused (IniParseError, naming the lines) when the agent would not start with the result.
+    """
+    result = merge_agent_ini_unchecked(text, uri=uri, jwt_key=jwt_key, jwt_user=jwt_user,
+                                       jwt_lifespan=jwt_lifespan)
+    _refuse_what_the_agent_refuses(text, result.text)
+    return result
+
+
+def merge_agent_ini_unchecked(
+    text: str,
+    *,
+    uri: str,
+    jwt_key: str,
+    jwt_user: str | None = None,
+    jwt_lifespan: int | None = None,
+) -> MergeResult:
+    """The merge alone, without asking whether the agent starts with the result (tests)."""
     _validate(uri, jwt_key, jwt_user, jwt_lifespan)
     lines = _split_lines(text)
     sections = _parse(lines)
@@ -274,6 +296,30 @@ def merge_agent_ini(
     if changed:
         after = _managed_lines(new_text)
     return MergeResult(new_text, changed, before, after, warnings)
+
+
+def _refuse_what_the_agent_refuses(text: str, new_text: str) -> None:
+    """The merged file must be one the agent starts with; else nothing is written.
+
+    Checked on the result (a `[DEFAULT]` key that was harmless may spill into the
+    `[slurmrestd]` section the merge adds), located on the administrator's own lines.
+    """
+    problems = agent_ini_problems(new_text)
+    if not problems:
+        return
+    original = option_lines(text)
+    located = []
+    for problem in problems:
+        line = None
+        if problem.section is not None:
+            origin = "DEFAULT" if problem.spilled else problem.section
+            line = original.get((origin, problem.key or ""))
+        where = f"line {line}: " if line else ""
+        located.append(f"{where}{problem.detail} ({problem.hint})")
+    raise IniParseError(
+        "the Slurm-web agent would refuse to start with this agent.ini: " + "; ".join(located),
+        "fix the line(s) named; nothing was changed",
+    )
 
 
 def _rewrite(content: str, opt: _Option, value: str, new_key: str | None = None) -> str:

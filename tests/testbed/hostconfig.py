@@ -17,6 +17,7 @@ DB_PASSWORD = "testbed-slurmdbd"
 DB_NAME = "slurm_acct_db"
 
 STANDIN_PATH = "/usr/local/libexec/slurm-web-agent-standin.py"
+GATEWAY_KEY = "/var/lib/slurm-web/jwt.key"
 UNIT_DIR = "/usr/lib/systemd/system"
 NET_UNIT = "testbed-network.service"
 
@@ -127,6 +128,9 @@ def agent_ini(cluster: Cluster) -> str:
 
 
 def standin_unit(unit: str) -> str:
+    # As Slurm-web's own units: the native one restarts on failure (systemd's default 100 ms,
+    # so an agent without its key ends "failed" after 5 tries), the uWSGI one does not.
+    restart = "Restart=on-failure\n" if unit == AGENT_UNITS[0] else ""
     return (
         "[Unit]\n"
         f"Description=STAND-IN for Slurm-web agent ({unit}); testbed only, not Slurm-web\n"
@@ -137,8 +141,7 @@ def standin_unit(unit: str) -> str:
         "Group=slurm-web\n"
         f"Environment=UNIT={unit}\n"
         f"ExecStart=/usr/bin/python3 {STANDIN_PATH}\n"
-        "Restart=on-failure\n"
-        "RestartSec=1\n"
+        f"{restart}"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
@@ -162,6 +165,7 @@ def host_files(
     authorized_key: str,
     standin_source: str,
     machine_id: str,
+    gateway_key: bytes = b"",
 ) -> list[HostFile]:
     cluster = _cluster_of(catalog, host)
     files = [
@@ -180,6 +184,9 @@ def host_files(
     if host.is_agent_host:
         files.append(HostFile("/etc/slurm-web/agent.ini", agent_ini(cluster)))
         files.append(HostFile(STANDIN_PATH, standin_source, 0o755))
+        # The agent's own signing key for its front-end tokens ([jwt] key), which the Slurm-web
+        # package's set-up creates (slurm-web-gen-jwt-key): without it the agent does not start.
+        files.append(HostFile(GATEWAY_KEY, gateway_key, 0o400, "slurm-web", "slurm-web"))
         files.extend(HostFile(f"{UNIT_DIR}/{u}", standin_unit(u)) for u in AGENT_UNITS)
     return files
 

@@ -61,9 +61,17 @@ for node in {nodes}; do
 done
 """
 
+# The agent host is ready when its agent stand-in has started and, like the real agent on a
+# fresh host, exited for want of its key copy (the deploy gives it one), or when it answers (a
+# host kept up after a deploy).
 _AGENT_READY = """
 for i in $(seq 1 {t}); do
-  python3 - <<'EOF' && exit 0
+  case "$(systemctl show -p ActiveState --value {unit})" in
+    failed|inactive)
+      journalctl -b -u {unit} --no-pager -o cat | \\
+        grep -q 'Unable to load JWT key for slurmrestd authentication' && exit 0;;
+    active)
+      python3 - <<'EOF' && exit 0
 import json, sys, urllib.request
 try:
     s = json.load(urllib.request.urlopen("http://127.0.0.1:5012/standin/status", timeout=30))
@@ -71,6 +79,8 @@ except OSError:
     sys.exit(1)
 sys.exit(0 if s.get("standin") and s.get("unit") == {unit!r} else 1)
 EOF
+      ;;
+  esac
   sleep 1
 done
 systemctl status --no-pager -l {unit} | tail -20
@@ -86,8 +96,6 @@ def host_units(host: Host) -> list[str]:
         units.append("slurmctld.service")
     if host.has("compute"):
         units.append("slurmd.service")
-    if host.is_agent_host:
-        units.append(host.agent_unit)
     return units
 
 
@@ -116,4 +124,5 @@ def cluster_ready(key: Path, cluster: Cluster) -> None:
     _remote(key, cluster.ctl_host, script, "Slurm is not ready")
     rest = cluster.rest_host
     _remote(key, rest, _AGENT_READY.format(t=READY_TIMEOUT, unit=rest.agent_unit),
-            f"agent stand-in {rest.agent_unit} does not answer")
+            f"agent stand-in {rest.agent_unit} neither answers nor refused to start "
+            "for want of its key")

@@ -171,6 +171,7 @@ class Testbed:
             authorized_key=key.with_suffix(".pub").read_text(),
             standin_source=STANDIN_SOURCE.read_text(),
             machine_id=uuid.uuid4().hex,
+            gateway_key=secrets.token_bytes(32),
         )
         machine.write_files(dirs.root, files)
         machine.enable_units(dirs.root, hostconfig.enabled_units(host))

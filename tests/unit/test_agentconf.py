@@ -9,6 +9,7 @@ import pytest
 from watchdog_daemon.agentconf import (
     AgentSettings,
     ConfigError,
+    agent_ini_problems,
     load_agent_settings,
     parse_agent_ini,
 )
@@ -29,11 +30,39 @@ def test_all_settings():
     s = parse_agent_ini(
         "[service]\ncluster=c1\n[slurmrestd]\nuri = unix:///tmp/x%20y.sock\nauth=jwt\n"
         "jwt_mode = auto\njwt_user = admin\njwt_lifespan = 60\njwt_key = /k\n"
-        "versions = 0.0.42, 0.0.41 ,,0.0.40\n[other]\nfoo=bar\n"
+        "versions =\n  0.0.42\n  0.0.41\n[racksdb]\nenabled = no\n"
     )
     assert s.socket_path == Path("/tmp/x y.sock")
     assert s.jwt_user == "admin" and s.jwt_lifespan == 60 and s.jwt_key == Path("/k")
-    assert s.versions == ("0.0.42", "0.0.41", "0.0.40")
+    assert s.versions == ("0.0.42", "0.0.41") and s.api_versions == s.versions
+
+
+def test_versions_default_to_the_agents_list_and_are_one_per_line():
+    assert parse_agent_ini("[service]\ncluster=c\n").api_versions == (
+        "0.0.44", "0.0.43", "0.0.42", "0.0.41")
+    # The agent does not split on commas: this is one version string, which it will not find.
+    s = parse_agent_ini("[service]\ncluster=c\n[slurmrestd]\nversions = 0.0.42, 0.0.41\n")
+    assert s.api_versions == ("0.0.42, 0.0.41",)
+
+
+def test_interpolation_as_the_agent_reads_it():
+    s = parse_agent_ini("[service]\ncluster=c\n[slurmrestd]\njwt_user = a%b$$\n"
+                        "jwt_key = ${service:cluster}.key\n")
+    assert s.jwt_user == "a%b$" and s.jwt_key == Path("c.key")
+
+
+def test_every_problem_is_listed_with_its_line():
+    problems = agent_ini_problems("[DEFAULT]\nx = 1\n[service]\ncluster = a\nport = p\n"
+                                  "[Racksdb]\n")
+    assert [p.line for p in problems] == [2, 5, 6]
+    assert [p.message for p in problems] == [
+        "agent.ini: line 2: [DEFAULT] key `x` applies to every section, and [service] has no "
+        "setting `x`",
+        "agent.ini: line 5: [service] port is not a valid int",
+        "agent.ini: line 6: section [Racksdb] is not one the agent knows (service, slurmrestd, "
+        "filters, policy, jwt, racksdb, cache, metrics; names are case-sensitive)",
+    ]
+    assert agent_ini_problems("[service]\ncluster = a\n") == []
 
 
 def test_deprecated_socket_key():
@@ -68,15 +97,20 @@ def test_static_token_kept_secret():
     [
         ("", "cluster is not set"),
         ("[service]\n", "cluster is not set"),
-        ("[service]\ncluster =   \n", "cluster is not set"),
+        ("[DEFAULT]\ncluster = a\n", "cluster is not set"),
+        ("[DEFAULT]\ncluster = a\n[service]\n[slurmrestd]\n", "line 2: [DEFAULT] key"),
+        ("[service]\ncluster=a\nSENTINEL = 1\n", "line 3: [service] has no setting"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_token = SENTINEL$x\n", "line 4: "),
+        ("[service]\ncluster=a\n[slurmrestd]\nauth = munge\n", "not one of local, jwt"),
+        ("[service]\ncluster=a\n[ui]\n", "line 3: section [ui]"),
         ("cluster = x\n", "before the first [section]"),
         ("[service]\ncluster=a\n[service]\n", "appears twice"),
         ("[service]\ncluster=a\ncluster=b\n", "appears twice"),
         ("[service]\ncluster=a\nSENTINEL-garbage-line\n", "cannot parse line(s) 3"),
-        ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=abc\n", "not a positive integer"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=abc\n", "not a valid int"),
         ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=0\n", "not a positive integer"),
         ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=-5\n", "not a positive integer"),
-        ("[service]\ncluster=a\n[slurmrestd]\njwt_mode=magic\n", "not auto or static"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_mode=magic\n", "not one of auto, static"),
         ("[service]\ncluster=a\n[slurmrestd]\nuri=/no/scheme\n", "has no scheme"),
     ],
 )

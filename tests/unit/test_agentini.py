@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from tests.testbed.standin import slurm_web_agent_standin as standin
 from watchdog_daemon.agentini import (
     MISSING_CLUSTER_HINT,
     AgentIniMissingError,
@@ -15,6 +16,7 @@ from watchdog_daemon.agentini import (
     IniParseError,
     apply_agent_ini,
     merge_agent_ini,
+    merge_agent_ini_unchecked,
 )
 from watchdog_daemon.atomicwrite import WriteError
 from watchdog_daemon.exitcodes import ExitCode
@@ -31,9 +33,20 @@ def merge(text: str, **kw):
 
 
 def read_like_agent(text: str) -> configparser.ConfigParser:
-    parser = configparser.ConfigParser()
+    parser = configparser.ConfigParser(interpolation=configparser.ExtendedInterpolation())
     parser.read_string(text)
     return parser
+
+
+def agent_starts_with(text: str, tmp_path) -> bool:
+    """The agent stand-in's own reading of the agent's settings loader (an independent oracle)."""
+    ini = tmp_path / "oracle.ini"
+    ini.write_text(text)
+    try:
+        standin.load_settings(str(ini))
+    except standin.StartupError:
+        return False
+    return True
 
 
 FIXTURES: dict[str, str] = {
@@ -48,12 +61,11 @@ FIXTURES: dict[str, str] = {
     ),
     "static_mode": (
         "[service]\ncluster = hpc\n\n# restd\n[slurmrestd]\n; static token\nauth = jwt\n"
-        "jwt_mode = static\njwt_token = abc.def.ghi\n\n[ui]\nhost = http://x\n"
+        "jwt_mode = static\njwt_token = abc.def.ghi\n\n[racksdb]\nenabled = no\n"
     ),
     "already": f"[service]\ncluster = hpc\n\n{SECTION}",
     "upper_keys": "[service]\ncluster = hpc\n[slurmrestd]\nURI = unix:///old\nAuth: jwt\n",
     "multiline": "[service]\ncluster = hpc\n[slurmrestd]\njwt_key = /a\n  /b\nauth = jwt\n",
-    "default_cluster": "[DEFAULT]\ncluster = hpc\n[service]\ninterface = 0.0.0.0\n",
 }
 
 
@@ -142,7 +154,7 @@ def test_static_mode_switched_other_lines_kept():
     assert res.text == (
         "[service]\ncluster = hpc\n\n# restd\n[slurmrestd]\n; static token\nauth = jwt\n"
         f"jwt_mode = auto\njwt_token = abc.def.ghi\nuri = {URI}\njwt_key = {KEY}\n\n"
-        "[ui]\nhost = http://x\n"
+        "[racksdb]\nenabled = no\n"
     )
     assert any("jwt_token" in w for w in res.warnings)
     # the token (a secret) is never shown in before/after
@@ -169,7 +181,7 @@ def test_inline_hash_is_part_of_the_value():
 
 
 def test_comments_and_other_sections_untouched():
-    text = "# top\n[service]\ncluster = hpc\n; note\n[ui]\nenabled = no\n"
+    text = "# top\n[service]\ncluster = hpc\n; note\n[racksdb]\nenabled = no\n"
     res = merge(text)
     assert res.text.startswith(text)
 
@@ -187,10 +199,37 @@ def test_section_last_without_newline():
     )
 
 
-def test_default_section_may_repeat_like_configparser():
-    text = "[DEFAULT]\na = 1\n[service]\ncluster = hpc\n[DEFAULT]\nb = 2\n"
-    read_like_agent(text)
-    assert merge(text).changed
+@pytest.mark.parametrize(
+    ("text", "lineno", "fragment"),
+    [
+        # A [DEFAULT] key spills into every section, and the agent defines it in none but one.
+        ("[DEFAULT]\ncluster = hpc\n[service]\ninterface = 0.0.0.0\n", 2, "[DEFAULT] key"),
+        ("[DEFAULT]\na = 1\n[service]\ncluster = hpc\n", 2, "[DEFAULT] key `a`"),
+        ("[service]\ncluster = hpc\nclustr = x\n", 3, "[service] has no setting `clustr`"),
+        ("[service]\ncluster = hpc\n[ui]\nhost = x\n", 3, "section [ui]"),
+        ("[service]\ncluster = a$b\n", 2, "interpolation"),
+        ("[service]\ncluster = hpc\nport = 80a\n", 3, "not a valid int"),
+        ("[service]\ncluster = hpc\ndebug = maybe\n", 3, "not a valid bool"),
+        ("[service]\ncluster = hpc\n[slurmrestd]\nversions = 0.0.41\nfoo = 1\n", 5,
+         "[slurmrestd] has no setting `foo`"),
+    ],
+)
+def test_an_agent_ini_the_agent_refuses_is_refused_with_its_line(text, lineno, fragment,
+                                                                   tmp_path):
+    assert not agent_starts_with(merge_agent_ini_unchecked(text, uri=URI, jwt_key=KEY).text,
+                                 tmp_path)
+    with pytest.raises(IniParseError) as err:
+        merge(text)
+    assert f"line {lineno}: " in err.value.message and fragment in err.value.message
+    assert err.value.exit_code == ExitCode.CHANGE_REFUSED
+
+
+def test_percent_is_plain_text_for_the_agent_and_dollars_are_escaped(tmp_path):
+    text = "[service]\ncluster = 100%hpc$$\n"
+    res = merge(text, jwt_key="/var/lib/slurm-web/100%.key")
+    assert agent_starts_with(res.text, tmp_path)
+    assert read_like_agent(res.text)["slurmrestd"]["jwt_key"] == "/var/lib/slurm-web/100%.key"
+    assert read_like_agent(res.text)["service"]["cluster"] == "100%hpc$"
 
 
 def test_missing_key_added_after_rewritten_multiline_option():
@@ -201,10 +240,6 @@ def test_missing_key_added_after_rewritten_multiline_option():
         f"jwt_key = {KEY}\n"
     )
     assert merge(res.text).changed is False
-
-
-def test_default_section_cluster_accepted():
-    assert merge(FIXTURES["default_cluster"]).changed
 
 
 @pytest.mark.parametrize(
@@ -264,7 +299,8 @@ def test_our_parse_agrees_with_configparser_on_continuations():
         {"uri": "/run/x.socket"},
         {"uri": "unix:///a\nb"},
         {"jwt_key": "relative"},
-        {"jwt_key": "/a%b"},
+        {"jwt_key": "/a$b"},
+        {"jwt_user": "sl${x}urm"},
         {"jwt_user": "two words"},
         {"jwt_lifespan": 0},
     ],
@@ -327,7 +363,7 @@ def test_apply_missing_cluster_leaves_file(tmp_path):
 # ------------------------------------------------------------------- property: random texts
 
 _POOL = [
-    "[ui]",
+    "[racksdb]",
     "[slurmrestd]",
     "# comment",
     "; comment",
@@ -341,12 +377,13 @@ _POOL = [
     "jwt_user = slurm",
     "  continued",
     "[DEFAULT]",
+    "enabled = no",
     "x = 1",
 ]
 
 
 @pytest.mark.parametrize("seed", range(400))
-def test_property_merge_is_idempotent_and_agent_reads_it(seed):
+def test_property_merge_is_idempotent_and_agent_reads_it(seed, tmp_path):
     import random
 
     rng = random.Random(seed)
@@ -358,7 +395,14 @@ def test_property_merge_is_idempotent_and_agent_reads_it(seed):
         with pytest.raises(IniParseError):
             merge(text)
         return
+    # The merge refuses exactly what the agent (its stand-in's independent reading) refuses.
+    candidate = merge_agent_ini_unchecked(text, uri=URI, jwt_key=KEY).text
+    if not agent_starts_with(candidate, tmp_path):
+        with pytest.raises(IniParseError):
+            merge(text)
+        return
     once = merge(text)
+    assert once.text == candidate
     again = merge(once.text)
     assert again.changed is False and again.text == once.text
     parsed = read_like_agent(once.text)
@@ -367,5 +411,5 @@ def test_property_merge_is_idempotent_and_agent_reads_it(seed):
     original = read_like_agent(text)
     assert dict(parsed["service"]) == dict(original["service"])
     assert dict(parsed.defaults()) == dict(original.defaults())
-    if parsed.has_section("ui"):
-        assert dict(parsed["ui"]) == dict(original["ui"])
+    if parsed.has_section("racksdb"):
+        assert dict(parsed["racksdb"]) == dict(original["racksdb"])

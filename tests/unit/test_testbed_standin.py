@@ -1,5 +1,5 @@
-"""The Slurm-web agent stand-in: config and key loading, token signing, and its verdict against
-a fake slurmrestd on a unix socket."""
+"""The Slurm-web agent stand-in: start-up as strict as the real agent's, API discovery, token
+signing, its data endpoint and its verdict, against a fake slurmrestd on a unix socket."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import hmac
 import json
 import socketserver
 import threading
+import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from tests.testbed.standin import slurm_web_agent_standin as standin
+from watchdog_daemon.agentconf import AGENT_SCHEMA
 
 KEY = bytes(range(32))
 
@@ -21,7 +24,7 @@ def _verify(token: str, key: bytes) -> dict:
     header, payload, signature = token.split(".")
     expected = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     assert standin.b64url(expected) == signature
-    return json.loads(standin.base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    return json.loads(standin._b64decode(payload))
 
 
 def test_token_is_hs256_with_iat_exp_sun():
@@ -30,41 +33,84 @@ def test_token_is_hs256_with_iat_exp_sun():
 
 
 def test_token_verifies_with_pyjwt():
-    jwt = pytest.importorskip("jwt")
+    import jwt
+
     token = standin.sign_token(KEY, "slurm", 60)
     claims = jwt.decode(token, KEY, algorithms=["HS256"])
     assert claims["sun"] == "slurm" and claims["exp"] - claims["iat"] == 60
 
 
-def test_config_defaults_and_overrides(tmp_path):
+def test_schema_is_the_one_the_check_uses():
+    # Two readings of the agent's definitions (one here, one in the host tool) must agree.
+    assert {s: {k: t for k, (t, _d) in keys.items()} for s, keys in standin.SCHEMA.items()} == (
+        AGENT_SCHEMA
+    )
+
+
+# ------------------------------------------------------------------------------ settings
+
+
+def settings_of(tmp_path, text: str) -> dict:
     ini = tmp_path / "agent.ini"
-    ini.write_text("[service]\ncluster=hpc\n")
-    conf = standin.load_config(str(ini))
-    assert conf == {
-        "uri": "unix:///run/slurmrestd/slurmrestd.socket",
-        "jwt_key": "/var/lib/slurm-web/slurmrestd.key",
-        "jwt_user": "slurm",
-        "jwt_lifespan": 3600,
-        "cluster": "hpc",
-        "config_error": None,
-    }
-    ini.write_text("[service]\ncluster=x\n[slurmrestd]\nsocket=/run/s.sock\njwt_user=u\n"
-                   "jwt_lifespan=10\njwt_key=/k\n")
-    conf = standin.load_config(str(ini))
-    assert (conf["uri"], conf["jwt_user"], conf["jwt_lifespan"], conf["jwt_key"]) == (
+    ini.write_text(text)
+    return standin.load_settings(str(ini))
+
+
+def test_settings_defaults_and_overrides(tmp_path):
+    s = settings_of(tmp_path, "[service]\ncluster=hpc\n")
+    assert s["service"]["cluster"] == "hpc" and s["service"]["port"] == 5012
+    assert s["slurmrestd"]["uri"] == "unix:///run/slurmrestd/slurmrestd.socket"
+    assert s["slurmrestd"]["versions"] == ["0.0.44", "0.0.43", "0.0.42", "0.0.41"]
+    assert (s["slurmrestd"]["auth"], s["slurmrestd"]["jwt_mode"]) == ("jwt", "auto")
+    s = settings_of(tmp_path, "[service]\ncluster=x\n[slurmrestd]\nsocket=/run/s.sock\n"
+                    "jwt_user=u\njwt_lifespan=10\njwt_key=/k\nversions=\n  0.0.42\n  0.0.41\n")
+    rest = s["slurmrestd"]
+    assert (rest["uri"], rest["jwt_user"], rest["jwt_lifespan"], rest["jwt_key"]) == (
         "unix:///run/s.sock", "u", 10, "/k")
-    assert standin.load_config(str(tmp_path / "none"))["config_error"].startswith("cannot read")
+    assert rest["versions"] == ["0.0.42", "0.0.41"]
 
 
-def test_key_states(tmp_path):
-    assert standin.load_key(str(tmp_path / "missing")) == ("missing", None)
-    empty = tmp_path / "empty"
-    empty.write_bytes(b"")
-    assert standin.load_key(str(empty)) == ("empty", None)
-    assert standin.load_key(str(tmp_path)) == ("unreadable", None)  # a directory
-    good = tmp_path / "good"
-    good.write_bytes(KEY)
-    assert standin.load_key(str(good)) == ("ok", KEY)
+def test_versions_are_not_split_on_commas(tmp_path):
+    s = settings_of(tmp_path, "[service]\ncluster=x\n[slurmrestd]\nversions=0.0.42, 0.0.41\n")
+    assert s["slurmrestd"]["versions"] == ["0.0.42, 0.0.41"]
+
+
+def test_percent_is_literal_and_double_dollar_is_a_dollar(tmp_path):
+    s = settings_of(tmp_path, "[service]\ncluster=a%b$$c\n")
+    assert s["service"]["cluster"] == "a%b$c"
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("", "cluster is missing"),
+        ("[DEFAULT]\ncluster=a\n", "cluster is missing"),
+        ("[service]\ncluster=a\n[ui]\nhost=x\n", "Section ui"),
+        ("[Service]\ncluster=a\n", "Section Service"),
+        ("[service]\ncluster=a\nclustr=b\n", "Parameter clustr"),
+        ("[DEFAULT]\ncluster=a\n[service]\n[slurmrestd]\n", "section slurmrestd"),
+        ("[service]\ncluster=a$b\n", "InterpolationSyntaxError"),
+        ("[service]\ncluster=${nope}\n", "InterpolationMissingOptionError"),
+        ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=1h\n", "Invalid integer"),
+        ("[service]\ncluster=a\ncors=maybe\n", "Invalid boolean"),
+        ("[service]\ncluster=a\n[slurmrestd]\nauth=munge\n", "possible choices"),
+        ("[service]\ncluster=a\n[slurmrestd]\nauth=jwt # inline\n", "possible choices"),
+        ("[service]\ncluster=a\ncluster=b\n", "DuplicateOptionError"),
+        ("cluster=a\n", "MissingSectionHeaderError"),
+    ],
+)
+def test_settings_the_agent_refuses(tmp_path, text, fragment):
+    with pytest.raises(standin.StartupError) as info:
+        settings_of(tmp_path, text)
+    assert fragment in str(info.value)
+
+
+def test_a_missing_agent_ini_counts_as_empty(tmp_path):
+    with pytest.raises(standin.StartupError, match="cluster is missing"):
+        standin.load_settings(str(tmp_path / "none.ini"))
+
+
+# ------------------------------------------------------------------------------ start-up
 
 
 class _FakeSlurmrestd(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
@@ -72,26 +118,38 @@ class _FakeSlurmrestd(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
     key = KEY
     versions = ("0.0.41",)
     dbd_status = 200
+    ping_status = 200
+    requests: list[str]
 
 
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         server: _FakeSlurmrestd = self.server  # type: ignore[assignment]
-        plugin, version = self.path.split("/")[1], self.path.split("/")[2][1:]
+        server.requests.append(self.path)
+        plugin, version, endpoint = self.path.split("/")[1], self.path.split("/")[2][1:], \
+            self.path.split("/")[3]
         if version not in server.versions:
             self._send(404, b"Unable find requested URL", "text/plain")
             return
         meta = {"slurm": {"release": "24.11.5", "cluster": "hpc"}}
-        token = self.headers.get("X-SLURM-USER-TOKEN", "")
+        token = self.headers.get("X-SLURM-USER-TOKEN")
+        if token is None:
+            self._send(401, b"Authentication failure", "text/plain")
+            return
         try:
             _verify(token, server.key)
             good = True
         except (AssertionError, ValueError):
             good = False
-        if plugin == "slurm":
-            body = {"meta": meta, "errors": [] if good else [
-                {"error_number": 1007, "description": "Protocol authentication error"}]}
+        auth_error = [{"error_number": 1007, "error": "Protocol authentication error",
+                       "description": "Unable to query jobs", "source": "slurm_load_jobs()"}]
+        if endpoint == "ping":
+            code, body = server.ping_status, {"meta": meta, "errors": [], "pings": [
+                {"pinged": "UP" if good else "DOWN"}]}
+        elif plugin == "slurm":
             code = 200 if good else 511
+            body = {"meta": meta, "errors": [] if good else auth_error,
+                    "jobs": [{"job_id": 1}] if endpoint == "jobs" else []}
         else:
             code = server.dbd_status if good else 502
             body = {"meta": meta, "errors": [] if code == 200 else [{"error": "dbd"}]}
@@ -116,22 +174,151 @@ def agent_env(tmp_path, monkeypatch):
     sock = tmp_path / "slurmrestd.socket"
     key = tmp_path / "slurmrestd.key"
     key.write_bytes(KEY)
+    gateway = tmp_path / "jwt.key"
+    gateway.write_bytes(b"g" * 32)
     ini = tmp_path / "agent.ini"
-    ini.write_text(f"[service]\ncluster=hpc\n[slurmrestd]\nuri=unix://{sock}\njwt_key={key}\n")
+    ini.write_text(f"[service]\ncluster=hpc\n[slurmrestd]\nuri=unix://{sock}\njwt_key={key}\n"
+                   f"[jwt]\nkey={gateway}\n")
     conf = tmp_path / "slurm.conf"
     conf.write_text("ClusterName=hpc\nAccountingStorageType=accounting_storage/slurmdbd\n")
     monkeypatch.setattr(standin, "AGENT_INI", str(ini))
     monkeypatch.setattr(standin, "SLURM_CONF", str(conf))
     server = _FakeSlurmrestd(str(sock), _Handler)
+    server.requests = []
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield server, key
+    yield server, key, ini, gateway
     server.shutdown()
     server.server_close()
 
 
-def test_accepted_with_the_right_key_falls_back_to_an_older_api(agent_env):
-    status = standin.Agent("slurm-web-agent.service").status()
+def start(unit: str = "slurm-web-agent.service") -> standin.Agent:
+    return standin.Agent.start(unit, standin.AGENT_INI)
+
+
+@pytest.mark.parametrize(
+    ("damage", "fragment"),
+    [
+        (lambda key, gw: key.unlink(), "Token private key file"),
+        (lambda key, gw: key.write_bytes(b""), "is empty"),
+        (lambda key, gw: gw.unlink(), "Error while loading JWT private key"),
+    ],
+)
+def test_start_fails_like_the_agent_without_a_usable_key(agent_env, damage, fragment):
+    _, key, _, gateway = agent_env
+    damage(key, gateway)
+    with pytest.raises(standin.StartupError, match=fragment):
+        start()
+
+
+def test_main_exits_1_with_a_critical_line(agent_env, capsys):
+    _, key, _, _ = agent_env
+    key.unlink()
+    assert standin.main() == 1
+    err = capsys.readouterr().err
+    assert "[CRITICAL]" in err and "Unable to load JWT key for slurmrestd" in err
+
+
+@pytest.mark.parametrize(
+    ("rest", "fragment"),
+    [
+        ("auth=local\nuri=http://localhost:6820\n", "only supported with unix socket"),
+        ("jwt_mode=static\n", "Missing token"),
+        ("jwt_mode=static\njwt_token=abc\n", "Unable to decode token"),
+        ("jwt_mode=static\njwt_token="
+         + standin.sign_token(KEY, "slurm", 10, now=1000) + "\n", "Token is expired"),
+    ],
+)
+def test_auth_settings_the_agent_refuses(tmp_path, rest, fragment):
+    gateway = tmp_path / "jwt.key"
+    gateway.write_bytes(b"g" * 32)
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[service]\ncluster=a\n[jwt]\nkey={gateway}\n[slurmrestd]\n{rest}")
+    with pytest.raises(standin.StartupError, match=fragment):
+        standin.Agent.start("u", str(ini))
+
+
+# ------------------------------------------------------------------------------ requests
+
+
+def test_discovery_pings_the_agents_versions_and_falls_back(agent_env):
+    server, *_ = agent_env
+    agent = start()
+    assert agent.discover() == "0.0.41"
+    assert server.requests == [f"/slurm/v{v}/ping" for v in ("0.0.44", "0.0.43", "0.0.42",
+                                                             "0.0.41")]
+    agent.discover()  # kept for the process
+    assert len(server.requests) == 4
+
+
+def test_discovery_fails_where_slurmrestd_serves_only_older_versions(agent_env):
+    server, *_ = agent_env
+    server.versions = ("0.0.40", "0.0.39")
+    with pytest.raises(standin.AgentError) as info:
+        start().discover()
+    assert info.value.code == 500
+    assert "Unable to discover slurmrestd API version" in info.value.description
+
+
+def test_discovery_stops_at_a_401(agent_env, monkeypatch):
+    server, *_ = agent_env
+    server.versions = ("0.0.44", "0.0.43")
+    agent = start()
+    monkeypatch.setattr(agent.auth, "headers", lambda: {})  # slurmrestd sees no token
+    with pytest.raises(standin.AgentError) as info:
+        agent.discover()
+    assert info.value.code == 401 and server.requests == ["/slurm/v0.0.44/ping"]
+
+
+def test_jobs_answers_200_then_500_once_slurm_moved_to_another_key(agent_env):
+    server, *_ = agent_env
+    agent = start()
+    assert agent.request("jobs")["jobs"] == [{"job_id": 1}]
+    server.key = b"n" * 32  # Slurm reloaded a new key; the agent still signs with the old one
+    with pytest.raises(standin.AgentError) as info:
+        agent.request("jobs")
+    assert info.value.code == 500
+    assert info.value.description == ("slurmrestd error: Unable to query jobs "
+                                      "(slurm_load_jobs()) [Protocol authentication error/1007]")
+
+
+def test_http_endpoints(agent_env):
+    server, *_ = agent_env
+    httpd = standin.ThreadingHTTPServer(("127.0.0.1", 0), standin.make_handler(start()))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{httpd.server_address[1]}"
+    try:
+        ping = json.load(urllib.request.urlopen(f"{base}/v6.0.0/ping", timeout=10))
+        assert ping == {"versions": {"api": "0.0.41", "slurm": "24.11.5"}}
+        jobs = json.load(urllib.request.urlopen(f"{base}/v6.0.0/jobs", timeout=10))
+        assert jobs == [{"job_id": 1}]
+        server.key = b"n" * 32
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{base}/v6.0.0/jobs", timeout=10)
+        assert info.value.code == 500
+        assert "[Protocol authentication error/1007]" in json.load(info.value)["description"]
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_tokens_are_renewed_when_less_than_a_minute_remains(agent_env):
+    _, _, ini, _ = agent_env
+    ini.write_text(ini.read_text().replace("[jwt]", "jwt_lifespan=30\n[jwt]"))
+    agent = start()
+    first = agent.auth.headers()["X-SLURM-USER-TOKEN"]
+    claims = _verify(first, KEY)
+    assert claims["exp"] - claims["iat"] == 30
+    # 30 s < 60 s: every request signs a new token (iat may repeat within a second).
+    agent.auth._token = "stale"
+    assert agent.auth.headers()["X-SLURM-USER-TOKEN"] != "stale"
+
+
+# ------------------------------------------------------------------------------ status
+
+
+def test_status_accepted_with_the_right_key(agent_env):
+    status = start().status()
     assert status["accepted"] is True, status["reason"]
     assert (status["api"], status["slurm"], status["cluster"]) == ("0.0.41", "24.11.5", "hpc")
     assert status["key_sha256"] == hashlib.sha256(KEY).hexdigest()
@@ -139,35 +326,31 @@ def test_accepted_with_the_right_key_falls_back_to_an_older_api(agent_env):
     assert KEY.hex() not in json.dumps(status)
 
 
-def test_rejected_by_slurmctld_with_another_key(agent_env):
-    server, _ = agent_env
+def test_status_rejected_by_slurmctld_with_another_key(agent_env):
+    server, *_ = agent_env
     server.key = b"x" * 32
-    status = standin.Agent("u").status()
+    status = start().status()
     assert status["accepted"] is False
     assert "slurmctld rejected" in status["reason"] and "1007" in status["reason"]
 
 
-def test_rejected_when_slurmdbd_refuses(agent_env):
-    server, _ = agent_env
+def test_status_rejected_when_slurmdbd_refuses(agent_env):
+    server, *_ = agent_env
     server.dbd_status = 502
-    status = standin.Agent("u").status()
+    status = start().status()
     assert status["accepted"] is False
     assert status["reason"].startswith("slurmdbd rejected")
 
 
 def test_key_read_once_at_start(agent_env):
-    _, key = agent_env
-    agent = standin.Agent("u")
+    _, key, _, _ = agent_env
+    agent = start()
     key.write_bytes(b"y" * 32)  # a rotation on disk is not seen until restart
     assert agent.status()["accepted"] is True
 
 
-def test_missing_key_and_missing_socket_are_reported(agent_env, tmp_path):
-    _, key = agent_env
-    key.unlink()
-    status = standin.Agent("u").status()
-    assert (status["key_state"], status["accepted"]) == ("missing", False)
-    key.write_bytes(KEY)
+def test_a_missing_socket_is_reported(agent_env, tmp_path):
+    agent = start()
     (tmp_path / "slurmrestd.socket").unlink()
-    status = standin.Agent("u").status()
-    assert status["accepted"] is False and "socket" in status["reason"]
+    status = agent.status()
+    assert status["accepted"] is False and "Unable to connect to slurmrestd" in status["reason"]

@@ -1,17 +1,40 @@
 #!/usr/bin/python3
-"""STAND-IN for the Slurm-web agent (testbed only; NOT Slurm-web).
+"""STAND-IN for the Slurm-web 6.0 agent (testbed only; NOT Slurm-web).
 
-Slurm-web cannot be installed on the testbed hosts, so this small stdlib-only service stands in
-for its agent in auto JWT mode, as far as slurmrestd access is concerned:
+Slurm-web cannot be installed on the testbed hosts, so this small stdlib-only service (Python 3.9
+and later) stands in for its agent, as far as slurmrestd access goes. It follows the real agent
+(Slurm-web 6.0.0 `slurmweb/apps/agent.py`, `slurmweb/slurmrestd/`, `conf/vendor/agent.yml`, and
+RFL's settings loader), so that every test that trusts it would also hold with the real agent:
 
-- reads /etc/slurm-web/agent.ini and the key copy ONCE at start (a rotated key is seen only after
-  a restart of the unit, as with the real agent);
-- signs its own HS256 tokens (claims iat, exp = iat + jwt_lifespan, sun = jwt_user) per request;
-- answers GET /standin/status on 127.0.0.1:5012 with JSON telling whether slurmrestd accepts its
-  tokens right now, through authenticated endpoints (/slurm/vX/diag and, when accounting goes
-  through slurmdbd, /slurmdb/vX/diag) - never /ping, which answers 200 with a wrong key.
+Start-up (exit 1 with a CRITICAL line on stderr, as the agent does, for each of these):
+- agent.ini read by configparser with extended interpolation (`$` is special, `%` is not); a
+  missing or unreadable file counts as empty; a parse error, an unknown section, an unknown key
+  (a `[DEFAULT]` key spills into every section, so it is one too), a bad `$`, a value of the wrong
+  type or outside its choices, or no `[service] cluster`;
+- the agent's own `[jwt] key` missing, empty or unreadable;
+- `auth = local` with a non-unix uri; static mode without a token, or with an expired one;
+- auto mode: the key copy `[slurmrestd] jwt_key` missing (or its directory), unreadable or empty.
+  It is read ONCE here: a rotated key is seen only after a restart of the unit.
 
-The key bytes are never logged nor returned: only their sha256.
+Requests (slurmrestd is asked lazily, at the first request that needs it, as the agent does):
+- API discovery: `GET /slurm/v{ver}/ping` for each of `[slurmrestd] versions` (one per line,
+  default 0.0.44, 0.0.43, 0.0.42, 0.0.41) with the agent's headers; a 401 stops it, an answer
+  that is not `application/json`, not JSON, has `errors`, or lacks `meta.slurm.release` and
+  `meta.slurm.cluster` moves to the next version. The version found is kept for the process.
+- Tokens in auto mode: HS256 over the whole key file, claims iat, exp = iat + jwt_lifespan,
+  sun = jwt_user; renewed when less than 60 s remain.
+- `GET /v6.0.0/ping`: `{"versions": {"api": ..., "slurm": ...}}`.
+- `GET /v6.0.0/jobs`: slurmrestd's `/slurm/v{api}/jobs`; 200 with the job list, or the agent's
+  error answer: 500 `slurmrestd error: <description> (<source>) [<error>/<number>]` (e.g. once
+  Slurm has moved to a key other than the one loaded at start), 401, 404, or 500
+  `Unable to connect to slurmrestd: ...`.
+  Unlike the real agent, it asks for no gateway (Bearer) token: that is Slurm-web's own
+  front-end authentication, not slurmrestd access.
+- `GET /standin/status` (stand-in only): whether slurmctld (`/slurm/v{api}/diag`) and, when
+  accounting goes through slurmdbd, slurmdbd (`/slurmdb/v{api}/diag`) accept its tokens now.
+
+It listens where the agent does: `[service] interface` and `port` (localhost:5012). The key
+bytes are never logged nor returned: only their SHA-256.
 """
 
 from __future__ import annotations
@@ -26,60 +49,146 @@ import json
 import os
 import socket
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 AGENT_INI = os.environ.get("STANDIN_AGENT_INI", "/etc/slurm-web/agent.ini")
 SLURM_CONF = os.environ.get("STANDIN_SLURM_CONF", "/etc/slurm/slurm.conf")
-LISTEN = ("127.0.0.1", int(os.environ.get("STANDIN_PORT", "5012")))
-DEFAULTS = {
-    "uri": "unix:///run/slurmrestd/slurmrestd.socket",
-    "jwt_key": "/var/lib/slurm-web/slurmrestd.key",
-    "jwt_user": "slurm",
-    "jwt_lifespan": "3600",
+PORT_OVERRIDE = os.environ.get("STANDIN_PORT")  # unit tests only
+API_PREFIX = "/v6.0.0"
+TIMEOUT = 10.0  # the real agent has none; a hung test must not hang forever
+RENEW_BEFORE = 60  # seconds before exp when the agent signs a new token
+
+# Slurm-web 6.0 conf/vendor/agent.yml: section -> key -> (type, default).
+SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
+    "service": {"cluster": ("str", None), "interface": ("str", "localhost"),
+                "port": ("int", 5012), "cors": ("bool", False), "debug": ("bool", False),
+                "log_flags": ("list", ["ALL"]), "debug_flags": ("list", ["slurmweb"])},
+    "slurmrestd": {"uri": ("uri", "unix:///run/slurmrestd/slurmrestd.socket"),
+                   "socket": ("path", None), "auth": ("str", "jwt"),
+                   "jwt_mode": ("str", "auto"), "jwt_user": ("str", "slurm"),
+                   "jwt_lifespan": ("int", 3600),
+                   "jwt_key": ("path", "/var/lib/slurm-web/slurmrestd.key"),
+                   "jwt_token": ("password", None), "version": ("str", None),
+                   "versions": ("list", ["0.0.44", "0.0.43", "0.0.42", "0.0.41"])},
+    "filters": {k: ("list", None) for k in (
+        "jobs", "acctjob", "ctldjob", "nodes", "node", "partitions", "qos", "reservations",
+        "accounts", "associations")},
+    "policy": {"definition": ("path", None), "vendor_roles": ("path", None),
+               "roles": ("path", None)},
+    "jwt": {"key": ("path", "/var/lib/slurm-web/jwt.key"), "algorithm": ("str", "HS256"),
+            "audience": ("str", "slurm-web")},
+    "racksdb": {"enabled": ("bool", True), "db": ("path", None), "schema": ("path", None),
+                "extensions": ("path", None), "drawings_schema": ("path", None),
+                "infrastructure": ("str", None), "tags": ("list", None)},
+    "cache": {"enabled": ("bool", False), "host": ("str", None), "port": ("int", None),
+              "password": ("password", None),
+              **{k: ("int", None) for k in (
+                  "version", "jobs", "job", "nodes", "node", "partitions", "qos",
+                  "reservations", "accounts", "associations")}},
+    "metrics": {"enabled": ("bool", False), "restrict": ("list", None), "host": ("uri", None),
+                "job": ("str", None)},
 }
-API_VERSIONS = ("0.0.42", "0.0.41", "0.0.40")  # newest first, as the real agent tries them
-TIMEOUT = 5.0
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("slurmrestd", "auth"): ("local", "jwt"),
+    ("slurmrestd", "jwt_mode"): ("auto", "static"),
+    ("service", "log_flags"): ("slurmweb", "rfl", "werkzeug", "urllib3", "racksdb", "ALL"),
+    ("service", "debug_flags"): ("slurmweb", "rfl", "werkzeug", "urllib3", "racksdb", "ALL"),
+}
+BOOLS = {"1": True, "yes": True, "true": True, "on": True,
+         "0": False, "no": False, "false": False, "off": False}
 
 
-def load_config(path: str) -> dict[str, Any]:
-    parser = configparser.ConfigParser(interpolation=None)
-    error = None
+class StartupError(Exception):
+    """The agent logs this as CRITICAL and exits 1."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings, as RFL's loader reads agent.ini over the vendor definitions
+
+
+def _convert(section: str, key: str, kind: str, text: str) -> Any:
+    if kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise StartupError(f"Invalid integer value '{text}' for [{section}]>{key} in site "
+                               "overrides") from None
+    if kind == "bool":
+        if text.lower() not in BOOLS:
+            raise StartupError(f"Invalid boolean value for [{section}]>{key} in site overrides")
+        return BOOLS[text.lower()]
+    if kind == "list":
+        return text.strip().split("\n")
+    return text
+
+
+def load_settings(path: str) -> dict[str, dict[str, Any]]:
+    """The agent's settings; StartupError where the agent would not start."""
+    parser = configparser.ConfigParser(interpolation=configparser.ExtendedInterpolation())
     try:
-        with open(path) as fh:
-            parser.read_file(fh)
-    except OSError as exc:
-        error = f"cannot read {path}: {exc.strerror}"
+        parser.read(path, encoding="utf-8")  # a missing or unreadable file is skipped
     except configparser.Error as exc:
-        error = f"bad {path}: {exc}"
-    rest = parser["slurmrestd"] if parser.has_section("slurmrestd") else {}
-    uri = rest.get("uri") or (f"unix://{rest['socket']}" if rest.get("socket") else None)
-    try:
-        lifespan = int(rest.get("jwt_lifespan", DEFAULTS["jwt_lifespan"]))
-    except ValueError:
-        lifespan, error = int(DEFAULTS["jwt_lifespan"]), "jwt_lifespan is not an integer"
-    return {
-        "uri": uri or DEFAULTS["uri"],
-        "jwt_key": rest.get("jwt_key", DEFAULTS["jwt_key"]),
-        "jwt_user": rest.get("jwt_user", DEFAULTS["jwt_user"]),
-        "jwt_lifespan": lifespan,
-        "cluster": parser.get("service", "cluster", fallback=None),
-        "config_error": error,
-    }
+        raise StartupError(f"Error while loading site settings {path}: "
+                           f"{type(exc).__name__}") from None
+    except UnicodeDecodeError:
+        raise StartupError(f"{path} is not UTF-8 (UnicodeDecodeError)") from None
+    settings = {section: {key: default for key, (_kind, default) in keys.items()}
+                for section, keys in SCHEMA.items()}
+    for section in parser.sections():
+        if section not in SCHEMA:
+            raise StartupError(f"Section {section} loaded in settings overrides is not defined "
+                               "in settings definition")
+        for key in parser[section]:
+            if key not in SCHEMA[section]:
+                raise StartupError(f"Parameter {key} loaded in settings overrides is not "
+                                   f"defined in section {section} of settings definition")
+            try:
+                text = parser.get(section, key)
+            except configparser.InterpolationError as exc:
+                # Not caught by the agent: a traceback, then exit 1.
+                raise StartupError(f"{type(exc).__name__} in [{section}]>{key}") from None
+            value = _convert(section, key, SCHEMA[section][key][0], text)
+            choices = CHOICES.get((section, key))
+            for item in value if isinstance(value, list) else [value]:
+                if choices and item not in choices:
+                    raise StartupError(f"Value {item} for parameter [{section}]>{key} in site "
+                                       f"overrides is not one of possible choices "
+                                       f"{list(choices)}")
+            settings[section][key] = value
+    if settings["service"]["cluster"] is None:
+        raise StartupError("Parameter [service]>cluster is missing but required in settings "
+                           "overrides")
+    rest = settings["slurmrestd"]
+    if rest["socket"] and not parser.has_option("slurmrestd", "uri"):
+        rest["uri"] = f"unix://{rest['socket']}"  # deprecated key, as the agent rewrites it
+    return settings
 
 
-def load_key(path: str) -> tuple[str, bytes | None]:
+def read_key_file(path: str, what: str) -> bytes:
+    """A key file as the agent reads one; StartupError naming the problem."""
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        raise StartupError(f"{what}: Token private key parent directory {directory} not found")
     try:
         with open(path, "rb") as fh:
-            key = fh.read()
+            data = fh.read()
     except FileNotFoundError:
-        return "missing", None
-    except OSError:
-        return "unreadable", None
-    if not key:
-        return "empty", None
-    return "ok", key
+        raise StartupError(f"{what}: Token private key file {path} not found") from None
+    except PermissionError:
+        raise StartupError(f"{what}: Permission error to access private key file "
+                           f"{path}") from None
+    except OSError as exc:
+        raise StartupError(f"{what}: {type(exc).__name__} on {path}") from None
+    if not data:
+        raise StartupError(f"{what}: Key loaded from file {path} is empty")
+    return data
+
+
+def _b64decode(part: str) -> bytes:
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
 
 
 def b64url(data: bytes) -> str:
@@ -91,16 +200,73 @@ def sign_token(key: bytes, user: str, lifespan: int, now: int | None = None) -> 
     header = b64url(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
     claims = {"iat": iat, "exp": iat + lifespan, "sun": user}
     payload = b64url(json.dumps(claims, separators=(",", ":")).encode())
-    signing_input = f"{header}.{payload}".encode()
-    signature = hmac.new(key, signing_input, hashlib.sha256).digest()
+    signature = hmac.new(key, f"{header}.{payload}".encode(), hashlib.sha256).digest()
     return f"{header}.{payload}.{b64url(signature)}"
 
 
-class UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP over an AF_UNIX socket, with a timeout on connect and on every read."""
+class Auth:
+    """How the agent authenticates to slurmrestd (`slurmweb/slurmrestd/auth.py`)."""
 
+    def __init__(self, settings: dict[str, dict[str, Any]]) -> None:
+        rest = settings["slurmrestd"]
+        self.method = rest["auth"]
+        self.mode = rest["jwt_mode"]
+        self.user = rest["jwt_user"]
+        self.lifespan = int(rest["jwt_lifespan"])
+        self.key_path = str(rest["jwt_key"])
+        self._key: bytes | None = None
+        self._token: str | None = None
+        self._exp = 0
+        self._lock = threading.Lock()
+        if self.method == "local":
+            if not str(rest["uri"]).startswith("unix:"):
+                raise StartupError("Configuration error: slurmrestd local authentication is "
+                                   "only supported with unix socket URI")
+            return
+        if self.mode == "static":
+            token = rest["jwt_token"]
+            if not token:
+                raise StartupError("Configuration error: Missing token in configuration for "
+                                   "slurmrestd jwt authentication in static mode")
+            try:
+                claims = json.loads(_b64decode(token.split(".")[1]))
+                self._exp = int(claims["exp"])
+            except (IndexError, KeyError, TypeError, ValueError):
+                raise StartupError("Configuration error: Invalid slurmrestd JWT: Unable to "
+                                   "decode token") from None
+            if self._exp <= time.time():
+                raise StartupError("Configuration error: Invalid slurmrestd JWT: Token is "
+                                   "expired")
+            self._token = token
+            return
+        self._key = read_key_file(
+            self.key_path,
+            "Configuration error: Unable to load JWT key for slurmrestd authentication")
+
+    @property
+    def key_sha256(self) -> str | None:
+        return hashlib.sha256(self._key).hexdigest() if self._key is not None else None
+
+    def headers(self) -> dict[str, str]:
+        if self.method == "local":
+            return {}
+        with self._lock:
+            if self._key is not None and (self._token is None
+                                          or self._exp - time.time() < RENEW_BEFORE):
+                now = int(time.time())
+                self._token = sign_token(self._key, self.user, self.lifespan, now)
+                self._exp = now + self.lifespan
+            assert self._token is not None
+            return {"X-SLURM-USER-NAME": self.user, "X-SLURM-USER-TOKEN": self._token}
+
+
+# ---------------------------------------------------------------------------------------------
+# slurmrestd over its unix socket
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float = TIMEOUT) -> None:
-        super().__init__("localhost", timeout=timeout)
+        super().__init__("slurmrestd", timeout=timeout)
         self.unix_path = path
 
     def connect(self) -> None:
@@ -114,33 +280,159 @@ class UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-class RestError(Exception):
-    pass
+class AgentError(Exception):
+    """An error answer of the agent: HTTP code and description."""
+
+    def __init__(self, code: int, name: str, description: str) -> None:
+        super().__init__(description)
+        self.code, self.name, self.description = code, name, description
 
 
-def rest_get(socket_path: str, path: str, headers: dict[str, str]) -> tuple[int, Any]:
-    conn = UnixHTTPConnection(socket_path)
+def rest_get(uri: str, path: str, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    if not uri.startswith("unix://"):
+        raise AgentError(500, "Internal Server Error",
+                         f"Unable to connect to slurmrestd: stand-in supports unix:// uris only "
+                         f"({uri})")
+    conn = UnixHTTPConnection(uri[len("unix://"):])
     try:
         conn.request("GET", path, headers=headers)
         resp = conn.getresponse()
-        body = resp.read()
-    except FileNotFoundError as exc:
-        raise RestError(f"slurmrestd socket {socket_path} missing") from exc
-    except PermissionError as exc:
-        raise RestError(f"permission denied on slurmrestd socket {socket_path}") from exc
-    except ConnectionRefusedError as exc:
-        raise RestError(f"connection refused on slurmrestd socket {socket_path}") from exc
-    except TimeoutError as exc:
-        raise RestError(f"slurmrestd did not answer {path} within {TIMEOUT} s") from exc
+        return resp.status, resp.getheader("Content-Type", ""), resp.read()
     except (OSError, http.client.HTTPException) as exc:
-        raise RestError(f"slurmrestd request {path} failed: {exc}") from exc
+        raise AgentError(500, "Internal Server Error",
+                         f"Unable to connect to slurmrestd: {type(exc).__name__}: {exc}") from None
     finally:
         conn.close()
+
+
+def _auth_refused(status: int, body: bytes) -> bool:
+    return status == 401 or (status == 500
+                             and body.strip() == b"Authentication does not apply to request")
+
+
+def slurmrestd_error(errors: list[Any]) -> str:
+    """The agent's text for the first of slurmrestd's `errors[]`."""
+    first = errors[0] if isinstance(errors[0], dict) else {}
+    text = f"slurmrestd error: {first.get('description', '')} ({first.get('source', '')})"
+    if first.get("error_number") is not None:
+        text += f" [{first.get('error') or 'slurmrestd undefined error'}/" \
+                f"{first['error_number']}]"
+    return text
+
+
+class Agent:
+    def __init__(self, unit: str, settings: dict[str, dict[str, Any]], auth: Auth) -> None:
+        self.unit = unit
+        self.settings = settings
+        self.auth = auth
+        self.started_at = time.time()
+        self.uri = str(settings["slurmrestd"]["uri"])
+        self.versions = [str(v) for v in settings["slurmrestd"]["versions"]]
+        self.api: str | None = None
+        self.release: str | None = None
+        self.cluster: str | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def start(cls, unit: str, ini: str | None = None) -> Agent:
+        """Everything the agent does before serving; StartupError where it exits 1."""
+        settings = load_settings(ini or AGENT_INI)
+        read_key_file(str(settings["jwt"]["key"]), f"Error while loading JWT private key "
+                      f"{settings['jwt']['key']}")
+        return cls(unit, settings, Auth(settings))
+
+    # -- slurmrestd ----------------------------------------------------------------------------
+
+    def discover(self) -> str:
+        """The API version to use, found once (a failure is not kept: the next request retries)."""
+        with self._lock:
+            if self.api is not None:
+                return self.api
+            for version in self.versions:
+                status, ctype, body = rest_get(self.uri, f"/slurm/v{version}/ping",
+                                               self.auth.headers())
+                if _auth_refused(status, body):
+                    raise AgentError(401, "Unauthorized", "Authentication error on slurmrestd: "
+                                     f"{self.uri}/slurm/v{version}/ping")
+                if ctype != "application/json":
+                    continue
+                try:
+                    data = json.loads(body)
+                    meta = data["meta"]["slurm"]
+                    release, cluster = meta["release"], meta["cluster"]
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if data.get("errors"):
+                    continue
+                self.api, self.release, self.cluster = version, release, cluster
+                return version
+        raise AgentError(500, "Internal Server Error", "Unable to connect to slurmrestd: Unable "
+                         "to discover slurmrestd API version. Tried versions: "
+                         + ", ".join(self.versions))
+
+    def request(self, path: str) -> Any:
+        """`/slurm/v{api}/{path}` as the agent asks it; AgentError as it would answer."""
+        url = f"/slurm/v{self.discover()}/{path}"
+        status, ctype, body = rest_get(self.uri, url, self.auth.headers())
+        if _auth_refused(status, body):
+            raise AgentError(401, "Unauthorized", f"Authentication error on slurmrestd: {url}")
+        if status == 404:
+            raise AgentError(404, "Not Found", f"URL not found on slurmrestd: {url}")
+        if ctype != "application/json":
+            raise AgentError(500, "Internal Server Error", "Invalid response from slurmrestd: "
+                             f"Unsupported Content-Type {ctype}")
+        try:
+            data = json.loads(body)
+        except ValueError:
+            raise AgentError(500, "Internal Server Error", "Invalid response from slurmrestd: "
+                             "not JSON") from None
+        if not isinstance(data, dict) or "errors" not in data:
+            raise AgentError(500, "Internal Server Error", "Invalid response from slurmrestd")
+        if data["errors"]:
+            raise AgentError(500, "Internal Server Error", slurmrestd_error(data["errors"]))
+        return data
+
+    # -- stand-in status -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = {
+            "standin": True, "unit": self.unit, "started_at": self.started_at,
+            "key_path": self.auth.key_path, "key_state": "ok" if self.auth.key_sha256 else None,
+            "key_sha256": self.auth.key_sha256, "uri": self.uri, "jwt_user": self.auth.user,
+            "auth": self.auth.method, "jwt_mode": self.auth.mode,
+            "accepted": False, "reason": "", "slurm": None,
+            "cluster": self.settings["service"]["cluster"], "api": None,
+        }
+        try:
+            result["api"] = self.discover()
+            result["slurm"], result["cluster"] = self.release, self.cluster or result["cluster"]
+            self.request("diag")
+        except AgentError as exc:
+            result["reason"] = f"slurmctld rejected: {exc.description}" \
+                if exc.description.startswith("slurmrestd error") else exc.description
+            return result
+        if uses_slurmdbd():
+            url = f"/slurmdb/v{result['api']}/diag"
+            try:
+                status, _ctype, body = rest_get(self.uri, url, self.auth.headers())
+            except AgentError as exc:
+                result["reason"] = exc.description
+                return result
+            errors = _json_errors(body)
+            if status != 200 or errors:
+                described = slurmrestd_error(errors) if errors else f"HTTP {status}"
+                result["reason"] = f"slurmdbd rejected: {url} {described}"
+                return result
+        result["accepted"], result["reason"] = True, "ok"
+        return result
+
+
+def _json_errors(body: bytes) -> list[Any]:
     try:
-        data = json.loads(body) if body else None
+        data = json.loads(body)
     except ValueError:
-        data = body[:200].decode(errors="replace")
-    return resp.status, data
+        return []
+    return list(data.get("errors") or []) if isinstance(data, dict) else []
 
 
 def uses_slurmdbd(path: str | None = None) -> bool:
@@ -155,110 +447,27 @@ def uses_slurmdbd(path: str | None = None) -> bool:
     return False
 
 
-def _errors(data: Any) -> list[Any]:
-    if isinstance(data, dict):
-        return list(data.get("errors") or [])
-    return []
-
-
-def _describe(status: int, data: Any) -> str:
-    errors = _errors(data)
-    if errors and isinstance(errors[0], dict):
-        first = errors[0]
-        return (f"HTTP {status}: {first.get('description') or first.get('error')} "
-                f"[{first.get('error_number')}]")
-    if isinstance(data, str):
-        return f"HTTP {status}: {data.strip()[:120]}"
-    return f"HTTP {status}"
-
-
-class Agent:
-    def __init__(self, unit: str) -> None:
-        self.unit = unit
-        self.started_at = time.time()
-        self.config = load_config(AGENT_INI)
-        self.key_state, key = load_key(self.config["jwt_key"])
-        self._key = key
-        self.key_sha256 = hashlib.sha256(key).hexdigest() if key is not None else None
-
-    def status(self) -> dict[str, Any]:
-        result: dict[str, Any] = {
-            "standin": True,
-            "unit": self.unit,
-            "started_at": self.started_at,
-            "key_path": self.config["jwt_key"],
-            "key_state": self.key_state,
-            "key_sha256": self.key_sha256,
-            "uri": self.config["uri"],
-            "jwt_user": self.config["jwt_user"],
-            "accepted": False,
-            "reason": "",
-            "slurm": None,
-            "cluster": self.config["cluster"],
-            "api": None,
-        }
-        if self.config["config_error"]:
-            result["reason"] = f"configuration error: {self.config['config_error']}"
-        elif self._key is None:
-            result["reason"] = f"key {self.key_state}: {self.config['jwt_key']}"
-        elif not self.config["uri"].startswith("unix://"):
-            result["reason"] = f"stand-in supports unix:// uris only, not {self.config['uri']}"
-        else:
-            self._check(result, self.config["uri"][len("unix://"):])
-        return result
-
-    def _check(self, result: dict[str, Any], socket_path: str) -> None:
-        assert self._key is not None
-        headers = {
-            "X-SLURM-USER-NAME": self.config["jwt_user"],
-            "X-SLURM-USER-TOKEN": sign_token(
-                self._key, self.config["jwt_user"], self.config["jwt_lifespan"]
-            ),
-        }
-        try:
-            version, status, data = self._first_version(socket_path, "slurm", headers)
-            meta = (data or {}).get("meta", {}) if isinstance(data, dict) else {}
-            slurm_meta = meta.get("slurm", {}) if isinstance(meta, dict) else {}
-            result["api"] = version
-            result["slurm"] = slurm_meta.get("release")
-            result["cluster"] = slurm_meta.get("cluster") or result["cluster"]
-            if status != 200 or _errors(data):
-                result["reason"] = (
-                    f"slurmctld rejected: /slurm/v{version}/diag {_describe(status, data)}"
-                )
-                return
-            if uses_slurmdbd():
-                status, data = rest_get(socket_path, f"/slurmdb/v{version}/diag", headers)
-                if status != 200 or _errors(data):
-                    result["reason"] = (
-                        f"slurmdbd rejected: /slurmdb/v{version}/diag {_describe(status, data)}"
-                    )
-                    return
-        except RestError as exc:
-            result["reason"] = str(exc)
-            return
-        result["accepted"] = True
-        result["reason"] = "ok"
-
-    def _first_version(
-        self, socket_path: str, plugin: str, headers: dict[str, str]
-    ) -> tuple[str, int, Any]:
-        for version in API_VERSIONS:
-            status, data = rest_get(socket_path, f"/{plugin}/v{version}/diag", headers)
-            if status != 404:
-                return version, status, data
-        raise RestError(f"slurmrestd answered 404 for API versions {', '.join(API_VERSIONS)}")
-
-
-def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
+def make_handler(agent: Agent) -> type:
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            if self.path.split("?", 1)[0] != "/standin/status":
-                self._send(404, {"error": "not found", "standin": True})
+            path = self.path.split("?", 1)[0]
+            if path == "/standin/status":
+                self._send(200, agent.status())
                 return
-            self._send(200, agent.status())
+            try:
+                if path == f"{API_PREFIX}/ping":
+                    agent.discover()
+                    self._send(200, {"versions": {"api": agent.api, "slurm": agent.release}})
+                elif path == f"{API_PREFIX}/jobs":
+                    self._send(200, agent.request("jobs").get("jobs", []))
+                else:
+                    self._send(404, {"code": 404, "name": "Not Found",
+                                     "description": "not served by the stand-in"})
+            except AgentError as exc:
+                self._send(exc.code, {"code": exc.code, "name": exc.name,
+                                      "description": exc.description})
 
-        def _send(self, code: int, body: dict[str, Any]) -> None:
+        def _send(self, code: int, body: Any) -> None:
             data = json.dumps(body).encode()
             self.send_response(code)
             self.send_header("Content-Type", "application/json")
@@ -274,15 +483,17 @@ def make_handler(agent: Agent) -> type[BaseHTTPRequestHandler]:
 
 def main() -> int:
     unit = os.environ.get("UNIT", "slurm-web-agent-standin")
-    agent = Agent(unit)
-    print(
-        f"standin: STAND-IN for Slurm-web agent as {unit}: cluster={agent.config['cluster']} "
-        f"uri={agent.config['uri']} key={agent.config['jwt_key']} state={agent.key_state} "
-        f"sha256={agent.key_sha256}",
-        file=sys.stderr,
-        flush=True,
-    )
-    server = ThreadingHTTPServer(LISTEN, make_handler(agent))
+    try:
+        agent = Agent.start(unit)
+    except StartupError as exc:
+        print(f"MainThread: [CRITICAL] {exc}", file=sys.stderr, flush=True)
+        return 1
+    service = agent.settings["service"]
+    port = int(PORT_OVERRIDE or service["port"])
+    print(f"standin: STAND-IN for Slurm-web agent as {unit}: cluster={service['cluster']} "
+          f"uri={agent.uri} key={agent.auth.key_path} sha256={agent.auth.key_sha256} "
+          f"listening on {service['interface']}:{port}", file=sys.stderr, flush=True)
+    server = ThreadingHTTPServer((service["interface"], port), make_handler(agent))
     server.daemon_threads = True
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
