@@ -29,10 +29,9 @@ from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keyfile import KeyFileError, read_key
 from watchdog_daemon.secret import SecretBytes
 
-# Newest first, as the agent tries them; down to 0.0.38 (Slurm 22.05's newest).
-DEFAULT_VERSIONS: tuple[str, ...] = (
-    "0.0.44", "0.0.43", "0.0.42", "0.0.41", "0.0.40", "0.0.39", "0.0.38",
-)
+# Every REST API version a Slurm release has served (20.11's 0.0.35 to 26.05's 0.0.45), newest
+# first: asked only to say what a slurmrestd serves when none of the agent's versions answers.
+KNOWN_VERSIONS: tuple[str, ...] = tuple(f"0.0.{n}" for n in range(45, 34, -1))
 DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 MAX_BODY_TEXT = 500  # how much of an unexpected body goes into a message
 
@@ -232,6 +231,43 @@ def _classify(answer: HttpAnswer, *, dbd: bool) -> Verdict:
         return verdict(Outcome.ACCEPTED, "")
     return verdict(Outcome.ERROR, f"HTTP {answer.status}: "
                    + (text or _body_excerpt(answer) or "(empty body)"))
+
+
+class PingUse(Enum):
+    USE = "use"  # the agent takes this version
+    NEXT = "next"  # the agent goes on to its next version
+    REFUSED = "refused"  # the agent stops: slurmrestd refused the request's authentication
+
+
+def classify_ping(answer: HttpAnswer, *, as_agent: bool = True) -> tuple[PingUse, str]:
+    """What the Slurm-web agent makes of `GET /slurm/vX/ping` during its API discovery.
+
+    A 401 (or 500 "Authentication does not apply to request") stops it; an answer that is not
+    exactly `application/json`, not a JSON object, has `errors`, or lacks `meta.slurm.release`
+    and `meta.slurm.cluster` sends it to the next version (Slurm-web 6.0 slurmrestd/__init__.py).
+    The second item says why, for the message. `as_agent=False` takes any JSON answer that
+    names the release (22.05's `meta.Slurm` included): for a Slurm the agent cannot use.
+    """
+    if not as_agent and answer.status != 404 and answer.status != 401 and answer.body is not None:
+        release, _cluster = parse_meta(answer.body)
+        return (PingUse.USE, "") if release else (PingUse.NEXT, "no release in meta")
+    if answer.status == 401 or (answer.status == 500 and answer.text.strip()
+                                == "Authentication does not apply to request"):
+        return PingUse.REFUSED, f"HTTP {answer.status}: {_body_excerpt(answer) or 'refused'}"
+    if answer.status == 404:
+        return PingUse.NEXT, "not served (404)"
+    if answer.content_type != "application/json":
+        return PingUse.NEXT, f"Content-Type {answer.content_type or 'none'}"
+    body = answer.body
+    if body is None:
+        return PingUse.NEXT, "not a JSON object"
+    if body.get("errors"):
+        return PingUse.NEXT, "errors: " + _errors_text(slurm_errors(body))
+    meta = body.get("meta")
+    slurm = meta.get("slurm") if isinstance(meta, dict) else None
+    if not isinstance(slurm, dict) or "release" not in slurm or "cluster" not in slurm:
+        return PingUse.NEXT, "no meta.slurm.release and meta.slurm.cluster"
+    return PingUse.USE, ""
 
 
 def classify_slurm_diag(answer: HttpAnswer) -> Verdict:
@@ -583,7 +619,7 @@ def _accounting_expected(accounting: Accounting, slurm_conf: str | os.PathLike[s
 def run_check(settings: Any, *, timeout: float = 10.0, accounting: Accounting = "auto",
               slurm_conf: str | os.PathLike[str] = DEFAULT_SLURM_CONF,
               total_timeout: float | None = None, decoy: bool = True,
-              getter: Getter | None = None) -> CheckResult:
+              getter: Getter | None = None, agent_discovery: bool = True) -> CheckResult:
     """Run the connect check with the agent's settings (an `agentconf.AgentSettings`).
 
     Reads the agent's key copy under the agent-copy rule (owner only), then as
@@ -600,14 +636,15 @@ def run_check(settings: Any, *, timeout: float = 10.0, accounting: Accounting = 
         return failure(exc.reason, exc.message, exc.hint)
     return run_check_with_key(settings, key, timeout=timeout, accounting=accounting,
                               slurm_conf=slurm_conf, total_timeout=total_timeout, decoy=decoy,
-                              getter=getter)
+                              getter=getter, agent_discovery=agent_discovery)
 
 
 def run_check_with_key(settings: Any, key: SecretBytes, *, timeout: float = 10.0,
                        accounting: Accounting = "auto",
                        slurm_conf: str | os.PathLike[str] = DEFAULT_SLURM_CONF,
                        total_timeout: float | None = None, decoy: bool = True,
-                       getter: Getter | None = None) -> CheckResult:
+                       getter: Getter | None = None, agent_discovery: bool = True
+                       ) -> CheckResult:
     """The check with a key given in memory (the watchdog verifies a new key before copying it).
 
     The key's length is checked here too (HS256 needs >= 32 bytes; PyJWT only warns).
@@ -633,6 +670,7 @@ def run_check_with_key(settings: Any, key: SecretBytes, *, timeout: float = 10.0
         result = _run_with_token(
             settings, key, token, socket_path, timeout=timeout, deadline=deadline,
             accounting=accounting, slurm_conf=slurm_conf, decoy=decoy, getter=getter,
+            agent_discovery=agent_discovery,
         )
     except Exception as exc:  # a bug must still give a clean, secret-free result
         result = failure("internal_error", f"unexpected {type(exc).__name__} during the check")
@@ -645,7 +683,7 @@ def run_check_with_key(settings: Any, key: SecretBytes, *, timeout: float = 10.0
 def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Path, *,
                     timeout: float, deadline: float, accounting: Accounting,
                     slurm_conf: str | os.PathLike[str], decoy: bool,
-                    getter: Getter | None) -> CheckResult:
+                    getter: Getter | None, agent_discovery: bool) -> CheckResult:
     probe = probe_socket_path(socket_path)
     if probe is not None:
         return probe
@@ -663,7 +701,9 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
         getter = _requests_getter(session)
     base = socket_base_url(socket_path)
     headers = {"X-SLURM-USER-NAME": settings.jwt_user, "X-SLURM-USER-TOKEN": token}
-    versions = tuple(v.strip().lstrip("v") for v in (settings.versions or DEFAULT_VERSIONS))
+    # As the agent: its versions, strictly. Otherwise (a Slurm older than the agent supports,
+    # kept on purpose for other REST clients): any version the release serves, newest first.
+    versions = tuple(settings.api_versions) if agent_discovery else KNOWN_VERSIONS
     sock_text = str(socket_path)
 
     def call(stage: Stage, path: str, hdrs: dict[str, str], version: str | None
@@ -680,21 +720,31 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
                                       timeout=this_timeout, api_version=version)
 
     try:
-        # 1. Find the newest version slurmrestd serves, with a call slurmctld must accept.
+        # 1. The API version, discovered as the agent discovers it: its list, /ping, in order.
         api_version = None
-        verdict: Verdict | None = None
+        skipped: list[str] = []
         for version in versions:
-            answer = call("discover", f"/slurm/v{version}/diag", headers, version)
+            answer = call("discover", f"/slurm/v{version}/ping", headers, version)
             if isinstance(answer, CheckResult):
                 return answer
-            verdict = classify_slurm_diag(answer)
-            if verdict.outcome is not Outcome.NOT_SERVED:
+            use, why = classify_ping(answer, as_agent=agent_discovery)
+            if use is PingUse.REFUSED:
+                return failure("authentication_failure",
+                               f"slurmrestd refused the agent's request on /slurm/v{version}/ping "
+                               f"({why}); the agent stops its API discovery there",
+                               api_version=version)
+            if use is PingUse.USE:
                 api_version = version
                 break
-        if api_version is None or verdict is None:
-            return failure("no_api_version",
-                           f"slurmrestd on {sock_text} answers none of the REST API versions "
-                           f"{', '.join(versions)} (404 on /slurm/vX/diag)")
+            skipped.append(f"v{version}: {why}")
+        if api_version is None:
+            return _no_api_version(versions, skipped, sock_text, call, headers, agent_discovery)
+
+        # 2. slurmctld must accept the token: an authenticated call with that version.
+        answer = call("slurm", f"/slurm/v{api_version}/diag", headers, api_version)
+        if isinstance(answer, CheckResult):
+            return answer
+        verdict = classify_slurm_diag(answer)
         bad = result_for_verdict("slurm", verdict, api_version=api_version,
                                  fingerprint=key.fingerprint)
         if bad is not None:
@@ -706,7 +756,7 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
                            cluster=result.cluster or cluster, api_version=api_version,
                            accounting=accounting_used)
 
-        # 2. The decoy: a token signed with a random key must be refused.
+        # 3. The decoy: a token signed with a random key must be refused.
         if decoy:
             decoy_token = sign_token(SecretBytes(os.urandom(32)), settings.jwt_user,
                                      settings.jwt_lifespan)
@@ -720,7 +770,7 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
             if bad is not None:
                 return with_meta(bad)
 
-        # 3. slurmdbd, when accounting is used (or cannot be ruled out).
+        # 4. slurmdbd, when accounting is used (or cannot be ruled out).
         expected = _accounting_expected(accounting, slurm_conf)
         used: bool | None = False
         if expected is not False:
@@ -745,15 +795,44 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
             session.close()
 
 
+def _no_api_version(versions: tuple[str, ...], skipped: list[str], sock_text: str,
+                    call: Callable[..., HttpAnswer | CheckResult],
+                    headers: dict[str, str], agent_discovery: bool) -> CheckResult:
+    """The agent would fail here: say which versions slurmrestd does serve (asked only now)."""
+    if not agent_discovery:
+        return failure("no_api_version", f"slurmrestd on {sock_text} answers none of the REST "
+                       f"API versions Slurm releases serve ({'; '.join(skipped)})")
+    served = []
+    for version in KNOWN_VERSIONS:
+        if version in versions:
+            continue
+        answer = call("discover", f"/slurm/v{version}/ping", headers, version)
+        if isinstance(answer, CheckResult):
+            break  # out of time or connection: report what is known
+        if answer.status != 404:
+            served.append(version)
+    serves = (f"it serves {', '.join(served)}" if served
+              else "it serves none of the versions Slurm releases know")
+    return failure(
+        "no_api_version",
+        f"slurmrestd on {sock_text} answers none of the REST API versions the agent tries "
+        f"({'; '.join(skipped)}): {serves}",
+        "Slurm-web's agent needs REST API 0.0.41 or later (Slurm 24.05 and later); list in "
+        "agent.ini's [slurmrestd] versions (one per line) only versions the agent supports",
+    )
+
+
 __all__ = [
-    "DEFAULT_VERSIONS",
+    "KNOWN_VERSIONS",
     "REASON_EXIT_CODES",
     "CheckResult",
     "HttpAnswer",
     "Outcome",
+    "PingUse",
     "Verdict",
     "accounting_from_slurm_conf",
     "classify_exception",
+    "classify_ping",
     "classify_slurm_diag",
     "classify_slurmdb_diag",
     "failure",

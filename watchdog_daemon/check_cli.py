@@ -53,6 +53,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="check slurmdbd too: auto = when slurm.conf uses slurmdbd")
     p.add_argument("--slurm-conf", default=DEFAULT_SLURM_CONF, metavar="PATH",
                    help="read for AccountingStorageType when --accounting auto")
+    p.add_argument("--any-api-version", dest="agent_discovery", action="store_false",
+                   help="find the API version as any REST client would (newest served), not as "
+                   "Slurm-web's agent does (its [slurmrestd] versions): for a Slurm older than "
+                   "the agent supports, kept with JWT on purpose for other clients")
     p.add_argument("--no-decoy", dest="decoy", action="store_false",
                    help="skip the call with a token signed with a random key (which must be "
                    "refused; it proves that slurmrestd makes Slurm check tokens)")
@@ -111,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         common = {"timeout": args.timeout, "accounting": args.accounting,
                   "slurm_conf": args.slurm_conf, "total_timeout": args.total_timeout,
-                  "decoy": args.decoy}
+                  "decoy": args.decoy, "agent_discovery": args.agent_discovery}
         key_path = getattr(args, "key", None)
         if key_path is None:
             result = run_check(settings, **common)

@@ -24,7 +24,7 @@ from typing import Any
 import jwt
 
 Mode = str  # "normal" | "controller_unreachable" | "slurmdbd_unreachable" | "accept_any_token"
-#             | "hang" | "garbage"
+#             | "hang" | "garbage" | "garbage_diag" (ping fine, diag not JSON)
 
 
 @dataclass
@@ -119,7 +119,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = self.path.split("?")[0].strip("/").split("/")
         if cfg.mode == "hang":
             time.sleep(cfg.unreachable_delay)
-        if cfg.mode == "garbage":
+        if cfg.mode == "garbage" or (cfg.mode == "garbage_diag" and self.path.endswith("diag")):
             self._send(200, "<html>not slurmrestd</html>", "text/html")
             return
         if len(parts) != 3 or parts[0] not in ("slurm", "slurmdb") or \

@@ -14,9 +14,11 @@ from watchdog_daemon.check import (
     DeadlineExceeded,
     HttpAnswer,
     Outcome,
+    PingUse,
     Verdict,
     accounting_from_slurm_conf,
     classify_exception,
+    classify_ping,
     classify_slurm_diag,
     classify_slurmdb_diag,
     failure,
@@ -331,3 +333,39 @@ def test_scrub():
     s = scrub(r, ["eyJtoken.abc.def"])
     assert "eyJ" not in s.message + s.hint and "<redacted>" in s.message
     assert scrub(r, ["short"]) is r
+
+
+# ----------------------------------------------------------------- the agent's /ping discovery
+
+_META = {"meta": {"slurm": {"release": "24.11.5", "cluster": "hpc"}}, "errors": []}
+
+
+@pytest.mark.parametrize(
+    ("answer", "use"),
+    [
+        (HttpAnswer(200, "application/json", "", _META), PingUse.USE),
+        # 200 with pinged DOWN (a wrong key) still gives the agent its version: the key is
+        # proven by the authenticated calls after discovery, not here.
+        (HttpAnswer(200, "application/json", "", {**_META, "pings": [{"pinged": "DOWN"}]}),
+         PingUse.USE),
+        (HttpAnswer(401, "text/plain", "Authentication failure"), PingUse.REFUSED),
+        (HttpAnswer(500, "text/plain", "Authentication does not apply to request"),
+         PingUse.REFUSED),
+        (HttpAnswer(404, "text/plain", "Unable find requested URL"), PingUse.NEXT),
+        (HttpAnswer(200, "application/json; charset=utf-8", "", _META), PingUse.NEXT),
+        (HttpAnswer(200, "application/json", "[]", None), PingUse.NEXT),
+        (HttpAnswer(200, "application/json", "", {**_META, "errors": [{"error": "x"}]}),
+         PingUse.NEXT),
+        # Slurm 22.05: meta.Slurm, no cluster: the agent cannot use it.
+        (HttpAnswer(200, "application/json", "",
+                    {"meta": {"Slurm": {"release": "22.05.8"}}, "errors": []}), PingUse.NEXT),
+    ],
+)
+def test_classify_ping_as_the_agent(answer, use):
+    assert classify_ping(answer)[0] is use
+
+
+def test_classify_ping_for_any_client_takes_2205():
+    answer = HttpAnswer(200, "application/json", "",
+                        {"meta": {"Slurm": {"release": "22.05.8"}}, "errors": []})
+    assert classify_ping(answer, as_agent=False)[0] is PingUse.USE

@@ -51,9 +51,10 @@ def test_success(env):
         ("24.11.5", "hpc", "0.0.42", True)
     assert r.success_line() == "✅ connection successful (slurm: 24.11.5, cluster: hpc)"
     paths = [rec.path for rec in fake.config.recorded]
-    # newest first down to the served one, the decoy, then slurmdbd
-    assert paths == ["/slurm/v0.0.44/diag", "/slurm/v0.0.43/diag", "/slurm/v0.0.42/diag",
-                     "/slurm/v0.0.42/diag", "/slurmdb/v0.0.42/diag"]
+    # the agent's discovery (its versions, newest first, by /ping), slurmctld's proof, the
+    # decoy, then slurmdbd
+    assert paths == ["/slurm/v0.0.44/ping", "/slurm/v0.0.43/ping", "/slurm/v0.0.42/ping",
+                     "/slurm/v0.0.42/diag", "/slurm/v0.0.42/diag", "/slurmdb/v0.0.42/diag"]
     assert all(rec.user == "slurm" and rec.had_token for rec in fake.config.recorded)
 
 
@@ -159,11 +160,53 @@ def test_refusing_fake_is_22(env):
         fake.stop()
 
 
-def test_no_api_version_is_23(env):
+def test_no_api_version_is_23_and_names_what_slurmrestd_serves(env):
     settings, sock, conf = env
     with FakeSlurmrestd(sock, slurmctld_key=KEY, versions=("0.0.36", "0.0.37")):
         r = check(settings, conf)
-    assert r.exit_code == ExitCode.NO_API_VERSION == 23 and "0.0.38" in r.message
+    assert r.exit_code == ExitCode.NO_API_VERSION == 23
+    assert "v0.0.41: not served (404)" in r.message
+    assert r.message.endswith("it serves 0.0.37, 0.0.36")
+    assert "0.0.41 or later" in r.hint
+
+
+def test_a_slurm_that_serves_only_0_0_40_fails_as_it_fails_the_agent(env):
+    # Slurm 23.11 serves 0.0.38-0.0.40: the agent (0.0.41 and later) cannot use it, even though
+    # slurmctld would accept the token.
+    settings, sock, conf = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, versions=("0.0.38", "0.0.39", "0.0.40")):
+        r = check(settings, conf)
+    assert r.exit_code == ExitCode.NO_API_VERSION and "it serves 0.0.40, 0.0.39, 0.0.38" in \
+        r.message
+
+
+def test_any_api_version_for_a_slurm_the_agent_cannot_use(env):
+    settings, sock, conf = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, versions=("0.0.38", "0.0.39", "0.0.40")):
+        r = check(settings, conf, agent_discovery=False)
+    assert r.ok and r.api_version == "0.0.40"
+
+
+def test_discovery_stops_at_a_401_as_the_agent(env):
+    settings, sock, conf = env
+    settings = replace(settings, jwt_user="")  # no user name: slurmrestd answers 401
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, versions=("0.0.44", "0.0.43")) as fake:
+        r = check(settings, conf)
+    assert r.reason == "authentication_failure" and r.exit_code == ExitCode.SLURMRESTD_ERROR
+    assert [rec.path for rec in fake.config.recorded] == ["/slurm/v0.0.44/ping"]
+
+
+def test_versions_one_per_line_from_agent_ini(env, tmp_path):
+    from watchdog_daemon.agentconf import parse_agent_ini
+
+    settings, sock, conf = env
+    text = (f"[service]\ncluster=hpc\n[slurmrestd]\nuri=unix://{sock}\n"
+            f"jwt_key={settings.jwt_key}\nversions=\n  0.0.45\n  0.0.41\n")
+    with FakeSlurmrestd(sock, slurmctld_key=KEY) as fake:
+        r = check(parse_agent_ini(text), conf)
+    assert r.ok and r.api_version == "0.0.41"
+    assert [rec.path for rec in fake.config.recorded][:2] == ["/slurm/v0.0.45/ping",
+                                                             "/slurm/v0.0.41/ping"]
 
 
 def test_agent_versions_setting_is_honoured(env):
@@ -172,12 +215,19 @@ def test_agent_versions_setting_is_honoured(env):
     with FakeSlurmrestd(sock, slurmctld_key=KEY) as fake:
         r = check(settings, conf)
     assert r.ok and r.api_version == "0.0.41"
-    assert fake.config.recorded[0].path == "/slurm/v0.0.41/diag"
+    assert fake.config.recorded[0].path == "/slurm/v0.0.41/ping"
 
 
-def test_garbage_answer_is_24(env):
+def test_garbage_answer_to_ping_is_no_api_version_as_for_the_agent(env):
     settings, sock, conf = env
     with FakeSlurmrestd(sock, slurmctld_key=KEY, mode="garbage"):
+        r = check(settings, conf)
+    assert r.exit_code == ExitCode.NO_API_VERSION and "Content-Type text/html" in r.message
+
+
+def test_garbage_answer_to_diag_is_24(env):
+    settings, sock, conf = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, mode="garbage_diag"):
         r = check(settings, conf)
     assert r.exit_code == ExitCode.SLURMRESTD_ERROR == 24
 
@@ -233,7 +283,8 @@ def test_2205_meta_and_fallback_cluster(env):
     settings, sock, conf = env
     with FakeSlurmrestd(sock, slurmctld_key=KEY, versions=("0.0.36", "0.0.37", "0.0.38"),
                         release="22.05.8", meta_style="22.05", accounting=False):
-        r = check(settings, conf, accounting="no")
+        assert check(settings, conf, accounting="no").exit_code == ExitCode.NO_API_VERSION
+        r = check(settings, conf, accounting="no", agent_discovery=False)
     assert r.ok and r.api_version == "0.0.38" and r.slurm_release == "22.05.8"
     assert r.cluster == "hpc"  # from agent.ini: 22.05 reports none
 
@@ -242,7 +293,7 @@ def test_2205_bad_token_in_errors_with_200_is_30(env):
     settings, sock, conf = env
     with FakeSlurmrestd(sock, slurmctld_key=OTHER, versions=("0.0.38",), release="22.05.8",
                         meta_style="22.05", bad_token_status_2205=200):
-        r = check(settings, conf, accounting="no")
+        r = check(settings, conf, accounting="no", agent_discovery=False)
     assert r.exit_code == 30 and r.slurm_release == "22.05.8"
 
 

@@ -128,7 +128,7 @@ SCENARIOS = {
     "rejected_by_slurmctld": {"slurmctld_key": b"x" * 40},
     "rejected_by_slurmdbd": {"slurmctld_key": SENTINEL, "slurmdbd_key": b"x" * 40},
     "no_api_version": {"slurmctld_key": SENTINEL, "versions": ("0.0.30",)},
-    "slurmrestd_error": {"slurmctld_key": SENTINEL, "mode": "garbage"},
+    "slurmrestd_error": {"slurmctld_key": SENTINEL, "mode": "garbage_diag"},
     "token_not_verified": {"slurmctld_key": b"x" * 40, "mode": "accept_any_token"},
     "controller_unreachable": {"slurmctld_key": SENTINEL, "mode": "controller_unreachable",
                                "unreachable_delay": 0.01},
