@@ -58,7 +58,8 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
     from deploys.lib.facts import HostState, ToolReport
     from deploys.lib.fleet_report import WATCH_UNIT, HostFacts
-    from deploys.lib.settings import AGENT_UNITS, settings_from_host_data
+    from deploys.lib.settings import settings_from_host_data
+    from watchdog_daemon.agentunits import candidates as agent_candidates
 
     # The same set-up as pyinfra's CLI: an inventory file is executed in the state's context.
     state, config = State(check_for_changes=False), Config()
@@ -87,8 +88,8 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
             facts.state = get_fact(state, host, HostState, kwargs=dict(
                 files=(s.jwt_key_path, s.agent_key_path, s.slurmrestd_dropin, s.slurm_conf,
                        s.slurmdbd_conf, s.agent_ini),
-                units=(s.slurmctld_unit, s.slurmdbd_unit, s.slurmrestd_unit, *AGENT_UNITS,
-                       WATCH_UNIT),
+                units=(s.slurmctld_unit, s.slurmdbd_unit, s.slurmrestd_unit,
+                       *agent_candidates(s.agent_unit), WATCH_UNIT),
                 users=(s.jwt_key_owner, s.agent_user), groups=(s.jwt_key_group, s.agent_group),
                 tool_prefix=s.tool_prefix, slurm_conf=s.slurm_conf), apply_failed_hosts=False)
             if not facts.state.tool_digest:

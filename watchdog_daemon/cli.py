@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "key_cli": "key: create, install and fingerprint JWT signing keys",
     "conf_cli": "conf, agent-ini, preflight, plan: merge Slurm and agent settings",
     "watch_cli": "watch, status: the key-rotation watchdog",
+    "agent_cli": "agent: the Slurm-web agent unit(s) in use, listed or restarted",
 }
 # command -> its module: a command line naming one only imports that module. Every tool run
 # costs Python's start-up on the host, and the deploy runs the tool a dozen times.
@@ -31,6 +32,7 @@ COMMAND_MODULES: dict[str, str] = {
     "plan": "conf_cli",
     "watch": "watch_cli",
     "status": "watch_cli",
+    "agent": "agent_cli",
 }
 
 

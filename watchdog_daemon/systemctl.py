@@ -8,6 +8,7 @@ beyond being uid 0, which is why the unit can drop CAP_SYS_ADMIN and friends.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
 from collections.abc import Callable
@@ -85,6 +86,10 @@ class SubprocessSystemctl:
         )
 
     def restart(self, unit: str, *, timeout: float) -> None:
+        # A unit that failed for good (e.g. an agent that kept exiting for want of its key hit
+        # its start limit) is refused by `restart` until its failed state is reset.
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):  # restart says what failed
+            self._runner([self.systemctl, "reset-failed", "--", unit], self.show_timeout)
         # --no-block is NOT used: we want systemctl to wait for the start job, so its exit
         # status says whether the agent came up (for Type=notify units: once it sent READY=1).
         argv = [self.systemctl, "restart", "--no-ask-password", "--", unit]

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from watchdog_daemon.agentunits import AGENT_UNITS
+
 DEFAULT_CONFIG_PATH = Path("/etc/slurmrestd-access/watch.toml")
-DEFAULT_AGENT_UNITS: tuple[str, ...] = ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
+DEFAULT_AGENT_UNITS: tuple[str, ...] = AGENT_UNITS
 
 
 class WatchConfigError(Exception):
@@ -39,7 +41,7 @@ class WatchConfig:
     copy_group: str = "slurm-web"
     copy_mode: int = 0o400
     agent_ini: Path = Path("/etc/slurm-web/agent.ini")
-    # "auto": the active, unmasked ones among DEFAULT_AGENT_UNITS; or an explicit list.
+    # "auto": the ones in use among DEFAULT_AGENT_UNITS (agentunits); or an explicit list.
     agent_units: tuple[str, ...] | None = None
 
     # Safety net for lost events and file systems without inotify (NFS): one hash per interval.

@@ -11,7 +11,8 @@ from typing import Any
 
 from deploys.lib.cluster import ClusterPlan
 from deploys.lib.hoststate import HostState, RemoteFile
-from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.settings import Settings
+from watchdog_daemon.agentunits import choose as choose_agent_units
 from watchdog_daemon.dropin import render_dropin
 
 WATCH_UNIT = "slurmrestd-access-watch.service"
@@ -155,10 +156,11 @@ def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
         if cells["slurmrestd"] != "active":
             problems.append(f"{s.slurmrestd_unit} is {cells['slurmrestd']}")
 
-        agents = [s.agent_unit] if s.agent_unit else [u for u in AGENT_UNITS if hs.unit(u).in_use]
+        agents = choose_agent_units(s.agent_unit, lambda u: hs.unit(u).states)
         if not agents:
             cells["agent"] = "none in use"
-            problems.append("no Slurm-web agent unit is enabled or active")
+            named = s.agent_unit or "no Slurm-web agent unit"
+            problems.append(f"{named} is neither enabled nor running (installed, not masked)")
         else:
             states = [f"{u.removesuffix('.service')} {_unit_cell(hs, u)}" for u in agents]
             cells["agent"] = ", ".join(states)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from watchdog_daemon.agentunits import unit_in_use
+
 
 @dataclass(frozen=True)
 class RemoteFile:
@@ -44,9 +46,12 @@ class UnitState:
 
     @property
     def in_use(self) -> bool:
-        return self.exists and self.load != "masked" and (
-            self.active in ("active", "activating", "reloading") or self.unit_file == "enabled"
-        )
+        return unit_in_use(self.load, self.active, self.unit_file)
+
+    @property
+    def states(self) -> tuple[str, str, str]:
+        """(load, active, unit file): what agentunits' rule reads."""
+        return self.load, self.active, self.unit_file
 
 
 @dataclass

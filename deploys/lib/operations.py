@@ -18,9 +18,10 @@ from deploys.lib import survey
 from deploys.lib.facts import HostState
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
-from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, plan_problems
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
+from watchdog_daemon.agentunits import choose as choose_agent_units
 
 q = shlex.quote
 
@@ -384,10 +385,9 @@ def daemon_reload(settings: Settings):
 
 
 def agent_units_in_use(settings: Settings) -> list[str]:
-    if settings.agent_unit:
-        return [settings.agent_unit]
+    """The one rule (watchdog_daemon.agentunits) applied to this host's survey."""
     hs = survey.survey(settings)
-    return [u for u in AGENT_UNITS if hs.unit(u).in_use]
+    return choose_agent_units(settings.agent_unit, lambda u: hs.unit(u).states)
 
 
 @operation()
@@ -423,10 +423,13 @@ def restart_agent(settings: Settings):
     stop_if_cluster_failed(settings)
     units = agent_units_in_use(settings)
     if not units:
-        host.noop("no Slurm-web agent unit is enabled or active: nothing to restart")
+        host.noop(f"{settings.agent_unit or 'no Slurm-web agent unit'} is neither enabled nor "
+                  "running: nothing to restart (a stopped, disabled agent is not started)")
         return
     survey.record(units=survey.running(*units))
     for unit in units:
+        # An agent that kept failing for want of its key may have hit its start limit.
+        yield StringCommand("systemctl", "reset-failed", q(unit), "2>/dev/null", "||", "true")
         yield _systemctl("restart", unit)
         yield _wait(f"systemctl is-active -q {unit}", settings.restart_wait,
                     f"{unit} did not become active: see journalctl -u {unit}",

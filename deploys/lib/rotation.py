@@ -19,7 +19,7 @@ from deploys.lib import rotation_plan as rp
 from deploys.lib.facts import ToolReport
 from deploys.lib.hostfail import record_failure
 from deploys.lib.keytransfer import KeySource, install_key
-from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.settings import Settings
 
 q = shlex.quote
 
@@ -91,16 +91,12 @@ class Rotation:
             f"restart {unit}", s.restart_wait + 60)
 
     def restart_agent(self, name: str) -> None:
+        """The agent unit(s) in use, by the rule the deploy and the watchdog use (agentunits):
+        an enabled agent that failed for want of its key is restarted too."""
         s = self.settings_of(name)
-        units = [s.agent_unit] if s.agent_unit else list(AGENT_UNITS)
-        # Without agent_unit: the unit(s) in use, as the deploy does.
-        script = "; ".join(
-            f"if systemctl is-active -q {q(u)} || systemctl is-enabled -q {q(u)}; then "
-            f"systemctl restart {q(u)} && " + _wait(
-                f"systemctl is-active -q {q(u)}", s.restart_wait,
-                f"{u} did not become active: see journalctl -u {u}") + " || exit 1; fi"
-            for u in units)
-        self.shell(name, script + "; true", "restart the Slurm-web agent", s.restart_wait + 60)
+        args = ("agent", "restart", "--timeout", str(s.restart_wait),
+                *(("--unit", s.agent_unit) if s.agent_unit else ()))
+        self.tool_ok(name, args, "restart the Slurm-web agent")
 
     def push_key(self, name: str, dest: str, owner: str, group: str, mode: int,
                  what: str) -> None:

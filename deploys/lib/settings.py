@@ -11,7 +11,6 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 ROLES = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
-AGENT_UNITS = ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
 
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:-]+\.service$")
@@ -51,7 +50,7 @@ class Settings:
     agent_ini: str = "/etc/slurm-web/agent.ini"
     jwt_user: str | None = None
     jwt_lifespan: int | None = None
-    # None = the unit in use (enabled or active) among AGENT_UNITS
+    # None = the unit(s) in use among AGENT_UNITS (watchdog_daemon.agentunits)
     agent_unit: str | None = None
     # Host-side tool
     tool_prefix: str = "/opt/slurmrestd-access"

@@ -20,9 +20,10 @@ from deploys.lib.cluster import roles_of
 from deploys.lib.facts import HostState, ToolReport
 from deploys.lib.hoststate import HostState as HostStateData
 from deploys.lib.hoststate import RemoteFile, UnitState
-from deploys.lib.settings import AGENT_UNITS, Settings
+from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args
 from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
+from watchdog_daemon.agentunits import candidates as agent_candidates
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
 _plans: dict[tuple[str, bool], dict] = {}
@@ -41,7 +42,7 @@ def survey(settings: Settings) -> HostStateData:
                    settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
                    WATCH_CONFIG_PATH, WATCH_UNIT_PATH),
             units=(settings.slurmctld_unit, settings.slurmdbd_unit, settings.slurmrestd_unit,
-                   *AGENT_UNITS, WATCH_UNIT),
+                   *agent_candidates(settings.agent_unit), WATCH_UNIT),
             users=(settings.jwt_key_owner, settings.agent_user),
             groups=(settings.jwt_key_group, settings.agent_group),
             tool_prefix=settings.tool_prefix,

@@ -52,6 +52,10 @@ class World:
                 self.new_key_exits.pop(0) if self.new_key_exits else 0)
             body = {"reason": "rejected_by_slurmctld" if code == 30 else "x", "message": "m"}
             return True, Output([json.dumps(body), f"{mark}{code}"])
+        if " agent restart " in text:
+            units = re.findall(r"--unit (\S+)", text)
+            body = {"units": units, "restarted": units}
+            return True, Output([json.dumps(body), f"{mark}0"])
         if " key " in text:
             return True, Output(['{"changed": true}', f"{mark}0"])
         return True, Output()
@@ -113,7 +117,8 @@ def test_a_successful_rotation_in_order():
     ctld = next(i for i, s in enumerate(steps) if "restart slurmctld" in s)
     copy = next(i for i, s in enumerate(steps) if s.startswith("rest:") and "key install" in s)
     old_check = next(i for i, s in enumerate(steps) if "--key" in s)
-    agent = next(i for i, s in enumerate(steps) if "restart a.service" in s)
+    agent = next(i for i, s in enumerate(steps)
+                 if "agent restart --timeout 60 --unit a.service" in s)
     assert first < keep_db < install_db < dbd < ctld < copy < old_check < agent, steps
     # The old-key proof signs with the agent's previous copy, kept on the agent host.
     assert "--key /var/lib/slurm-web/slurmrestd.key.previous" in world.commands("rest", "--key")[0]
@@ -136,7 +141,7 @@ def test_an_old_key_still_accepted_rolls_everything_back():
     assert {s.split(":")[0] for s in restores} == {"ctl", "db", "rest"}
     assert any("restart slurmdbd" in s for s in after)
     assert any("restart slurmctld" in s for s in after)
-    assert any("restart a.service" in s for s in after)
+    assert any("agent restart --timeout 60 --unit a.service" in s for s in after)
 
 
 def test_a_failed_generation_restores_nothing():

@@ -345,7 +345,8 @@ def test_restart_budget_defers_restarts(tmp_path):
 
 
 def test_no_agent_running_means_sync_only(tmp_path):
-    h = make_harness(tmp_path, units={AGENT: "inactive"})
+    # Installed, stopped and disabled: someone stopped it on purpose; not ours to start.
+    h = make_harness(tmp_path, units={AGENT: "inactive:disabled"})
     try:
         h.start()
         new = new_key("x")
@@ -362,13 +363,27 @@ def test_no_agent_running_means_sync_only(tmp_path):
 
 def test_uwsgi_unit_is_the_one_restarted(tmp_path):
     uwsgi = "slurm-web-agent-uwsgi.service"
-    h = make_harness(tmp_path, units={AGENT: "inactive", uwsgi: "active"})
+    h = make_harness(tmp_path, units={AGENT: "inactive:disabled", uwsgi: "active"})
     try:
         h.start()
         new = new_key("x")
         h.slurm.accept_only(new)
         write_key(h.key_path, new)
         assert wait_for(lambda: h.systemctl.restarts == [uwsgi])
+    finally:
+        h.stop()
+
+
+def test_an_enabled_agent_that_failed_for_want_of_its_key_is_restarted(tmp_path):
+    # Slurm-web's agent exits at start without a usable key copy: enabled, failed, in use.
+    h = make_harness(tmp_path, units={AGENT: "failed"})
+    try:
+        h.start()
+        new = new_key("x")
+        h.slurm.accept_only(new)
+        write_key(h.key_path, new)
+        assert wait_for(lambda: h.systemctl.restarts == [AGENT])
+        assert wait_for(lambda: h.daemon.pipeline.status.state == "in_sync")
     finally:
         h.stop()
 

@@ -237,7 +237,12 @@ class _Units:
     ({"slurm-web-agent.service": ("masked", "inactive", "masked"),
       "slurm-web-agent-uwsgi.service": ("loaded", "active", "enabled")},
      ["slurm-web-agent-uwsgi.service"]),
-    ({"slurm-web-agent.service": ("loaded", "inactive", "enabled"),
+    # Enabled but down (the agent exits without its key copy): in use, to be restarted.
+    ({"slurm-web-agent.service": ("loaded", "failed", "enabled"),
+      "slurm-web-agent-uwsgi.service": ("not-found", "inactive", "")},
+     ["slurm-web-agent.service"]),
+    # Stopped and disabled on purpose: not ours to start.
+    ({"slurm-web-agent.service": ("loaded", "inactive", "disabled"),
       "slurm-web-agent-uwsgi.service": ("not-found", "inactive", "")}, []),
     ({}, []),
 ])

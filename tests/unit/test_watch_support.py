@@ -87,7 +87,9 @@ class FakeSystemctl:
         state = self.active.get(unit)
         if state is None:
             return UnitState(unit, "not-found", "inactive", "")
-        return UnitState(unit, "loaded", state, "enabled")
+        # "ACTIVE" or "ACTIVE:UNITFILE" ("inactive:disabled": stopped on purpose)
+        active, _, unit_file = state.partition(":")
+        return UnitState(unit, "loaded", active, unit_file or "enabled")
 
     def restart(self, unit: str, *, timeout: float) -> None:
         with self._lock:
