@@ -54,3 +54,25 @@ def standin_status(tb, host: str) -> dict:
 def grep_lines(tb, host: str, path: str, pattern: str) -> list[str]:
     res = tb.ssh(host, f"grep -iE {shlex.quote(pattern)} {shlex.quote(path)} || true")
     return [line for line in _text(res).splitlines() if line.strip()]
+
+
+def agent_get(tb, host: str, path: str) -> tuple[int, object]:
+    """GET a path of the agent (stand-in) on its host: (HTTP status, JSON body)."""
+    script = ("import json,sys,urllib.request,urllib.error\n"
+              "try:\n"
+              f"    r = urllib.request.urlopen('http://127.0.0.1:5012{path}', timeout=30)\n"
+              "    print(r.status); print(r.read().decode())\n"
+              "except urllib.error.HTTPError as e:\n"
+              "    print(e.code); print(e.read().decode())\n")
+    res = tb.ssh(host, f"python3 -c {shlex.quote(script)}")
+    status, _, body = _text(res).partition("\n")
+    return int(status), json.loads(body)
+
+
+def unit_state(tb, host: str, unit: str) -> str:
+    res = tb.ssh(host, f"systemctl show -p ActiveState --value {shlex.quote(unit)}")
+    return _text(res).strip()
+
+
+def journal(tb, host: str, unit: str) -> str:
+    return _text(tb.ssh(host, f"journalctl -b -u {shlex.quote(unit)} --no-pager -o cat"))

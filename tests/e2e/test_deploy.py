@@ -69,9 +69,18 @@ def assert_deployed(tb) -> None:
                 assert (dbd["owner"], dbd["mode"]) == ("slurm", 0o600)
 
 
+# How each topology's agent was before its first deploy, by topology name.
+AGENT_BEFORE: dict[str, dict] = {}
+
+
 @pytest.fixture(scope="module", params=["single", "split"])
 def deployed(request, testbed):
     topo = testbed.up(request.param, fresh=True)
+    for cluster in topo.clusters.values():
+        rest, unit = cluster.rest_host.name, cluster.agent_unit
+        AGENT_BEFORE[f"{topo.name}/{cluster.name}"] = {
+            "state": hostcheck.unit_state(topo, rest, unit),
+            "journal": hostcheck.journal(topo, rest, unit)}
     first = run_deploy(topo.inventory_path)
     assert first.returncode == 0, first.output[-6000:]
     return topo, first
@@ -132,3 +141,47 @@ def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
         assert hostcheck.stat(topo, ctl, conf) == broken
     finally:
         topo.ssh(ctl, f"mv -f /root/slurm.conf.good {conf}")
+
+
+def test_an_agent_that_failed_for_want_of_its_key_ends_active_and_serving(deployed):
+    # As the real agent on a fresh host: no key copy yet, so it exited at start.
+    topo, _ = deployed
+    for cluster in topo.clusters.values():
+        before = AGENT_BEFORE[f"{topo.name}/{cluster.name}"]
+        assert before["state"] == "failed", before
+        assert "Unable to load JWT key for slurmrestd authentication" in before["journal"]
+        rest = cluster.rest_host.name
+        assert hostcheck.unit_state(topo, rest, cluster.agent_unit) == "active"
+        status, jobs = hostcheck.agent_get(topo, rest, "/v6.0.0/jobs")
+        assert status == 200 and isinstance(jobs, list), (status, jobs)
+
+
+def test_agent_ini_reads_back_as_the_agent_reads_it(deployed, tmp_path):
+    from tests.testbed.standin import slurm_web_agent_standin as standin
+
+    topo, _ = deployed
+    for cluster in topo.clusters.values():
+        rest = cluster.rest_host.name
+        ini = tmp_path / f"{rest}.ini"
+        ini.write_text(hostcheck._text(topo.ssh(rest, "cat /etc/slurm-web/agent.ini")))
+        settings = standin.load_settings(str(ini))
+        assert settings["service"]["cluster"] == cluster.name
+        wanted = {"uri": "unix:///run/slurmrestd/slurmrestd.socket", "auth": "jwt",
+                  "jwt_mode": "auto", "jwt_key": COPY}
+        assert {k: settings["slurmrestd"][k] for k in wanted} == wanted
+        # ...and the running agent loaded exactly those.
+        status = hostcheck.standin_status(topo, rest)
+        assert (status["uri"], status["auth"], status["jwt_mode"], status["key_path"]) == (
+            wanted["uri"], "jwt", "auto", COPY)
+
+
+def test_the_agent_unit_is_found_with_or_without_agent_unit_in_the_inventory(deployed):
+    # split leaves agent_unit out of its inventory, so the deploy's own detection ran for real.
+    topo, _ = deployed
+    inventory = topo.inventory_path.read_text().splitlines()
+    for cluster in topo.clusters.values():
+        rest = cluster.rest_host
+        line = next(ln for ln in inventory if f"({rest.name!r}," in ln)
+        assert ("'agent_unit'" in line) is rest.agent_unit_in_inventory
+        assert rest.agent_unit_in_inventory is (topo.name != "split")
+        assert hostcheck.unit_state(topo, rest.name, cluster.agent_unit) == "active"

@@ -75,13 +75,22 @@ def test_slurmrestd_installed_but_not_set_up(topo):
         assert dropins.stdout.strip() == ""
 
 
-def test_agent_standin_runs_under_the_cluster_unit_and_reports_no_key(topo):
+def test_agent_standin_refuses_to_start_without_its_key_copy_as_the_agent_does(topo):
     for cluster in topo.clusters.values():
         rest = cluster.rest_host.name
         other = next(u for u in ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
                      if u != cluster.agent_unit)
-        active = topo.ssh(rest, f"systemctl is-active {cluster.agent_unit}").stdout
-        assert active.strip() == "active"
+        # Enabled, and failed: Slurm-web's agent exits 1 at start without its key copy.
+        assert topo.ssh(rest, f"systemctl is-enabled {cluster.agent_unit}").stdout.strip() == (
+            "enabled")
+        failed = topo.ssh(rest, f"systemctl is-active {cluster.agent_unit}", check=False).stdout
+        assert failed.strip() == "failed"
+        journal = topo.ssh(rest, f"journalctl -b -u {cluster.agent_unit} --no-pager -o cat").stdout
+        assert ("[CRITICAL] Configuration error: Unable to load JWT key for slurmrestd "
+                "authentication: Token private key file /var/lib/slurm-web/slurmrestd.key not "
+                "found") in journal
+        # Nothing listens where the agent would.
+        assert topo.ssh(rest, STANDIN_STATUS, check=False).returncode != 0
         inactive = topo.ssh(rest, f"systemctl is-active {other}", check=False).stdout
         assert inactive.strip() == "inactive"
         assert topo.ssh(rest, f"systemctl is-enabled {other}", check=False).stdout.strip() == (
@@ -91,13 +100,9 @@ def test_agent_standin_runs_under_the_cluster_unit_and_reports_no_key(topo):
         assert user.strip() == "slurm-web"
         description = topo.ssh(rest, f"systemctl show -p Description --value {other}").stdout
         assert "STAND-IN" in description
-        status = json.loads(topo.ssh(rest, STANDIN_STATUS).stdout)
-        assert status["standin"] is True
-        assert status["unit"] == cluster.agent_unit
-        assert status["key_state"] == "missing"
-        assert status["key_sha256"] is None
-        assert status["accepted"] is False
-        assert status["cluster"] == cluster.name
+        # The agent's own front-end key, as Slurm-web's set-up leaves it.
+        gateway = topo.ssh(rest, "stat -c '%U %G %a %s' /var/lib/slurm-web/jwt.key").stdout
+        assert gateway.split() == ["slurm-web", "slurm-web", "400", "32"]
         ini = topo.ssh(rest, "cat /etc/slurm-web/agent.ini").stdout
         assert ini == f"[service]\ncluster={cluster.name}\n"
         home = topo.ssh(rest, "getent passwd slurm-web | cut -d: -f6; "
@@ -146,7 +151,12 @@ def test_fleet_clusters_are_separate_and_gamma_runs_the_uwsgi_unit(testbed):
         for name, c in fleet.clusters.items()
     }
     assert len(set(keys.values())) == 3, "each cluster has its own munge key"
-    status = json.loads(fleet.ssh("gamma1", STANDIN_STATUS).stdout)
-    assert status["unit"] == "slurm-web-agent-uwsgi.service"
+    # The uWSGI unit is gamma's agent (failed before a deploy, active after one: either way
+    # it is the enabled one), and, as Slurm-web's own, it has no Restart=.
+    uwsgi = fleet.ssh("gamma1", "systemctl is-enabled slurm-web-agent-uwsgi.service").stdout
+    assert uwsgi.strip() == "enabled"
+    restart = fleet.ssh("gamma1", "systemctl show -p Restart --value "
+                        "slurm-web-agent-uwsgi.service slurm-web-agent.service").stdout
+    assert restart.split() == ["no", "on-failure"]
     enabled = fleet.ssh("gamma1", "systemctl is-enabled slurm-web-agent.service", check=False)
     assert enabled.stdout.strip() == "disabled"

@@ -9,7 +9,7 @@ from tests.testbed.topology import ROLES, Host, Topology
 
 
 def host_data(host: Host, key_path: Path) -> dict[str, str]:
-    return {
+    data = {
         "ssh_hostname": host.address,
         "ssh_user": "root",
         "ssh_key": str(key_path),
@@ -19,6 +19,9 @@ def host_data(host: Host, key_path: Path) -> dict[str, str]:
         "cluster": host.cluster,
         "agent_unit": host.agent_unit,
     }
+    if not host.agent_unit_in_inventory:
+        del data["agent_unit"]
+    return data
 
 
 def render_inventory(topologies: Iterable[Topology], key_path: Path) -> str:

@@ -29,6 +29,8 @@ class Host:
     roles: tuple[str, ...]
     address: str
     agent_unit: str
+    # False: the inventory leaves agent_unit out, so the deploy finds the unit in use itself.
+    agent_unit_in_inventory: bool = True
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -193,7 +195,10 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise TestbedError(f"{where}: hosts must be a non-empty list")
-    hosts = tuple(_parse_host(where, name, agent_unit, h) for h in hosts_raw)
+    in_inventory = raw.get("agent_unit_in_inventory", True)
+    if not isinstance(in_inventory, bool):
+        raise TestbedError(f"{where}: agent_unit_in_inventory must be true or false")
+    hosts = tuple(_parse_host(where, name, agent_unit, h, in_inventory) for h in hosts_raw)
     cluster = Cluster(name=name, agent_unit=agent_unit, hosts=hosts)
     for role in ("slurmctld", "slurmdbd", "slurmrestd"):
         count = sum(h.has(role) for h in hosts)
@@ -204,7 +209,8 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
     return cluster
 
 
-def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any) -> Host:
+def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any,
+                in_inventory: bool = True) -> Host:
     if not isinstance(raw, dict):
         raise TestbedError(f"{where}: each host must be a table")
     name = raw.get("name")
@@ -224,7 +230,7 @@ def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any) -> Host:
     # Keep roles in the canonical order so rendering is stable.
     ordered = tuple(r for r in ROLES if r in roles)
     return Host(name=name, cluster=cluster, roles=ordered, address=str(address),
-                agent_unit=agent_unit)
+                agent_unit=agent_unit, agent_unit_in_inventory=in_inventory)
 
 
 def _check_unique(topologies: dict[str, Topology], network: Network) -> None:
