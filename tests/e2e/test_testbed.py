@@ -3,7 +3,6 @@ Slurm and Slurm-web packages (munge-only Slurm working, slurmrestd not set up, a
 
 from __future__ import annotations
 
-import json
 import shlex
 
 import pytest
