@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from dataclasses import replace
 from io import BytesIO
 
 from pyinfra import host, state
@@ -345,21 +346,40 @@ def restart_unit(settings: Settings, unit: str, wait_for: str | None, wait_secon
 
 @operation()
 @host_local
-def enable_unit(settings: Settings, unit: str, wait_for: str | None, failure: str,
-                no_block: bool = False):
-    """`enable --now` when the unit is not yet enabled and running; wait until it answers.
+def enable_units(settings: Settings, units: tuple[str, ...]):
+    """`systemctl enable --no-reload` for the units not enabled yet, BEFORE the daemon-reload.
 
-    `--no-reload`: the deploy has already run `daemon-reload` for any unit file it changed,
-    and `enable`'s own implicit reload would cost a second one. With `no_block` and no
-    `wait_for`, see `restart_unit`.
+    systemd counts links written by `enable --no-reload` as a pending reload of every unit
+    (NeedDaemonReload=yes, and "changed on disk" on each later `systemctl restart`): the
+    deploy's one daemon-reload must come after them. `--no-reload`: that reload is the
+    deploy's, not a second one of `enable`'s own.
     """
     stop_if_cluster_failed(settings)
-    current = survey.survey(settings).unit(unit)
-    if current.active == "active" and current.unit_file == "enabled":
-        host.noop(f"{unit} enabled and active")
+    hs = survey.survey(settings)
+    todo = [u for u in units if hs.unit(u).unit_file != "enabled"]
+    if not todo:
+        host.noop(f"{', '.join(units)} enabled")
         return
-    survey.record(units=survey.running(unit, enabled=True))
-    yield _systemctl("enable", unit, "--no-reload", "--now", *(["--no-block"] if no_block else []))
+    for unit in todo:
+        survey.record(units={unit: replace(hs.unit(unit), unit_file="enabled")})
+    yield StringCommand("systemctl", "enable", "--no-reload", *(q(u) for u in todo))
+
+
+@operation()
+@host_local
+def start_unit(settings: Settings, unit: str, wait_for: str | None, failure: str,
+               no_block: bool = False):
+    """`systemctl start` when the unit is not running; wait until it answers.
+
+    Enabling is `enable_units`' (before the daemon-reload). With `no_block` and no `wait_for`,
+    see `restart_unit`.
+    """
+    stop_if_cluster_failed(settings)
+    if survey.survey(settings).unit(unit).active == "active":
+        host.noop(f"{unit} active")
+        return
+    survey.record(units=survey.running(unit))
+    yield _systemctl("start", unit, *(["--no-block"] if no_block else []))
     if wait_for:
         yield _wait(wait_for, settings.restart_wait, failure, give_up=_unit_down(unit))
 
@@ -379,7 +399,10 @@ def wait_until_active(settings: Settings, unit: str, failure: str):
 @operation()
 @host_local
 def daemon_reload(settings: Settings):
-    """Only reached through `_if`: systemd must re-read a changed drop-in."""
+    """Only reached through `_if`: systemd must re-read a changed unit file, drop-in or link.
+
+    The deploy's only reload: every unit file it writes and every unit it enables comes first.
+    """
     stop_if_cluster_failed(settings)
     yield StringCommand("systemctl", "daemon-reload")
 

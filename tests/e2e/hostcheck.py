@@ -76,3 +76,56 @@ def unit_state(tb, host: str, unit: str) -> str:
 
 def journal(tb, host: str, unit: str) -> str:
     return _text(tb.ssh(host, f"journalctl -b -u {shlex.quote(unit)} --no-pager -o cat"))
+# ---- systemd: no reload left pending, and how many reloads a run made ---------------------------
+
+# PID 1 logs this line once per daemon-reload (systemd 257, Debian 13).
+_RELOAD_DONE = "Reloading finished in"
+
+
+def daemon_reloads(tb, host: str) -> int:
+    """How many daemon-reloads systemd has done on a host since it booted (from its journal)."""
+    res = tb.ssh(host, f"journalctl -b _PID=1 -o cat --no-pager | grep -c '^{_RELOAD_DONE}' "
+                 "|| true")
+    return int(_text(res).strip() or 0)
+
+
+def units_needing_reload(tb, host: str) -> list[str]:
+    """Loaded units for which systemd says `NeedDaemonReload=yes` (a unit file, drop-in or
+    link changed on disk since systemd last read them)."""
+    res = tb.ssh(host, "systemctl show -p Id,NeedDaemonReload $(systemctl list-units --all "
+                 "--plain --no-legend | awk '{print $1}')")
+    pending, current = [], ""
+    for line in _text(res).splitlines():
+        key, _, value = line.partition("=")
+        if key == "Id":
+            current = value
+        elif key == "NeedDaemonReload" and value == "yes":
+            pending.append(current)
+    return pending
+
+
+def reload_counts(tb) -> dict[str, int]:
+    """daemon_reloads of every host of a topology: take it before a run, pass it to
+    assert_systemd_settled after."""
+    return {h.name: daemon_reloads(tb, h.name) for h in tb.hosts}
+
+
+def systemd_problems(tb, before: dict[str, int], most: int) -> list[str]:
+    """After a deploy, rotation or watchdog action: units of any host that need a daemon-reload,
+    and hosts reloaded more than `most` times since `before` (0 for a run that changed no unit
+    file, link or drop-in)."""
+    problems = []
+    for h in tb.hosts:
+        pending = units_needing_reload(tb, h.name)
+        if pending:
+            problems.append(f"{h.name}: NeedDaemonReload=yes for {len(pending)} units, e.g. "
+                            f"{pending[:5]}")
+        reloads = daemon_reloads(tb, h.name) - before[h.name]
+        if reloads > most:
+            problems.append(f"{h.name}: {reloads} daemon-reloads (at most {most} expected)")
+    return problems
+
+
+def assert_systemd_settled(tb, before: dict[str, int], most: int) -> None:
+    problems = systemd_problems(tb, before, most)
+    assert not problems, "\n".join(problems)

@@ -81,36 +81,46 @@ def deployed(request, testbed):
         AGENT_BEFORE[f"{topo.name}/{cluster.name}"] = {
             "state": hostcheck.unit_state(topo, rest, unit),
             "journal": hostcheck.journal(topo, rest, unit)}
+    reloads = hostcheck.reload_counts(topo)
     first = run_deploy(topo.inventory_path)
     assert first.returncode == 0, first.output[-6000:]
-    return topo, first
+    # Right after the run, before any test does something of its own on the hosts.
+    settled = hostcheck.systemd_problems(topo, reloads, most=1)
+    return topo, first, settled
 
 
 def test_fresh_deploy_ends_with_the_agent_accepted(deployed):
-    topo, first = deployed
+    topo, first, _ = deployed
     assert first.totals()["changed"] > 0
     assert_deployed(topo)
 
 
+def test_fresh_deploy_leaves_no_daemon_reload_pending_and_reloads_once(deployed):
+    _, _, settled = deployed
+    assert settled == []
+
+
 def test_second_run_changes_nothing_and_restarts_nothing(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
     before = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    reloads = hostcheck.reload_counts(topo)
     again = run_deploy(topo.inventory_path)
     assert again.returncode == 0, again.output[-6000:]
     assert again.totals()["changed"] == 0, again.output[-4000:]
     after = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
     assert after == before
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
 
 
 def test_dry_run_of_a_deployed_cluster_shows_no_change(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
     dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
     assert dry.returncode == 0, dry.output[-4000:]
     assert dry.planned_changes() == []
 
 
 def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
     rest = hosts_with(topo, "slurmrestd")[0]
     topo.ssh(rest, f"head -c 32 /dev/urandom > {COPY}.new && chown slurm-web:slurm-web {COPY}.new"
                    f" && chmod 0400 {COPY}.new && mv -f {COPY}.new {COPY}")
@@ -119,8 +129,10 @@ def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
     assert check.returncode == 30, (check.returncode, out, check.stderr)
     assert "❌ connection failure" in out
     # The deploy puts the right copy back, restarts the agent, and proves it.
+    reloads = hostcheck.reload_counts(topo)
     repair = run_deploy(topo.inventory_path)
     assert repair.returncode == 0, repair.output[-6000:]
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)  # no unit file changed
     assert hostcheck.standin_status(topo, rest)["accepted"] is True
     ok = topo.ssh(rest, "runuser -u slurm-web -- slurmrestd-access check")
     assert "✅ connection successful" in (ok.stdout.decode() if isinstance(ok.stdout, bytes)
@@ -128,7 +140,7 @@ def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
 
 
 def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
     ctl = hosts_with(topo, "slurmctld")[0]
     conf = "/etc/slurm/slurm.conf"
     topo.ssh(ctl, f"cp -p {conf} /root/slurm.conf.good && "
@@ -145,7 +157,7 @@ def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
 
 def test_an_agent_that_failed_for_want_of_its_key_ends_active_and_serving(deployed):
     # As the real agent on a fresh host: no key copy yet, so it exited at start.
-    topo, _ = deployed
+    topo, _, _ = deployed
     for cluster in topo.clusters.values():
         before = AGENT_BEFORE[f"{topo.name}/{cluster.name}"]
         assert before["state"] == "failed", before
@@ -159,7 +171,7 @@ def test_an_agent_that_failed_for_want_of_its_key_ends_active_and_serving(deploy
 def test_agent_ini_reads_back_as_the_agent_reads_it(deployed, tmp_path):
     from tests.testbed.standin import slurm_web_agent_standin as standin
 
-    topo, _ = deployed
+    topo, _, _ = deployed
     for cluster in topo.clusters.values():
         rest = cluster.rest_host.name
         ini = tmp_path / f"{rest}.ini"
@@ -177,7 +189,7 @@ def test_agent_ini_reads_back_as_the_agent_reads_it(deployed, tmp_path):
 
 def test_the_agent_unit_is_found_with_or_without_agent_unit_in_the_inventory(deployed):
     # split leaves agent_unit out of its inventory, so the deploy's own detection ran for real.
-    topo, _ = deployed
+    topo, _, _ = deployed
     inventory = topo.inventory_path.read_text().splitlines()
     for cluster in topo.clusters.values():
         rest = cluster.rest_host

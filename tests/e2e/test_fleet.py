@@ -31,9 +31,12 @@ FILES = (KEY, COPY, SLURM_CONF, "/etc/slurm/slurmdbd.conf", AGENT_INI,
 @pytest.fixture(scope="module")
 def fleet(testbed):
     topo = testbed.up("fleet", fresh=True)
+    reloads = hostcheck.reload_counts(topo)
     first = run_deploy(topo.inventory_path)
     assert first.returncode == 0, first.output[-6000:]
-    return topo, first
+    # Right after the run, before any test does something of its own on the hosts.
+    settled = hostcheck.systemd_problems(topo, reloads, most=1)
+    return topo, first, settled
 
 
 def summary(run) -> dict[str, str]:
@@ -77,23 +80,26 @@ def report(topo, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_fresh_fleet_is_deployed_in_one_run(fleet):
-    topo, first = fleet
+    topo, first, settled = fleet
     assert summary(first) == {"alpha": "changed", "beta": "changed", "gamma": "changed"}
     assert_deployed(topo)
+    assert settled == []  # no unit left with NeedDaemonReload=yes, one reload at most
 
 
 def test_a_second_run_changes_nothing(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = snapshot(topo)
+    reloads = hostcheck.reload_counts(topo)
     again = run_deploy(topo.inventory_path)
     assert again.returncode == 0, again.output[-6000:]
     assert summary(again) == {"alpha": "unchanged", "beta": "unchanged", "gamma": "unchanged"}
     assert again.totals()["changed"] == 0
     assert snapshot(topo) == before
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
 
 
 def test_the_report_of_a_healthy_fleet_is_ok_and_changes_nothing(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = snapshot(topo)
     table = report(topo)
     assert table.returncode == 0, table.stdout + table.stderr
@@ -108,10 +114,12 @@ def test_the_report_of_a_healthy_fleet_is_ok_and_changes_nothing(fleet):
 
 
 def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = key_hashes(topo)
+    reloads = hostcheck.reload_counts(topo)
     run = run_deploy(topo.inventory_path, ROTATE, "--limit", "beta", "-vvv")
     assert run.returncode == 0, run.output[-6000:]
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)  # restarts only, no unit file
     assert summary(run) == {"beta": "changed"}
     # Neither key shows in the output, at pyinfra's highest verbosity.
     for path in (KEY, KEY + ".previous"):
@@ -138,8 +146,9 @@ def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
 
 
 def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = key_hashes(topo)
+    reloads = hostcheck.reload_counts(topo)
     # slurmctld is made to load a pinned copy of the current key: after the rotation it still
     # accepts the previous key, so the proof fails and the rotation must roll back.
     pinned = "/var/spool/slurm/pinned.key"
@@ -154,6 +163,7 @@ def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
         assert "rolled back to the previous key" in line and "BUT" not in line
         assert key_hashes(topo) == before
         assert hostcheck.standin_status(topo, "beta-rest")["accepted"] is True
+        hostcheck.assert_systemd_settled(topo, reloads, most=0)
     finally:
         topo.ssh("beta-ctl", f"mv -f /root/slurm.conf.good {SLURM_CONF} && rm -f {pinned} && "
                              "systemctl restart slurmctld && for i in $(seq 60); do "
@@ -162,7 +172,7 @@ def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
 
 
 def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     # alpha and beta get work to do (agent.ini lost a setting the deploy manages; not the key
     # copy, which a running watchdog would put back first); gamma's slurm.conf gets a line that
     # makes slurmctld fail to start, and loses its AuthAlt lines so that the deploy changes
@@ -189,13 +199,15 @@ def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
     finally:
         topo.ssh("gamma1", f"mv -f /root/slurm.conf.good {SLURM_CONF} && "
                            "systemctl restart slurmctld")
+    reloads = hostcheck.reload_counts(topo)
     repair = run_deploy(topo.inventory_path, DEPLOY, "--limit", "gamma")
     assert repair.returncode == 0, repair.output[-6000:]
     assert hostcheck.standin_status(topo, "gamma1")["accepted"] is True
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
 
 
 def test_the_report_catches_a_wrong_copy_mode_and_keys_that_differ(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     # A watchdog (when the deploy installs one) would repair the copy before the report looks.
     topo.ssh("alpha1", f"systemctl stop {WATCH} 2>/dev/null; chmod 0440 {COPY}")
     topo.ssh("beta-db", f"head -c 32 /dev/urandom > {KEY}.new && chown slurm:slurm {KEY}.new && "
@@ -222,7 +234,7 @@ def test_the_report_catches_a_wrong_copy_mode_and_keys_that_differ(fleet):
 
 
 def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     # gamma cannot take the deploy (preflight: slurmrestd would listen twice); alpha and beta
     # would have work to do.
     for host in ("alpha1", "beta-rest"):

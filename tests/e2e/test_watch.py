@@ -76,14 +76,19 @@ def rotate_and_check(topo, host: str, unit: str) -> None:
 @pytest.fixture(scope="module")
 def single_deployed(testbed):
     topo = testbed.up("single", fresh=True)
+    reloads = hostcheck.reload_counts(topo)
     run = run_deploy(topo.inventory_path)
     assert run.returncode == 0, run.output[-6000:]
     topo.ssh("hpc1", f"systemctl is-active {WATCH}")
+    hostcheck.assert_systemd_settled(topo, reloads, most=1)
     return topo
 
 
 def test_rotation_syncs_only_after_slurm_accepts_then_restarts_the_agent_once(single_deployed):
+    reloads = hostcheck.reload_counts(single_deployed)
     rotate_and_check(single_deployed, "hpc1", "slurm-web-agent.service")
+    # The watchdog's actions (copy synced, agent restarted) need no daemon-reload either.
+    hostcheck.assert_systemd_settled(single_deployed, reloads, most=0)
 
 
 def test_killed_watchdog_comes_back_and_restarts_nothing(single_deployed):
@@ -101,9 +106,11 @@ def test_killed_watchdog_comes_back_and_restarts_nothing(single_deployed):
 
 
 def test_redeploy_after_rotation_changes_nothing(single_deployed):
+    reloads = hostcheck.reload_counts(single_deployed)
     run = run_deploy(single_deployed.inventory_path)
     assert run.returncode == 0, run.output[-4000:]
     assert run.totals()["changed"] == 0, run.output[-4000:]
+    hostcheck.assert_systemd_settled(single_deployed, reloads, most=0)
 
 
 def test_rotation_on_the_uwsgi_agent_host(testbed):
