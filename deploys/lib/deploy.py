@@ -80,6 +80,8 @@ def slurmrestd_access() -> None:
 
     # 1-2. The key: created on the controller, or pushed from the workstation's key source;
     # copied, by hash, to every other host whose daemons load it.
+    # key_changes: the key's content, which slurmdbd and slurmctld read (at start): only that
+    # restarts them. A repaired owner or mode restarts nothing.
     key_changes = []
     if host.name in plan.hosts_needing_key():
         if own_key:
@@ -90,7 +92,11 @@ def slurmrestd_access() -> None:
                 name=f"Slurm JWT signing key from {source.describe()}", settings=settings,
                 source=source, dest=settings.jwt_key_path, owner=settings.jwt_key_owner,
                 group=settings.jwt_key_group, mode=settings.jwt_key_mode, create_parent=True,
-                **quick))
+                content_only=True, **quick))
+        ops.key_owner_mode(
+            name=f"Owner and mode of {settings.jwt_key_path}", settings=settings,
+            path=settings.jwt_key_path, owner=settings.jwt_key_owner,
+            group=settings.jwt_key_group, mode=settings.jwt_key_mode, **quick)
 
     # 3. AuthAlt* in slurm.conf wherever Slurm runs from it, and in slurmdbd.conf.
     # (conf_files: the same files the host tool was asked to plan for)

@@ -191,20 +191,22 @@ def preflight(settings: Settings, roles: frozenset[str]):
 @operation()
 @host_local
 def ensure_cluster_key(settings: Settings):
-    """Create Slurm's signing key if absent (32 CSPRNG bytes, on the host); repair owner/mode."""
+    """Create Slurm's signing key if absent (32 CSPRNG bytes, on the host); never replace one.
+
+    Content only: the daemons read nothing else, so only this step's change restarts them.
+    A wrong owner or mode of an existing key is `key_owner_mode`'s.
+    """
     stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     key = hs.file(settings.jwt_key_path)
-    if key.matches(None, settings.jwt_key_owner, settings.jwt_key_group, settings.jwt_key_mode):
-        host.noop(f"{settings.jwt_key_path} present with the right owner and mode")
+    if key.exists and key.kind == "regular file":
+        host.noop(f"{settings.jwt_key_path} present")
         return
-    if key.exists and key.kind != "regular file":
+    if key.exists:
         raise OperationError(f"{settings.jwt_key_path} is a {key.kind}, not a regular file; "
                              "remove it or set jwt_key_path")
-    # An existing key is only repaired (owner, mode), never replaced: its hash stays.
     survey.record(files=survey.written(settings.jwt_key_path, settings.jwt_key_owner,
-                                       settings.jwt_key_group, settings.jwt_key_mode,
-                                       key.sha256 if key.exists else None))
+                                       settings.jwt_key_group, settings.jwt_key_mode, None))
     yield StringCommand(
         settings.tool, "key", "ensure", "--path", q(settings.jwt_key_path),
         "--owner", settings.jwt_key_owner, "--group", settings.jwt_key_group,
@@ -214,16 +216,39 @@ def ensure_cluster_key(settings: Settings):
 
 @operation()
 @host_local
+def key_owner_mode(settings: Settings, path: str, owner: str, group: str, mode: int):
+    """Repair the owner and mode of a key whose content is right (`key ensure` never replaces
+    content). Apart from the content steps: Slurm reads the content only, so this restarts
+    nothing."""
+    stop_if_cluster_failed(settings)
+    current = survey.survey(settings).file(path)
+    if not current.exists or current.matches(None, owner, group, mode):
+        host.noop(f"{path} has owner {owner}:{group} and mode {mode:04o}")
+        return
+    survey.record(files=survey.written(path, owner, group, mode, current.sha256))
+    yield StringCommand(settings.tool, "key", "ensure", "--path", q(path), "--owner", owner,
+                        "--group", group, "--mode", f"{mode:04o}")
+
+
+@operation()
+@host_local
 def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group: str, mode: int,
-             create_parent: bool = False):
-    """Make `dest` on this host a copy of the cluster key, compared by SHA-256 only."""
+             create_parent: bool = False, content_only: bool = False):
+    """Make `dest` on this host a copy of the cluster key, compared by SHA-256 only.
+
+    `content_only`: a copy with the right content but another owner or mode is left to
+    `key_owner_mode` (for Slurm's key, whose daemons are restarted on a content change only).
+    """
     stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     current = hs.file(dest)
     # By hash only: a host source is asked for its key's SHA-256 (a fact), a workstation
     # source is hashed in memory. None = the source has no key yet (planning a first deploy).
     wanted = _remote_sha256(source) if source.kind == "host" else source_sha256(state, source)
-    if wanted is not None and current.matches(wanted, owner, group, mode):
+    if wanted is not None and (
+        current.exists and current.kind == "regular file" and current.sha256 == wanted
+        if content_only else current.matches(wanted, owner, group, mode)
+    ):
         host.noop(f"{dest} matches the cluster key")
         return
     survey.record(files=survey.written(dest, owner, group, mode, wanted))

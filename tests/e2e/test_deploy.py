@@ -119,6 +119,20 @@ def test_dry_run_of_a_deployed_cluster_shows_no_change(deployed):
     assert dry.planned_changes() == []
 
 
+def test_a_key_whose_owner_and_mode_are_repaired_restarts_no_daemon(deployed):
+    topo, _, _ = deployed
+    key_hosts = [h.name for h in topo.hosts if {"slurmctld", "slurmdbd"} & set(h.roles)]
+    before = {name: hostcheck.stat(topo, name, KEY) for name in key_hosts}
+    for name in key_hosts:
+        topo.ssh(name, f"chown root:slurm {KEY} && chmod 0640 {KEY}")
+    starts = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    run = run_deploy(topo.inventory_path)
+    assert run.returncode == 0, run.output[-6000:]
+    assert {name: hostcheck.stat(topo, name, KEY) for name in key_hosts} == before  # repaired
+    # slurmctld and slurmdbd read the content only, which did not change: no restart.
+    assert {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts} == starts
+
+
 def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
     topo, _, _ = deployed
     rest = hosts_with(topo, "slurmrestd")[0]

@@ -46,6 +46,7 @@ class FakeHost:
     units: dict[str, tuple[str, str]] = field(default_factory=dict)
     data: dict = field(default_factory=dict)  # extra host data (settings)
     plan_changed: bool = False  # the tool's plan: conf files / agent.ini need a merge
+    responses: dict = field(default_factory=dict)  # more canned answers (fake_responses)
 
     def survey_lines(self) -> list[str]:
         lines = ["python 3.13", "machine x86_64", f"tool {self.tool}",
@@ -119,6 +120,7 @@ def _inventory(hosts: dict[str, FakeHost]) -> str:
     entries = []
     for name, h in hosts.items():
         responses = {
+            **h.responses,
             "export LC_ALL=C": h.survey_lines(),
             "slurmrestd-access plan": [json.dumps(h.plan()), f"{EXIT_MARK}0"],
             "slurmrestd-access check": [json.dumps({"slurm": "24.11.5", "cluster": h.cluster}),
