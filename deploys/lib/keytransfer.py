@@ -3,7 +3,11 @@
 The key travels as the standard input of `slurmrestd-access key install` (never as an
 argument, so `ps` and pyinfra's output at any verbosity never show it), is checked by
 SHA-256 on arrival, and is installed by the tool atomically with its final owner and mode.
-These functions run as pyinfra FunctionCommands at execution time: a dry run never reads a key.
+`install_key` runs as a pyinfra FunctionCommand, at execution time. `source_sha256` (compare
+before install) runs while the operations are made: for a host source it is never called (the
+host's hash is a fact), a workstation file is read and hashed in memory, and a
+`key_source_command` is not run at all while planning (push_key defers it to execution), so a
+`--dry` run executes nothing of the site's.
 """
 
 from __future__ import annotations

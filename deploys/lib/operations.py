@@ -242,6 +242,12 @@ def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group
     stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     current = hs.file(dest)
+    if source.kind == "command" and not state.is_executing:
+        # A dry run (and the change detection before a run) runs nothing of the site's: the
+        # command, e.g. a secrets manager's CLI, is run at execution only.
+        host.noop(f"{dest}: compared with the key from {source.describe()} at execution "
+                  "(planning does not run the command)")
+        return
     # By hash only: a host source is asked for its key's SHA-256 (a fact), a workstation
     # source is hashed in memory. None = the source has no key yet (planning a first deploy).
     wanted = _remote_sha256(source) if source.kind == "host" else source_sha256(state, source)
