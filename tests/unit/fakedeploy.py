@@ -19,7 +19,7 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +72,7 @@ class FakeHost:
 
 def deployed_host(key_sha: str = "a" * 64, **overrides) -> FakeHost:
     """A single host on which the deploy already ran: every file and unit as it leaves them."""
-    from deploys.lib.settings import settings_from_host_data
+    from deploys.lib.settings import Settings, settings_from_host_data
     from deploys.lib.watchconf import (
         WATCH_CONFIG_PATH,
         WATCH_UNIT,
@@ -83,7 +83,9 @@ def deployed_host(key_sha: str = "a" * 64, **overrides) -> FakeHost:
     from watchdog_daemon.dropin import render_dropin
 
     data = overrides.pop("data", {})
-    s = settings_from_host_data("h", {"cluster": "hpc", **data})
+    known = {f.name for f in fields(Settings)}  # (data may hold a typo a test is about)
+    s = settings_from_host_data("h", {"cluster": "hpc",
+                                      **{k: v for k, v in data.items() if k in known}})
     host = FakeHost(data=data, **overrides)
     host.files = {
         KEY: ("slurm", "slurm", 0o600, key_sha),
