@@ -92,7 +92,7 @@ def daemon_reloads(tb, host: str) -> int:
 def units_needing_reload(tb, host: str) -> list[str]:
     """Loaded units for which systemd says `NeedDaemonReload=yes` (a unit file, drop-in or
     link changed on disk since systemd last read them)."""
-    res = tb.ssh(host, "systemctl show -p Id,NeedDaemonReload $(systemctl list-units --all "
+    res = tb.ssh(host, "systemctl show -p Id,NeedDaemonReload -- $(systemctl list-units --all "
                  "--plain --no-legend | awk '{print $1}')")
     pending, current = [], ""
     for line in _text(res).splitlines():
