@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
+from deploys.lib.wheelhouse import source_digest
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import run_deploy
+from tests.e2e.pyinfra_run import ROOT, run_deploy
 
 pytestmark = pytest.mark.e2e
 
@@ -110,6 +113,36 @@ def test_second_run_changes_nothing_and_restarts_nothing(deployed):
     after = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
     assert after == before
     hostcheck.assert_systemd_settled(topo, reloads, most=0)
+
+
+def test_a_rerun_from_another_workstation_changes_nothing(deployed, tmp_path):
+    """Another workstation (or a wiped .cache/): its own wheelhouse, the tool's wheel built
+    again, with other bytes. The tool is not reinstalled and the watchdog not restarted."""
+    topo, _, _ = deployed
+    cache = ROOT / ".cache" / "wheelhouse"
+    other = tmp_path / "wheelhouse"
+    other.mkdir()
+    for deps in cache.glob("deps-*"):  # the same files the package index would give
+        shutil.copytree(deps, other / deps.name)
+    watch = "slurmrestd-access-watch.service"
+    rest = hosts_with(topo, "slurmrestd")[0]
+
+    def state():
+        return ({h.name: (hostcheck.unit_starts(topo, h.name),
+                          hostcheck.stat(topo, h.name, "/opt/slurmrestd-access/INSTALLED"))
+                 for h in topo.hosts},
+                topo.ssh(rest, f"systemctl show -p MainPID,ActiveEnterTimestampMonotonic {watch}"
+                         ).stdout)
+
+    before = state()
+    run = run_deploy(topo.inventory_path, env={"SRA_WHEELHOUSE": str(other),
+                                               "SOURCE_DATE_EPOCH": "315532800"})
+    assert run.returncode == 0, run.output[-6000:]
+    built = f"project-{source_digest()}"
+    (ours,), (theirs,) = ((c / built).glob("*.whl") for c in (cache, other))
+    assert ours.read_bytes() != theirs.read_bytes()  # two builds, other bytes
+    assert run.totals()["changed"] == 0, run.output[-4000:]
+    assert state() == before
 
 
 def test_dry_run_of_a_deployed_cluster_shows_no_change(deployed):
