@@ -6,7 +6,15 @@ import json
 import shlex
 
 UNITS = ("slurmctld.service", "slurmdbd.service", "slurmrestd.service",
-         "slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
+         "slurm-web-agent.service", "slurm-web-agent-uwsgi.service",
+         "slurmrestd-access-watch.service")
+# Every file the deploy manages, and the installed tool's digest.
+MANAGED_FILES = ("/var/spool/slurm/jwt_hs256.key", "/var/lib/slurm-web/slurmrestd.key",
+                 "/etc/slurm/slurm.conf", "/etc/slurm/slurmdbd.conf", "/etc/slurm-web/agent.ini",
+                 "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf",
+                 "/etc/slurmrestd-access/watch.toml",
+                 "/etc/systemd/system/slurmrestd-access-watch.service",
+                 "/opt/slurmrestd-access/INSTALLED")
 
 
 def _text(result) -> str:
@@ -41,6 +49,14 @@ def unit_starts(tb, host: str) -> dict[str, str]:
         key, _, value = line.partition("=")
         current[key] = value
     return starts
+
+
+def snapshot(tb, hosts: list[str] | None = None) -> dict:
+    """Every file the deploy manages (owner, mode, hash) and every unit's start, per host: a
+    change to anything, or a restart, shows."""
+    names = hosts if hosts is not None else [h.name for h in tb.hosts]
+    return {name: ({p: stat(tb, name, p) for p in MANAGED_FILES}, unit_starts(tb, name))
+            for name in names}
 
 
 def standin_status(tb, host: str) -> dict:

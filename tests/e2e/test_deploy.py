@@ -147,9 +147,28 @@ def test_a_rerun_from_another_workstation_changes_nothing(deployed, tmp_path):
 
 def test_dry_run_of_a_deployed_cluster_shows_no_change(deployed):
     topo, _, _ = deployed
+    before, reloads = hostcheck.snapshot(topo), hostcheck.reload_counts(topo)
     dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
     assert dry.returncode == 0, dry.output[-4000:]
     assert dry.planned_changes() == []
+    # Nothing on the hosts changed: files, units, systemd.
+    assert hostcheck.snapshot(topo) == before
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
+
+
+def test_dry_run_of_a_cluster_needing_work_changes_nothing(deployed):
+    topo, _, _ = deployed
+    rest = hosts_with(topo, "slurmrestd")[0]
+    ini = "/etc/slurm-web/agent.ini"
+    topo.ssh(rest, f"cp -p {ini} /root/agent.ini.good && sed -i '/^jwt_mode/d' {ini}")
+    try:
+        before = hostcheck.snapshot(topo)
+        dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
+        assert dry.returncode == 0, dry.output[-4000:]
+        assert any("agent.ini" in op for op in dry.planned_changes()), dry.output[-4000:]
+        assert hostcheck.snapshot(topo) == before
+    finally:
+        topo.ssh(rest, f"mv -f /root/agent.ini.good {ini}")
 
 
 def test_a_key_whose_owner_and_mode_are_repaired_restarts_no_daemon(deployed):

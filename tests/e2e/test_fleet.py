@@ -24,8 +24,6 @@ DEPLOY = "deploys/slurmrestd_access.py"
 SLURM_CONF = "/etc/slurm/slurm.conf"
 AGENT_INI = "/etc/slurm-web/agent.ini"
 WATCH = "slurmrestd-access-watch.service"
-FILES = (KEY, COPY, SLURM_CONF, "/etc/slurm/slurmdbd.conf", AGENT_INI,
-         "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf")
 
 
 @pytest.fixture(scope="module")
@@ -66,11 +64,7 @@ def key_hashes(topo) -> dict[str, str | None]:
     return hashes
 
 
-def snapshot(topo) -> dict:
-    """Every file the project manages (owner, mode, hash) and every unit's start: a change to
-    anything shows."""
-    return {h.name: ({p: hostcheck.stat(topo, h.name, p) for p in FILES},
-                     hostcheck.unit_starts(topo, h.name)) for h in topo.hosts}
+snapshot = hostcheck.snapshot
 
 
 def report(topo, *args: str) -> subprocess.CompletedProcess:
@@ -243,6 +237,7 @@ def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
                        ">> /etc/default/slurmrestd")
     others = [h.name for h in topo.hosts if h.cluster != "gamma"]
     before = {h: hostcheck.stat(topo, h, AGENT_INI) for h in others}
+    gamma_before = snapshot(topo, ["gamma1"])
     try:
         done = subprocess.run([sys.executable, "-m", "deploys.rollout", str(topo.inventory_path),
                                "--canary", "gamma"], cwd=ROOT, capture_output=True, text=True,
@@ -263,3 +258,9 @@ def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
     summary_part = out.split("--> Rollout summary:")[1]
     assert "alpha: changed" in summary_part and "beta: changed" in summary_part
     assert "gamma: unchanged" in summary_part
+    # The second stage really ran on alpha and beta: agent.ini got its setting back and the
+    # agents run with it; the canary gamma was left as the first stage found it.
+    for host in ("alpha1", "beta-rest"):
+        assert hostcheck.grep_lines(topo, host, AGENT_INI, "^jwt_mode") == ["jwt_mode = auto"]
+        assert hostcheck.standin_status(topo, host)["accepted"] is True
+    assert snapshot(topo, ["gamma1"]) == gamma_before

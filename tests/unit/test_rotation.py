@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 
+import pytest
+
 from deploys.lib import rotation_plan as rp
 from deploys.lib.cluster import ClusterPlan
-from deploys.lib.rotation import Rotation
+from deploys.lib.rotation import Rotation, StepFailed, rotate_cluster
 from deploys.lib.settings import Settings
 
-KEY = b"k" * 32
+KEY = b"k" * 32  # what `base64 -w0 KEY` on the controller answers: the new key
+NEW_SHA = hashlib.sha256(KEY).hexdigest()
+OLD_SHA = hashlib.sha256(b"o" * 32).hexdigest()
 
 
 @dataclass
@@ -39,13 +44,17 @@ class World:
         self.log: list[tuple[str, str]] = []
         self.old_key_exit = 30
         self.new_key_exits: list[int] = []
+        self.rotate_fails = False
 
     def answer(self, host: str, text: str, stdin):
         mark = "__slurmrestd_access_exit="
         if text.startswith("base64 -w0"):
             return True, Output([base64.b64encode(KEY).decode()])
         if " key rotate " in text:
-            body = {"sha256": "a" * 64, "previous_sha256": "b" * 64}
+            if self.rotate_fails:
+                body = {"error": "key_unreadable", "message": "cannot write /var/spool/slurm"}
+                return True, Output([json.dumps(body), f"{mark}12"])
+            body = {"sha256": NEW_SHA, "previous_sha256": OLD_SHA}
             return True, Output([json.dumps(body), f"{mark}0"])
         if " check " in text:
             code = self.old_key_exit if "--key" in text else (
@@ -107,8 +116,12 @@ def test_judging_the_proof():
 
 def test_a_successful_rotation_in_order():
     rotation, world = beta()
-    old, new = rotation.rotate()
-    assert (old, new) == ("b" * 64, "a" * 64)
+    rotation.rotate()
+    # The new key travels by hash: each install is checked against the SHA-256 of the key
+    # read from the controller (never a value the fake made up for the check).
+    for host in ("db", "rest"):
+        (install,) = world.commands(host, "key install")
+        assert f"--expect-sha256 {hashlib.sha256(KEY).hexdigest()}" in install
     steps = [h + ":" + t for h, t in world.log]
     first = next(i for i, s in enumerate(steps) if "key rotate" in s)
     keep_db = next(i for i, s in enumerate(steps) if s.startswith("db:") and "key sync" in s)
@@ -128,11 +141,8 @@ def test_a_successful_rotation_in_order():
 def test_an_old_key_still_accepted_rolls_everything_back():
     rotation, world = beta()
     world.old_key_exit = 0
-    try:
+    with pytest.raises(StepFailed, match="still accepted"):
         rotation.rotate()
-    except Exception as exc:
-        why = str(exc)
-    assert "still accepted" in why
     start = len(world.log)
     problems = rotation.rollback()
     assert problems == []
@@ -144,8 +154,27 @@ def test_an_old_key_still_accepted_rolls_everything_back():
     assert any("agent restart --timeout 60 --unit a.service" in s for s in after)
 
 
+class LoggingHost:
+    """The controller's pyinfra host as rotate_cluster uses it: a name and a log."""
+
+    name = "ctl"
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log_styled(self, text, **kwargs) -> None:
+        self.lines.append(text)
+
+
 def test_a_failed_generation_restores_nothing():
     rotation, world = beta()
-    rotation.rollback()
-    restores = world.commands(None, r"\.previous --dest")
-    assert restores == []  # nothing kept by this run: an older *.previous never comes back
+    world.rotate_fails = True
+    host = LoggingHost()
+    assert rotate_cluster(rotation.state, host, rotation.hosts, rotation.settings_of) is False
+    assert world.commands("ctl", "key rotate")  # generation was tried, and failed
+    # Nothing was kept by this run, so nothing is restored: an older *.previous never comes
+    # back, no daemon is restarted.
+    assert world.commands(None, r"\.previous --dest") == []
+    assert world.commands(None, "restart") == []
+    assert "generating the new key on ctl: cannot write /var/spool/slurm; nothing was " \
+           "changed" in host.lines[-1]
