@@ -136,7 +136,13 @@ def install_key(
     del key
     ok, output = host.run_shell_command(command, print_output=False, _stdin=encoded)
     if not ok:
+        # The tool's own reason (stderr, or its JSON on stdout); a lost connection or a timeout
+        # leaves neither, and the reason must still name the host and the step.
+        detail = " ".join(line for line in output.stderr_lines if line.strip())[-500:] or \
+            " ".join(line for line in output.stdout_lines if line.strip())[-500:]
         raise OperationError(
-            f"installing the key at {dest} failed: " + " ".join(output.stderr_lines)[-500:]
+            f"installing the key at {dest} on {host.name} failed: "
+            + (detail or f"no answer from {host.name} (the connection was lost, the host went "
+               "down, or the command timed out)")
         )
     return True

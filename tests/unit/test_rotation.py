@@ -34,7 +34,17 @@ class FakeHost:
         text = command.get_raw_value()
         self.world.log.append((self.name, text))
         assert "kkkk" not in text and base64.b64encode(KEY).decode() not in text
+        if " key install " in text and self.world.on_install:
+            self.world.on_install(self.name)
+        if self.name in self.world.dead:
+            raise SSHException("SSH session not active")
+        if any(re.search(pattern, text) for pattern in self.world.silent.get(self.name, ())):
+            return False, Output()  # what pyinfra gives for a command cut off: no output
         return self.world.answer(self.name, text, _stdin)
+
+
+class SSHException(Exception):
+    """Stands in for paramiko's, raised once a host's connection is gone."""
 
 
 class World:
@@ -45,6 +55,9 @@ class World:
         self.old_key_exit = 30
         self.new_key_exits: list[int] = []
         self.rotate_fails = False
+        self.dead: set[str] = set()  # hosts whose connection is gone
+        self.silent: dict[str, tuple[str, ...]] = {}  # host -> commands that end with no output
+        self.on_install = None  # called at each `key install` (e.g. to kill a host)
 
     def answer(self, host: str, text: str, stdin):
         mark = "__slurmrestd_access_exit="
@@ -65,6 +78,8 @@ class World:
             units = re.findall(r"--unit (\S+)", text)
             body = {"units": units, "restarted": units}
             return True, Output([json.dumps(body), f"{mark}0"])
+        if " key fingerprint " in text:
+            return True, Output([json.dumps({"sha256": OLD_SHA}), f"{mark}0"])
         if " key " in text:
             return True, Output(['{"changed": true}', f"{mark}0"])
         return True, Output()
@@ -178,3 +193,44 @@ def test_a_failed_generation_restores_nothing():
     assert world.commands(None, "restart") == []
     assert "generating the new key on ctl: cannot write /var/spool/slurm; nothing was " \
            "changed" in host.lines[-1]
+
+
+def test_a_lost_connection_during_the_install_names_the_host_and_the_step():
+    rotation, world = beta()
+    world.silent["db"] = ("key install",)
+    with pytest.raises(StepFailed) as err:
+        rotation.rotate()
+    why = str(err.value)
+    assert why.startswith("installing the new key on db: installing the key at "
+                          "/var/spool/slurm/jwt_hs256.key on db failed: no answer from db")
+    assert "failed: ;" not in why and not why.endswith(": ")
+
+
+def test_a_tool_that_gives_no_answer_is_said_so():
+    rotation, world = beta()
+    world.silent["rest"] = ("key sync",)
+    with pytest.raises(StepFailed, match=r"keeping the agent's previous copy on rest: no answer "
+                                         r"from rest \(the connection was lost"):
+        rotation.rotate()
+
+
+def test_a_host_that_dies_mid_rotation_gets_a_rollback_report_saying_what_to_do():
+    rotation, world = beta()
+    # db goes down during its install: that command and every later one on db raise.
+    world.on_install = lambda host: world.dead.add(host) if host == "db" else None
+    host = LoggingHost()
+    assert rotate_cluster(rotation.state, host, rotation.hosts, rotation.settings_of) is False
+    message = host.lines[-1]
+    assert message.startswith("rotation of cluster beta failed: installing the new key on db: "
+                              "SSHException: SSH session not active; rolled back to the "
+                              "previous key, BUT the rollback had problems: ")
+    # Each problem names its step and host; never an empty reason.
+    assert "restoring the previous key on db: SSHException: SSH session not active" in message
+    assert "restart slurmdbd.service on db: SSHException: SSH session not active" in message
+    assert ": ;" not in message and ": ," not in message
+    # Which host holds which key, and what to run once db is back.
+    assert f"ctl:/var/spool/slurm/jwt_hs256.key {OLD_SHA[:12]} (the previous key)" in message
+    assert "db:/var/spool/slurm/jwt_hs256.key unknown (no answer, or missing)" in message
+    assert f"rest:/var/lib/slurm-web/slurmrestd.key {OLD_SHA[:12]} (the previous key)" in message
+    assert "once every host of beta answers again, run the deploy for it (pyinfra -y " \
+           "INVENTORY deploys/slurmrestd_access.py --limit beta)" in message
