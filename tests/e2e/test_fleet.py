@@ -7,14 +7,16 @@ The tests run in file order on one fresh fleet; each leaves the fleet deployed a
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import ROOT, run_deploy
+from tests.e2e.pyinfra_run import ROOT, DeployRun, run_deploy
 from tests.e2e.test_deploy import COPY, KEY, assert_deployed
 
 pytestmark = pytest.mark.e2e
@@ -163,6 +165,45 @@ def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
                              "systemctl restart slurmctld && for i in $(seq 60); do "
                              "scontrol ping | grep -q 'is UP' && break; sleep 0.5; done")
     topo.ssh("beta-rest", "runuser -u slurm-web -- slurmrestd-access check")
+
+
+def test_a_host_killed_mid_rotation_is_named_and_one_deploy_rerun_converges(fleet):
+    topo, _, _ = fleet
+    old = key_hashes(topo)["beta-ctl:key"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    rotation = subprocess.Popen(
+        [sys.executable, "-m", "pyinfra", "-y", str(topo.inventory_path), ROTATE, "--limit",
+         "beta", "--data", "restart_wait=15"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        # As soon as the controller holds the new key, beta-db loses its power.
+        deadline = time.monotonic() + 300
+        while (hostcheck.stat(topo, "beta-ctl", KEY) or {}).get("sha256") == old:
+            assert rotation.poll() is None and time.monotonic() < deadline, "no new key"
+            time.sleep(0.2)
+        topo.kill("beta-db")
+        output, _ = rotation.communicate(timeout=1200)
+    finally:
+        if rotation.poll() is None:
+            rotation.kill()
+            rotation.communicate()
+    run = DeployRun(rotation.returncode, re.sub(r"\x1b\[[0-9;]*m", "", output), 0.0)
+    assert run.returncode != 0
+    line = summary(run)["beta"]
+    assert line.startswith("failed (beta-ctl: rotation of cluster beta failed: "), line
+    # Every reason names its host and step; none is empty; the hand work is spelt out.
+    assert "BUT the rollback had problems: " in line and "on beta-db: " in line, line
+    assert ": ;" not in line and ": ." not in line and "failed: ;" not in line, line
+    assert "Keys now: beta-ctl:" in line and "beta-db:/var/spool/slurm/jwt_hs256.key " \
+           "unknown" in line, line
+    assert "--limit beta" in line, line
+    # beta-db comes back on its own disk; the one deploy re-run the message asks for converges.
+    topo.boot("beta-db")
+    rerun = run_deploy(topo.inventory_path, DEPLOY, "--limit", "beta")
+    assert rerun.returncode == 0, rerun.output[-6000:]
+    final = report(topo, "--limit", "beta")
+    assert final.returncode == 0 and "beta: OK" in final.stdout, final.stdout + final.stderr
+    assert_deployed(topo)
 
 
 def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
