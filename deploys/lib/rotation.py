@@ -38,6 +38,7 @@ class Rotation:
         self.kept_keys: list[str] = []
         self.kept_copies: list[str] = []
         self.rotated = False
+        self.generation_unknown = False  # generation gave no answer: done or not, unknown
         self.previous_sha: str | None = None  # the cluster's key before / after generation
         self.new_sha: str | None = None
 
@@ -146,7 +147,14 @@ class Rotation:
     def rotate(self) -> tuple[str, str]:
         h = self.hosts
         ctl = self.settings_of(h.controller)
-        report = self.tool_ok(h.controller, rp.rotate_args(ctl), "generating the new key")
+        report = self.tool(h.controller, rp.rotate_args(ctl), what="generating the new key")
+        if report["exit_code"] != 0:
+            # No answer at all: the key may have been replaced before the connection broke.
+            self.generation_unknown = report.get("error") == "no_answer"
+            raise StepFailed(f"generating the new key on {h.controller}: {report['message']}"
+                             if self.generation_unknown else
+                             f"generating the new key on {h.controller}: "
+                             f"{report.get('message') or report.get('error')}")
         self.rotated = True
         self.kept_keys.append(h.controller)
         new, old = report["sha256"], report["previous_sha256"]
@@ -281,6 +289,16 @@ def rotate_cluster(state: Any, host: Any, hosts: rp.RotationHosts,
         old, new = rotation.rotate()
     except Exception as exc:  # anything after the new key exists must end in a rollback
         why = describe(exc)
+        if not rotation.rotated and rotation.generation_unknown:
+            # Restoring KEY.previous could bring back an older key: nothing is rolled back.
+            ctl = settings_of(hosts.controller)
+            return record_failure(
+                host, f"rotation of cluster {hosts.cluster} failed: {why}; the key on "
+                f"{hosts.controller} may or may not have been replaced (nothing was rolled "
+                f"back). To do by hand: once {hosts.controller} answers, run the deploy for the "
+                f"cluster (pyinfra -y INVENTORY deploys/slurmrestd_access.py --limit "
+                f"{hosts.cluster}): it puts the controller's key {ctl.jwt_key_path} on every "
+                "host and restarts what reads it")
         if not rotation.rotated:
             return record_failure(
                 host, f"rotation of cluster {hosts.cluster} failed: {why}; nothing was changed")

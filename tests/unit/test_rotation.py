@@ -234,3 +234,14 @@ def test_a_host_that_dies_mid_rotation_gets_a_rollback_report_saying_what_to_do(
     assert f"rest:/var/lib/slurm-web/slurmrestd.key {OLD_SHA[:12]} (the previous key)" in message
     assert "once every host of beta answers again, run the deploy for it (pyinfra -y " \
            "INVENTORY deploys/slurmrestd_access.py --limit beta)" in message
+
+
+def test_a_generation_without_answer_rolls_nothing_back_and_says_what_to_do():
+    rotation, world = beta()
+    world.silent["ctl"] = ("key rotate",)  # the connection broke: done or not, unknown
+    host = LoggingHost()
+    assert rotate_cluster(rotation.state, host, rotation.hosts, rotation.settings_of) is False
+    assert world.commands(None, r"\.previous --dest") == []  # an older .previous stays put
+    assert "generating the new key on ctl: no answer from ctl" in host.lines[-1]
+    assert "may or may not have been replaced" in host.lines[-1]
+    assert "--limit beta" in host.lines[-1]
