@@ -176,29 +176,34 @@ def test_a_host_killed_mid_rotation_is_named_and_one_deploy_rerun_converges(flee
          "beta", "--data", "restart_wait=15"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     try:
-        # As soon as the controller holds the new key, beta-db loses its power.
-        deadline = time.monotonic() + 300
-        while (hostcheck.stat(topo, "beta-ctl", KEY) or {}).get("sha256") == old:
-            assert rotation.poll() is None and time.monotonic() < deadline, "no new key"
-            time.sleep(0.2)
-        topo.kill("beta-db")
-        output, _ = rotation.communicate(timeout=1200)
+        try:
+            # As soon as the controller holds the new key, beta-db loses its power.
+            deadline = time.monotonic() + 300
+            while (hostcheck.stat(topo, "beta-ctl", KEY) or {}).get("sha256") == old:
+                assert rotation.poll() is None and time.monotonic() < deadline, "no new key"
+                time.sleep(0.2)
+            topo.kill("beta-db")
+            output, _ = rotation.communicate(timeout=1200)
+        finally:
+            if rotation.poll() is None:
+                rotation.kill()
+                rotation.communicate()
+        run = DeployRun(rotation.returncode, re.sub(r"\x1b\[[0-9;]*m", "", output), 0.0)
+        assert run.returncode != 0
+        line = summary(run)["beta"]
+        assert line.startswith("failed (beta-ctl: rotation of cluster beta failed: "), line
+        # The whole message (the summary line is cut): every reason names its host and step,
+        # none is empty, and the hand work is spelt out.
+        (message,) = [x for x in run.output.splitlines() if "BUT the rollback had problems" in x]
+        assert "on beta-db: " in message, message
+        assert ": ;" not in message and "failed: ;" not in message and ": ." not in message
+        assert "Keys now: beta-ctl:/var/spool/slurm/jwt_hs256.key " in message, message
+        assert "beta-db:/var/spool/slurm/jwt_hs256.key unknown" in message, message
+        assert "deploys/slurmrestd_access.py --limit beta" in message, message
     finally:
-        if rotation.poll() is None:
-            rotation.kill()
-            rotation.communicate()
-    run = DeployRun(rotation.returncode, re.sub(r"\x1b\[[0-9;]*m", "", output), 0.0)
-    assert run.returncode != 0
-    line = summary(run)["beta"]
-    assert line.startswith("failed (beta-ctl: rotation of cluster beta failed: "), line
-    # Every reason names its host and step; none is empty; the hand work is spelt out.
-    assert "BUT the rollback had problems: " in line and "on beta-db: " in line, line
-    assert ": ;" not in line and ": ." not in line and "failed: ;" not in line, line
-    assert "Keys now: beta-ctl:" in line and "beta-db:/var/spool/slurm/jwt_hs256.key " \
-           "unknown" in line, line
-    assert "--limit beta" in line, line
-    # beta-db comes back on its own disk; the one deploy re-run the message asks for converges.
-    topo.boot("beta-db")
+        # beta-db comes back on its own disk (as after a power failure).
+        topo.boot("beta-db")
+    # The one deploy re-run the message asks for converges the cluster.
     rerun = run_deploy(topo.inventory_path, DEPLOY, "--limit", "beta")
     assert rerun.returncode == 0, rerun.output[-6000:]
     final = report(topo, "--limit", "beta")
