@@ -194,7 +194,7 @@ def test_a_host_killed_mid_rotation_is_named_and_one_deploy_rerun_converges(flee
         assert line.startswith("failed (beta-ctl: rotation of cluster beta failed: "), line
         # The whole message (the summary line is cut): every reason names its host and step,
         # none is empty, and the hand work is spelt out.
-        (message,) = [x for x in run.output.splitlines() if "BUT the rollback had problems" in x]
+        message = next(x for x in run.output.splitlines() if "BUT the rollback had problems" in x)
         assert "on beta-db: " in message, message
         assert ": ;" not in message and "failed: ;" not in message and ": ." not in message
         assert "Keys now: beta-ctl:/var/spool/slurm/jwt_hs256.key " in message, message
