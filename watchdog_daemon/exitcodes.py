@@ -32,3 +32,7 @@ class ExitCode(IntEnum):
 
     CHANGE_REFUSED = 40  # a file could not be merged safely (conflict, parse error); left untouched
     PREFLIGHT_FAILED = 41  # the host is not in a state the deploy can start from
+
+    # watch: a runtime I/O error it could not get past (after logging and retrying); unlike
+    # CONFIG_INVALID (at start only), systemd restarts the daemon on this one.
+    IO_ERROR = 50

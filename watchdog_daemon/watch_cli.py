@@ -105,15 +105,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
                           "copy_path": str(config.copy_path)}))
         return int(ExitCode.OK)
 
-    from watchdog_daemon.watchdaemon import WatchDaemon
+    from watchdog_daemon.watchdaemon import StartConfigError, WatchDaemon
 
     try:
         daemon = WatchDaemon(config)
         return daemon.run()
-    except OSError as exc:
+    except StartConfigError as exc:
         # e.g. the metrics port is taken: a clear error at start, not a half-running daemon.
-        return _error("config_invalid", f"cannot start: {exc.strerror or exc}",
-                      ExitCode.CONFIG_INVALID)
+        # The only exit with CONFIG_INVALID after validate(): systemd does not restart it.
+        return _error("config_invalid", f"cannot start: {exc}", ExitCode.CONFIG_INVALID,
+                      f"fix {config.config_path or DEFAULT_CONFIG_PATH}")
+    except OSError as exc:
+        # A runtime I/O error the daemon could not get past (it logged and retried first). Not
+        # a configuration problem: an exit code that systemd restarts.
+        return _error("io_error", f"stopped by an I/O error: {exc.strerror or exc}",
+                      ExitCode.IO_ERROR, "systemd restarts the daemon; see the journal for "
+                      "the runtime_io_error events before this one")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

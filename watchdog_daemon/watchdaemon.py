@@ -43,6 +43,16 @@ from watchdog_daemon.watchlog import EventLog, Redactor, describe_exc
 from watchdog_daemon.watchstate import read_state, write_state
 from watchdog_daemon.watchtrigger import Trigger
 
+# Main-loop ticks in a row that end in an OSError (the journal's pipe gone, inotify or the
+# wake-up pipe failing) before the daemon gives up: it then exits with IO_ERROR, which systemd
+# restarts (a new process may get past it); until then each one is logged and retried.
+MAX_LOOP_ERRORS = 30
+
+
+class StartConfigError(Exception):
+    """The configuration cannot be put to work at start (e.g. its metrics address): a restart
+    would not help, fixing the configuration does (exit CONFIG_INVALID)."""
+
 
 class WatchDaemon:
     def __init__(self, config: WatchConfig, *, keys: KeyStore | None = None,
@@ -207,7 +217,11 @@ class WatchDaemon:
                      message="watching by periodic reconcile only until the directory exists")
         if cfg.metrics is not None:
             host, port = cfg.metrics
-            self._metrics_server = MetricsServer(self.metrics, host, port)
+            try:
+                self._metrics_server = MetricsServer(self.metrics, host, port)
+            except OSError as exc:
+                raise StartConfigError(
+                    f'metrics = "{host}:{port}" cannot be served: {exc.strerror or exc}') from None
             self._metrics_server.start()
         self.metrics.set("observer_healthy", 1 if self.watcher.healthy else 0)
         self._worker = threading.Thread(target=self._worker_loop, name="watch-pipeline",
@@ -233,43 +247,66 @@ class WatchDaemon:
         next_reconcile = self.clock() + cfg.reconcile_interval
         ready_sent = False
         next_ping = 0.0
+        errors = 0
         while not self.stop_event.is_set():
             if self._term:
-                self.log("info", "stop_requested")
+                with contextlib.suppress(OSError):
+                    self.log("info", "stop_requested")
                 self.request_stop()
                 break
-            if self._hup:
-                self._hup = False
-                self.log("info", "reconcile_requested", via="signal")
-                self.trigger.fire("signal")
-            health = self.watcher.check()
-            if health in ("dirty", "rearmed"):
-                # Events may have been lost meanwhile: look at the key now.
-                self.log("warning", "watch_recovered", result=health,
-                         rearms=self.watcher.rearms,
-                         handler_errors=self.watcher.handler.errors if self.watcher.handler
-                         else 0)
-                self.trigger.fire("rearm")
-            elif health in ("dir_missing", "failed"):
-                self.log("warning", "watch_unavailable", state=health,
-                         directory=str(cfg.key_path.parent))
-                self.metrics.set("observer_healthy", 0)
-            now = self.clock()
-            if now >= next_reconcile:
-                next_reconcile = now + cfg.reconcile_interval
-                self.trigger.fire("reconcile")
-            if not ready_sent and self.first_run_done.is_set():
-                ready_sent = True
-                self.notifier.ready(self.pipeline.status.line())
-                self.log("info", "watch_started", state=self.pipeline.status.state,
-                         key_fingerprint=self.pipeline.status.key_fingerprint,
-                         watching=self.watcher.state)
-            interval = self.notifier.watchdog_interval
-            if interval is not None and ready_sent and now >= next_ping and self.healthy():
-                self.notifier.watchdog()
-                next_ping = now + interval
-            wait = self.tick if interval is None else min(self.tick, interval)
+            try:
+                wait, next_reconcile, ready_sent, next_ping = self._tick(
+                    next_reconcile, ready_sent, next_ping)
+                errors = 0
+            except OSError as exc:
+                # At runtime an I/O error is never a configuration problem: log, retry on the
+                # next tick, and only after MAX_LOOP_ERRORS in a row exit (IO_ERROR, restarted
+                # by systemd). No WATCHDOG=1 meanwhile.
+                errors += 1
+                with contextlib.suppress(Exception):
+                    self.log("error", "runtime_io_error", attempt=errors,
+                             gives_up_after=MAX_LOOP_ERRORS, **describe_exc(exc, self.redactor))
+                if errors >= MAX_LOOP_ERRORS:
+                    raise
+                wait = self.tick
             self._wake.wait(wait)
+
+    def _tick(self, next_reconcile: float, ready_sent: bool, next_ping: float
+              ) -> tuple[float, float, bool, float]:
+        """One pass of the main loop; returns how long to wait and the loop's updated timers."""
+        cfg = self.config
+        if self._hup:
+            self._hup = False
+            self.log("info", "reconcile_requested", via="signal")
+            self.trigger.fire("signal")
+        health = self.watcher.check()
+        if health in ("dirty", "rearmed"):
+            # Events may have been lost meanwhile: look at the key now.
+            self.log("warning", "watch_recovered", result=health,
+                     rearms=self.watcher.rearms,
+                     handler_errors=self.watcher.handler.errors if self.watcher.handler
+                     else 0)
+            self.trigger.fire("rearm")
+        elif health in ("dir_missing", "failed"):
+            self.log("warning", "watch_unavailable", state=health,
+                     directory=str(cfg.key_path.parent))
+            self.metrics.set("observer_healthy", 0)
+        now = self.clock()
+        if now >= next_reconcile:
+            next_reconcile = now + cfg.reconcile_interval
+            self.trigger.fire("reconcile")
+        if not ready_sent and self.first_run_done.is_set():
+            ready_sent = True
+            self.notifier.ready(self.pipeline.status.line())
+            self.log("info", "watch_started", state=self.pipeline.status.state,
+                     key_fingerprint=self.pipeline.status.key_fingerprint,
+                     watching=self.watcher.state)
+        interval = self.notifier.watchdog_interval
+        if interval is not None and ready_sent and now >= next_ping and self.healthy():
+            self.notifier.watchdog()
+            next_ping = now + interval
+        wait = self.tick if interval is None else min(self.tick, interval)
+        return wait, next_reconcile, ready_sent, next_ping
 
     def shutdown(self, join_timeout: float = 15.0) -> None:
         self.request_stop()
@@ -282,8 +319,9 @@ class WatchDaemon:
         # A run cut short (or a crash before this start) must leave no temp file behind.
         with contextlib.suppress(Exception):
             self.keys.remove_stale(self.config.copy_dir)
-        self.persist()
-        self.log("info", "watch_stopped", state=self.pipeline.status.state)
+        with contextlib.suppress(OSError):  # e.g. the journal's pipe is what failed
+            self.persist()
+            self.log("info", "watch_stopped", state=self.pipeline.status.state)
         self.notifier.close()
         self._wake.close()
 

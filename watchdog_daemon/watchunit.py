@@ -41,8 +41,9 @@ WatchdogSec=60s
 Restart=on-failure
 # 5 s between our own restarts keeps us under the default StartLimitBurst=5 per 10 s.
 RestartSec=5s
-# A bad config ({config_invalid}) or a missing copy owner ({user_missing}) is not fixed by
-# restarting: stay failed, the clear error in the journal, until the administrator fixes it.
+# A bad config ({config_invalid}) or a missing copy owner ({user_missing}), found at start,
+# is not fixed by restarting: stay failed, the clear error in the journal, until the
+# administrator fixes it. Any other exit (a runtime I/O error: {io_error}) is restarted.
 RestartPreventExitStatus={config_invalid} {user_missing}
 TimeoutStopSec=30s
 # Our own state (watch-state.json, read by `slurmrestd-access status`) in /run, kept across
@@ -108,7 +109,8 @@ def render_unit(config: WatchConfig | None = None, *, exec_path: str = DEFAULT_E
     rw = " ".join(f"-{p}" for p in paths)
     return _TEMPLATE.format(unit_name=UNIT_NAME, exec_start=exec_start, read_write_paths=rw,
                             config_invalid=int(ExitCode.CONFIG_INVALID),
-                            user_missing=int(ExitCode.USER_MISSING))
+                            user_missing=int(ExitCode.USER_MISSING),
+                            io_error=int(ExitCode.IO_ERROR))
 
 
 def packaged_unit_path() -> Path:

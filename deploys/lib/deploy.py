@@ -80,6 +80,8 @@ def slurmrestd_access() -> None:
 
     # 1-2. The key: created on the controller, or pushed from the workstation's key source;
     # copied, by hash, to every other host whose daemons load it.
+    # key_changes: the key's content, which slurmdbd and slurmctld read (at start): only that
+    # restarts them. A repaired owner or mode restarts nothing.
     key_changes = []
     if host.name in plan.hosts_needing_key():
         if own_key:
@@ -90,7 +92,11 @@ def slurmrestd_access() -> None:
                 name=f"Slurm JWT signing key from {source.describe()}", settings=settings,
                 source=source, dest=settings.jwt_key_path, owner=settings.jwt_key_owner,
                 group=settings.jwt_key_group, mode=settings.jwt_key_mode, create_parent=True,
-                **quick))
+                content_only=True, **quick))
+        ops.key_owner_mode(
+            name=f"Owner and mode of {settings.jwt_key_path}", settings=settings,
+            path=settings.jwt_key_path, owner=settings.jwt_key_owner,
+            group=settings.jwt_key_group, mode=settings.jwt_key_mode, **quick)
 
     # 3. AuthAlt* in slurm.conf wherever Slurm runs from it, and in slurmdbd.conf.
     # (conf_files: the same files the host tool was asked to plan for)
@@ -141,10 +147,14 @@ def slurmrestd_access() -> None:
         ops.text_file(name=f"Watchdog unit {WATCH_UNIT}", settings=settings,
                       path=WATCH_UNIT_PATH, text=render_watch_unit(settings), **quick),
     ]
+    # Enabled before the reload: links written after it would leave every unit of the host
+    # with NeedDaemonReload=yes (see enable_units).
+    enabled = ops.enable_units(name=f"Enable {unit} and {WATCH_UNIT}", settings=settings,
+                               units=(unit, WATCH_UNIT), **quick)
     ops.daemon_reload(name="systemctl daemon-reload", settings=settings,
-                      _if=any_changed(dropin, watch_files[1]), **quick)
-    started = ops.enable_unit(name=f"Enable and start {unit}", settings=settings, unit=unit,
-                              wait_for=socket_up, failure=no_socket, **slow)
+                      _if=any_changed(dropin, watch_files[1], enabled), **quick)
+    started = ops.start_unit(name=f"Start {unit}", settings=settings, unit=unit,
+                             wait_for=socket_up, failure=no_socket, **slow)
     ops.restart_unit(
         name=f"Restart {unit}", settings=settings, unit=unit,
         wait_for=socket_up, wait_seconds=settings.restart_wait, failure=no_socket,
@@ -165,8 +175,8 @@ def slurmrestd_access() -> None:
     # 11. The rotation watchdog, always on. Its start (Python's start-up, then a first look that
     # finds key and copy in sync) runs while the checks below do; it is waited for at the end.
     watch_failed = f"{WATCH_UNIT} did not become active: see journalctl -u {WATCH_UNIT}"
-    watch_started = ops.enable_unit(
-        name=f"Enable and start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
+    watch_started = ops.start_unit(
+        name=f"Start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
         wait_for=None, failure=watch_failed, no_block=True, **quick)
     watch_restarted = ops.restart_unit(
         name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT, wait_for=None,

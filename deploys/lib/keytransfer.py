@@ -3,7 +3,11 @@
 The key travels as the standard input of `slurmrestd-access key install` (never as an
 argument, so `ps` and pyinfra's output at any verbosity never show it), is checked by
 SHA-256 on arrival, and is installed by the tool atomically with its final owner and mode.
-These functions run as pyinfra FunctionCommands at execution time: a dry run never reads a key.
+`install_key` runs as a pyinfra FunctionCommand, at execution time. `source_sha256` (compare
+before install) runs while the operations are made: for a host source it is never called (the
+host's hash is a fact), a workstation file is read and hashed in memory, and a
+`key_source_command` is not run at all while planning (push_key defers it to execution), so a
+`--dry` run executes nothing of the site's.
 """
 
 from __future__ import annotations
@@ -132,7 +136,13 @@ def install_key(
     del key
     ok, output = host.run_shell_command(command, print_output=False, _stdin=encoded)
     if not ok:
+        # The tool's own reason (stderr, or its JSON on stdout); a lost connection or a timeout
+        # leaves neither, and the reason must still name the host and the step.
+        detail = " ".join(line for line in output.stderr_lines if line.strip())[-500:] or \
+            " ".join(line for line in output.stdout_lines if line.strip())[-500:]
         raise OperationError(
-            f"installing the key at {dest} failed: " + " ".join(output.stderr_lines)[-500:]
+            f"installing the key at {dest} on {host.name} failed: "
+            + (detail or f"no answer from {host.name} (the connection was lost, the host went "
+               "down, or the command timed out)")
         )
     return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import shlex
+from dataclasses import replace
 from io import BytesIO
 
 from pyinfra import host, state
@@ -190,20 +191,22 @@ def preflight(settings: Settings, roles: frozenset[str]):
 @operation()
 @host_local
 def ensure_cluster_key(settings: Settings):
-    """Create Slurm's signing key if absent (32 CSPRNG bytes, on the host); repair owner/mode."""
+    """Create Slurm's signing key if absent (32 CSPRNG bytes, on the host); never replace one.
+
+    Content only: the daemons read nothing else, so only this step's change restarts them.
+    A wrong owner or mode of an existing key is `key_owner_mode`'s.
+    """
     stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     key = hs.file(settings.jwt_key_path)
-    if key.matches(None, settings.jwt_key_owner, settings.jwt_key_group, settings.jwt_key_mode):
-        host.noop(f"{settings.jwt_key_path} present with the right owner and mode")
+    if key.exists and key.kind == "regular file":
+        host.noop(f"{settings.jwt_key_path} present")
         return
-    if key.exists and key.kind != "regular file":
+    if key.exists:
         raise OperationError(f"{settings.jwt_key_path} is a {key.kind}, not a regular file; "
                              "remove it or set jwt_key_path")
-    # An existing key is only repaired (owner, mode), never replaced: its hash stays.
     survey.record(files=survey.written(settings.jwt_key_path, settings.jwt_key_owner,
-                                       settings.jwt_key_group, settings.jwt_key_mode,
-                                       key.sha256 if key.exists else None))
+                                       settings.jwt_key_group, settings.jwt_key_mode, None))
     yield StringCommand(
         settings.tool, "key", "ensure", "--path", q(settings.jwt_key_path),
         "--owner", settings.jwt_key_owner, "--group", settings.jwt_key_group,
@@ -213,16 +216,45 @@ def ensure_cluster_key(settings: Settings):
 
 @operation()
 @host_local
+def key_owner_mode(settings: Settings, path: str, owner: str, group: str, mode: int):
+    """Repair the owner and mode of a key whose content is right (`key ensure` never replaces
+    content). Apart from the content steps: Slurm reads the content only, so this restarts
+    nothing."""
+    stop_if_cluster_failed(settings)
+    current = survey.survey(settings).file(path)
+    if not current.exists or current.matches(None, owner, group, mode):
+        host.noop(f"{path} has owner {owner}:{group} and mode {mode:04o}")
+        return
+    survey.record(files=survey.written(path, owner, group, mode, current.sha256))
+    yield StringCommand(settings.tool, "key", "ensure", "--path", q(path), "--owner", owner,
+                        "--group", group, "--mode", f"{mode:04o}")
+
+
+@operation()
+@host_local
 def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group: str, mode: int,
-             create_parent: bool = False):
-    """Make `dest` on this host a copy of the cluster key, compared by SHA-256 only."""
+             create_parent: bool = False, content_only: bool = False):
+    """Make `dest` on this host a copy of the cluster key, compared by SHA-256 only.
+
+    `content_only`: a copy with the right content but another owner or mode is left to
+    `key_owner_mode` (for Slurm's key, whose daemons are restarted on a content change only).
+    """
     stop_if_cluster_failed(settings)
     hs = survey.survey(settings)
     current = hs.file(dest)
+    if source.kind == "command" and not state.is_executing:
+        # A dry run (and the change detection before a run) runs nothing of the site's: the
+        # command, e.g. a secrets manager's CLI, is run at execution only.
+        host.noop(f"{dest}: compared with the key from {source.describe()} at execution "
+                  "(planning does not run the command)")
+        return
     # By hash only: a host source is asked for its key's SHA-256 (a fact), a workstation
     # source is hashed in memory. None = the source has no key yet (planning a first deploy).
     wanted = _remote_sha256(source) if source.kind == "host" else source_sha256(state, source)
-    if wanted is not None and current.matches(wanted, owner, group, mode):
+    if wanted is not None and (
+        current.exists and current.kind == "regular file" and current.sha256 == wanted
+        if content_only else current.matches(wanted, owner, group, mode)
+    ):
         host.noop(f"{dest} matches the cluster key")
         return
     survey.record(files=survey.written(dest, owner, group, mode, wanted))
@@ -345,21 +377,40 @@ def restart_unit(settings: Settings, unit: str, wait_for: str | None, wait_secon
 
 @operation()
 @host_local
-def enable_unit(settings: Settings, unit: str, wait_for: str | None, failure: str,
-                no_block: bool = False):
-    """`enable --now` when the unit is not yet enabled and running; wait until it answers.
+def enable_units(settings: Settings, units: tuple[str, ...]):
+    """`systemctl enable --no-reload` for the units not enabled yet, BEFORE the daemon-reload.
 
-    `--no-reload`: the deploy has already run `daemon-reload` for any unit file it changed,
-    and `enable`'s own implicit reload would cost a second one. With `no_block` and no
-    `wait_for`, see `restart_unit`.
+    systemd counts links written by `enable --no-reload` as a pending reload of every unit
+    (NeedDaemonReload=yes, and "changed on disk" on each later `systemctl restart`): the
+    deploy's one daemon-reload must come after them. `--no-reload`: that reload is the
+    deploy's, not a second one of `enable`'s own.
     """
     stop_if_cluster_failed(settings)
-    current = survey.survey(settings).unit(unit)
-    if current.active == "active" and current.unit_file == "enabled":
-        host.noop(f"{unit} enabled and active")
+    hs = survey.survey(settings)
+    todo = [u for u in units if hs.unit(u).unit_file != "enabled"]
+    if not todo:
+        host.noop(f"{', '.join(units)} enabled")
         return
-    survey.record(units=survey.running(unit, enabled=True))
-    yield _systemctl("enable", unit, "--no-reload", "--now", *(["--no-block"] if no_block else []))
+    for unit in todo:
+        survey.record(units={unit: replace(hs.unit(unit), unit_file="enabled")})
+    yield StringCommand("systemctl", "enable", "--no-reload", *(q(u) for u in todo))
+
+
+@operation()
+@host_local
+def start_unit(settings: Settings, unit: str, wait_for: str | None, failure: str,
+               no_block: bool = False):
+    """`systemctl start` when the unit is not running; wait until it answers.
+
+    Enabling is `enable_units`' (before the daemon-reload). With `no_block` and no `wait_for`,
+    see `restart_unit`.
+    """
+    stop_if_cluster_failed(settings)
+    if survey.survey(settings).unit(unit).active == "active":
+        host.noop(f"{unit} active")
+        return
+    survey.record(units=survey.running(unit))
+    yield _systemctl("start", unit, *(["--no-block"] if no_block else []))
     if wait_for:
         yield _wait(wait_for, settings.restart_wait, failure, give_up=_unit_down(unit))
 
@@ -379,7 +430,10 @@ def wait_until_active(settings: Settings, unit: str, failure: str):
 @operation()
 @host_local
 def daemon_reload(settings: Settings):
-    """Only reached through `_if`: systemd must re-read a changed drop-in."""
+    """Only reached through `_if`: systemd must re-read a changed unit file, drop-in or link.
+
+    The deploy's only reload: every unit file it writes and every unit it enables comes first.
+    """
     stop_if_cluster_failed(settings)
     yield StringCommand("systemctl", "daemon-reload")
 

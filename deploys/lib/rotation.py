@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from deploys.lib import rotation_plan as rp
-from deploys.lib.facts import ToolReport
+from deploys.lib.facts import EXIT_MARK, ToolReport
 from deploys.lib.hostfail import record_failure
 from deploys.lib.keytransfer import KeySource, install_key
 from deploys.lib.settings import Settings
@@ -38,6 +38,9 @@ class Rotation:
         self.kept_keys: list[str] = []
         self.kept_copies: list[str] = []
         self.rotated = False
+        self.generation_unknown = False  # generation gave no answer: done or not, unknown
+        self.previous_sha: str | None = None  # the cluster's key before / after generation
+        self.new_sha: str | None = None
 
     # ---- remote primitives -------------------------------------------------------------------
 
@@ -47,32 +50,48 @@ class Rotation:
             host.connect(raise_exceptions=True)
         return host
 
+    def _run(self, name: str, command: Any, what: str, timeout: int, **kwargs: Any) -> Any:
+        """run_shell_command on a host of the cluster; a lost connection (SSHException...)
+        becomes a StepFailed that names the step and the host."""
+        try:
+            return self._host(name).run_shell_command(command, print_output=False,
+                                                      _timeout=timeout, **kwargs)
+        except Exception as exc:
+            raise StepFailed(f"{what} on {name}: {describe(exc)}") from None
+
     def tool(self, name: str, args: tuple[str, ...], as_user: str | None = None,
-             timeout: int = 120) -> dict:
-        """The host tool's JSON report (with exit_code); a failed tool is data, not an error."""
+             timeout: int = 120, what: str = "running slurmrestd-access") -> dict:
+        """The host tool's JSON report (with exit_code); a failed tool is data, not an error.
+
+        A host that gave no answer at all (no exit marker: the connection was lost, or the
+        command timed out) is reported as such, with `error: no_answer`.
+        """
         from pyinfra.api import StringCommand
 
         fact = ToolReport()
         command = StringCommand(fact.command(self.settings_of(name).tool, args, as_user))
-        _ok, output = self._host(name).run_shell_command(command, print_output=False,
-                                                         _timeout=timeout)
-        return fact.process(list(output.stdout_lines))
+        _ok, output = self._run(name, command, what, timeout)
+        lines = list(output.stdout_lines)
+        report = fact.process(lines)
+        if not any(line.startswith(EXIT_MARK) for line in lines):
+            report.setdefault("error", "no_answer")
+            report["message"] = report.get("message") or no_answer(name, timeout)
+        return report
 
     def tool_ok(self, name: str, args: tuple[str, ...], what: str) -> dict:
-        report = self.tool(name, args)
+        report = self.tool(name, args, what=what)
         if report["exit_code"] != 0:
-            detail = report.get("message") or report.get("error") or "no details"
+            detail = report.get("message") or report.get("error") or no_answer(name, 120)
             raise StepFailed(f"{what} on {name}: {detail}")
         return report
 
     def shell(self, name: str, script: str, what: str, timeout: int) -> None:
         from pyinfra.api import StringCommand
 
-        ok, output = self._host(name).run_shell_command(
-            StringCommand("sh", "-c", q(script)), print_output=False, _timeout=timeout)
+        ok, output = self._run(name, StringCommand("sh", "-c", q(script)), what, timeout)
         if not ok:
             tail = " ".join(line for line in output.stderr_lines if line.strip())[-300:]
-            raise StepFailed(f"{what} on {name}: {tail or 'failed'}")
+            raise StepFailed(f"{what} on {name}: {tail or no_answer(name, timeout)}")
 
     def restart_dbd(self, name: str) -> None:
         s = self.settings_of(name)
@@ -105,13 +124,15 @@ class Rotation:
                            path=self.settings_of(self.hosts.controller).jwt_key_path)
         try:
             install_key(self.state, self._host(name), source, s.tool, dest, owner, group, mode)
+        except StepFailed:
+            raise
         except Exception as exc:  # OperationError from keytransfer: names paths, never keys
-            raise StepFailed(f"{what} on {name}: {exc}") from None
+            raise StepFailed(f"{what} on {name}: {describe(exc)}") from None
 
     def check(self, name: str, key: str | None = None) -> dict:
         s = self.settings_of(name)
         return self.tool(name, rp.check_args(s, key), as_user=None if key else s.agent_user,
-                         timeout=s.check_timeout * 4 + 30)
+                         timeout=s.check_timeout * 4 + 30, what="the connect check")
 
     # ---- the rotation ------------------------------------------------------------------------
 
@@ -126,10 +147,18 @@ class Rotation:
     def rotate(self) -> tuple[str, str]:
         h = self.hosts
         ctl = self.settings_of(h.controller)
-        report = self.tool_ok(h.controller, rp.rotate_args(ctl), "generating the new key")
+        report = self.tool(h.controller, rp.rotate_args(ctl), what="generating the new key")
+        if report["exit_code"] != 0:
+            # No answer at all: the key may have been replaced before the connection broke.
+            self.generation_unknown = report.get("error") == "no_answer"
+            raise StepFailed(f"generating the new key on {h.controller}: {report['message']}"
+                             if self.generation_unknown else
+                             f"generating the new key on {h.controller}: "
+                             f"{report.get('message') or report.get('error')}")
         self.rotated = True
         self.kept_keys.append(h.controller)
         new, old = report["sha256"], report["previous_sha256"]
+        self.previous_sha, self.new_sha = old, new
         self.log(f"new key {new[:12]} (previous {old[:12]}) on {h.controller}")
         for name in h.other_key_hosts:
             s = self.settings_of(name)
@@ -176,33 +205,67 @@ class Rotation:
             raise StepFailed(f"{problem} (checked on {name})")
 
     def rollback(self) -> list[str]:
-        """Every host back onto its previous key; returns what could not be done."""
+        """Every host back onto its previous key; returns what could not be done, each naming
+        the step and the host."""
         problems: list[str] = []
 
-        def attempt(action: Callable[[], Any]) -> None:
+        def attempt(what: str, name: str, action: Callable[[], Any]) -> None:
             try:
                 action()
             except StepFailed as exc:
                 problems.append(str(exc))
             except Exception as exc:  # connection lost etc.: go on with the other hosts
-                problems.append(f"{type(exc).__name__}: {exc}")
+                problems.append(f"{what} on {name}: {describe(exc)}")
 
         h = self.hosts
         for name in self.kept_keys:
             s = self.settings_of(name)
-            attempt(lambda n=name, s=s: self.tool_ok(n, rp.restore_key_args(s),
-                                                       "restoring the previous key"))
+            attempt("restoring the previous key", name,
+                    lambda n=name, s=s: self.tool_ok(n, rp.restore_key_args(s),
+                                                     "restoring the previous key"))
         for name in h.dbd_hosts:
-            attempt(lambda n=name: self.restart_dbd(n))
-        attempt(lambda: self.restart_ctld(h.controller))
+            attempt("restarting slurmdbd", name, lambda n=name: self.restart_dbd(n))
+        attempt("restarting slurmctld", h.controller, lambda: self.restart_ctld(h.controller))
         for name in h.agent_hosts:
             s = self.settings_of(name)
             if name in self.kept_copies:
-                attempt(lambda n=name, s=s: self.tool_ok(n, rp.restore_copy_args(s),
-                                                           "restoring the agent's copy"))
-            attempt(lambda n=name: self.restart_agent(n))
-            attempt(lambda n=name: self.prove(n, "after the rollback"))
+                attempt("restoring the agent's copy", name,
+                        lambda n=name, s=s: self.tool_ok(n, rp.restore_copy_args(s),
+                                                         "restoring the agent's copy"))
+            attempt("restarting the Slurm-web agent", name, lambda n=name: self.restart_agent(n))
+            attempt("checking after the rollback", name,
+                    lambda n=name: self.prove(n, "after the rollback"))
         return problems
+
+    def holdings(self) -> dict[str, str | None]:
+        """`host:path` -> the SHA-256 each key host's key and each agent copy has now (None:
+        missing, or the host did not answer): what to set right by hand after a rollback."""
+        found: dict[str, str | None] = {}
+        paths = [(n, self.settings_of(n).jwt_key_path) for n in self.hosts.key_hosts]
+        paths += [(n, self.settings_of(n).agent_key_path) for n in self.hosts.agent_hosts]
+        for name, path in paths:
+            try:
+                report = self.tool(name, ("key", "fingerprint", "--path", path), timeout=60)
+                found[f"{name}:{path}"] = report.get("sha256") if report["exit_code"] == 0 \
+                    else None
+            except Exception:  # unreachable: said as such in the message
+                found[f"{name}:{path}"] = None
+        return found
+
+
+def no_answer(name: str, timeout: int) -> str:
+    """Why a step failed when the host said nothing: never an empty reason."""
+    return (f"no answer from {name} (the connection was lost, {name} went down, or the "
+            f"step ran over its {timeout} s)")
+
+
+def describe(exc: BaseException) -> str:
+    """An exception as a reason: its type (SSHException, OSError...) and message, never
+    empty. Exceptions here name hosts, paths and steps, never key material."""
+    text = str(exc).strip()
+    if isinstance(exc, StepFailed) or type(exc).__name__ == "OperationError":
+        return text or "failed without a message"
+    return f"{type(exc).__name__}: {text}" if text else f"{type(exc).__name__} (no message)"
 
 
 def _wait(condition: str, seconds: int, failure: str) -> str:
@@ -225,14 +288,27 @@ def rotate_cluster(state: Any, host: Any, hosts: rp.RotationHosts,
     try:
         old, new = rotation.rotate()
     except Exception as exc:  # anything after the new key exists must end in a rollback
-        why = str(exc) if isinstance(exc, StepFailed) else f"{type(exc).__name__}: {exc}"
+        why = describe(exc)
+        if not rotation.rotated and rotation.generation_unknown:
+            # Restoring KEY.previous could bring back an older key: nothing is rolled back.
+            ctl = settings_of(hosts.controller)
+            return record_failure(
+                host, f"rotation of cluster {hosts.cluster} failed: {why}; the key on "
+                f"{hosts.controller} may or may not have been replaced (nothing was rolled "
+                f"back). To do by hand: once {hosts.controller} answers, run the deploy for the "
+                f"cluster (pyinfra -y INVENTORY deploys/slurmrestd_access.py --limit "
+                f"{hosts.cluster}): it puts the controller's key {ctl.jwt_key_path} on every "
+                "host and restarts what reads it")
         if not rotation.rotated:
             return record_failure(
                 host, f"rotation of cluster {hosts.cluster} failed: {why}; nothing was changed")
         host.log_styled(f"rotation of cluster {hosts.cluster} failed: {why}; rolling back",
                         fg="red", log_func=logger.error)
         problems = rotation.rollback()
-        return record_failure(host, rp.failure_message(hosts.cluster, why, problems))
+        holdings = rotation.holdings() if problems else {}
+        return record_failure(host, rp.failure_message(
+            hosts.cluster, why, problems, holdings=holdings, previous=rotation.previous_sha,
+            new=rotation.new_sha))
     host.log_styled(
         f"cluster {hosts.cluster}: key rotated {old[:12]} -> {new[:12]}; previous key refused "
         "by slurmctld, new key accepted, agent restarted and accepted", fg="green",

@@ -121,10 +121,26 @@ def judge_new_key(exit_code: int, reason: str | None, message: str | None, when:
            f"{message or 'no details'})"
 
 
-def failure_message(cluster: str, why: str, rollback_problems: list[str]) -> str:
+def failure_message(cluster: str, why: str, rollback_problems: list[str], *,
+                    holdings: dict[str, str | None] | None = None, previous: str | None = None,
+                    new: str | None = None) -> str:
+    """The run's one line for a failed rotation; with rollback problems, what to do by hand:
+    which host holds which key (fingerprints), and the command that converges the cluster."""
     if not rollback_problems:
         return (f"rotation of cluster {cluster} failed: {why}; rolled back to the previous key "
                 "(daemons restarted onto it, the agent's check passes)")
+
+    def name(sha: str | None) -> str:
+        if sha is None:
+            return "unknown (no answer, or missing)"
+        label = {previous: " (the previous key)", new: " (the new key)"}.get(sha, "")
+        return f"{sha[:12]}{label}"
+
+    held = ", ".join(f"{where} {name(sha)}" for where, sha in (holdings or {}).items())
     return (f"rotation of cluster {cluster} failed: {why}; rolled back to the previous key, BUT "
-            f"the rollback had problems: {'; '.join(rollback_problems)} — fix them by hand "
-            "(the previous keys are kept as *.previous beside the keys)")
+            f"the rollback had problems: {'; '.join(rollback_problems)}. Keys now: "
+            f"{held or 'not known'}. To do by hand: once every host of {cluster} answers again, "
+            f"run the deploy for it (pyinfra -y INVENTORY deploys/slurmrestd_access.py --limit "
+            f"{cluster}): it installs the controller's key on every host by SHA-256 and restarts "
+            f"what reads it; then `python -m deploys.report INVENTORY --limit {cluster}` must say "
+            f"{cluster}: OK (the previous keys are kept as *.previous beside the keys)")

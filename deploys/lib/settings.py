@@ -6,6 +6,7 @@ Slurm-web documentation page this project automates. Pure: no pyinfra import.
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, fields
 from typing import Any
@@ -15,6 +16,15 @@ ROLES = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
 _CLUSTER_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _UNIT_NAME = re.compile(r"^[A-Za-z0-9@._:-]+\.service$")
 _USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]*[$]?$")
+
+
+# Host data under the deploy's own names: a key starting so that is not a setting is a typo
+# (which would otherwise be ignored silently, the default used instead).
+OWN_PREFIXES = ("jwt_", "agent_", "slurmrestd_", "slurmctld_", "slurmdbd_", "key_source_",
+                "tool_", "watch_", "check_", "restart_")
+# pyinfra's own host data (connector settings, global arguments such as `_sudo`): never ours.
+PYINFRA_PREFIXES = ("_", "ssh_", "winrm_", "docker_", "dockerssh_", "podman_", "local_",
+                    "chroot_", "fake_", "terraform_", "vagrant_")
 
 
 class SettingsError(ValueError):
@@ -80,8 +90,29 @@ def _as_mode(host: str, name: str, value: Any) -> int:
     return mode
 
 
+def misspelt_settings(data: dict[str, Any]) -> list[str]:
+    """Host data keys that look like a setting but are none: a near miss of a setting's name,
+    or a name under the deploy's own prefixes. A site's other data and pyinfra's stay allowed."""
+    known = [f.name for f in fields(Settings)]
+    problems = []
+    for key in sorted(k for k in data if isinstance(k, str)):
+        if key in known or key.startswith(PYINFRA_PREFIXES):
+            continue
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if not near and not key.startswith(OWN_PREFIXES):
+            continue
+        near = near or difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}?" if near else \
+            "see the settings in README.md, \"Writing an inventory\""
+        problems.append(f"host data {key!r} is not a setting of this deploy: {hint}")
+    return problems
+
+
 def settings_from_host_data(host_name: str, data: dict[str, Any]) -> Settings:
     """Build and validate the settings of one host from its inventory data."""
+    typos = misspelt_settings(data)
+    if typos:
+        raise SettingsError(f"{host_name}: " + "; ".join(typos))
     cluster = data.get("cluster")
     if not cluster or not isinstance(cluster, str) or not _CLUSTER_NAME.match(cluster):
         raise SettingsError(

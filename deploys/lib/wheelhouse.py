@@ -32,7 +32,7 @@ from pathlib import Path
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = PROJECT_ROOT / "watchdog_daemon"
 # Part of the digest: a host installed from another bundle layout is re-installed.
-BUNDLE_FORMAT = b"site-packages-tar-1"
+BUNDLE_FORMAT = b"site-packages-tar-2"
 
 
 # pyinfra runs hosts as gevent greenlets in one thread (threading is monkey-patched, so this lock
@@ -48,7 +48,8 @@ class WheelhouseError(RuntimeError):
 class Wheelhouse:
     directory: Path
     wheels: tuple[Path, ...]
-    # Hash over every wheel's content: equal on the host means installed and current.
+    # Hash over what the wheels install (see install_digest): equal on the host means
+    # installed and current, whichever workstation built the wheels.
     digest: str
     # The wheels unpacked as site-packages, in one tar.gz (see build_bundle).
     bundle: Path
@@ -82,10 +83,33 @@ def platform_tag(machine: str) -> str:
 
 
 def _digest_of(wheels: list[Path]) -> str:
+    """Hash of the wheel files' bytes: the cache key of install_digest (cheap), never sent to a
+    host, since two builds of the same source differ in their zip timestamps."""
     digest = hashlib.sha256(BUNDLE_FORMAT)
     for wheel in sorted(wheels, key=lambda p: p.name):
         digest.update(wheel.name.encode())
         digest.update(hashlib.sha256(wheel.read_bytes()).digest())
+    return digest.hexdigest()[:16]
+
+
+def install_digest(entries: dict[str, tuple[bytes, int]]) -> str:
+    """What the host gets, as one hash: every installed file's name, mode and content.
+
+    Two builds of the same source (another workstation, a wiped cache) give the same digest,
+    so a re-run installs nothing. Only the *names* of the `.dist-info` directories count
+    (distribution and version): their files are written by the build tools (WHEEL's
+    generator, RECORD, METADATA's layout) and differ between setuptools versions.
+    """
+    digest = hashlib.sha256(BUNDLE_FORMAT)
+    for name in sorted(entries):
+        top = name.split("/", 1)[0]
+        if top.endswith(".dist-info"):
+            continue
+        data, mode = entries[name]
+        digest.update(f"{name}\0{mode:o}\0".encode())
+        digest.update(hashlib.sha256(data).digest())
+    for top in sorted({n.split("/", 1)[0] for n in entries if ".dist-info" in n.split("/")[0]}):
+        digest.update(f"{top}\0".encode())
     return digest.hexdigest()[:16]
 
 
@@ -156,12 +180,20 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
         # pip is not needed on the host any more (older caches hold its wheel)
         wheels = [w for w in sorted(deps_dir.glob("*.whl")) if not w.name.startswith("pip-")]
         wheels += sorted(project_dir.glob("*.whl"))
-        digest = _digest_of(wheels)
+        # install_digest needs the wheels unpacked: done once per set of wheel files, the
+        # result kept beside the bundle under the (cheap) hash of the wheel files.
+        index = root / f"digest-{_digest_of(wheels)}"
+        digest = index.read_text().strip() if index.exists() else ""
         bundle = root / f"bundle-{digest}.tar.gz"
-        if not bundle.exists():
-            temp = bundle.with_suffix(".partial")
-            temp.write_bytes(build_bundle(wheels))
-            temp.rename(bundle)
+        if not digest or not bundle.exists():
+            entries = site_packages_entries(wheels)
+            digest = install_digest(entries)
+            bundle = root / f"bundle-{digest}.tar.gz"
+            if not bundle.exists():
+                temp = bundle.with_suffix(".partial")
+                temp.write_bytes(pack_bundle(entries))
+                temp.rename(bundle)
+            index.write_text(digest + "\n")
     return Wheelhouse(deps_dir, tuple(wheels), digest, bundle)
 
 
@@ -184,6 +216,11 @@ def build_bundle(wheels: list[Path]) -> bytes:
     Every entry is root-owned, 0644 (0755 when the wheel marks it executable), with a fixed
     mtime; no byte code (the host compiles for its own Python version).
     """
+    return pack_bundle(site_packages_entries(wheels))
+
+
+def site_packages_entries(wheels: list[Path]) -> dict[str, tuple[bytes, int]]:
+    """{path in site-packages: (content, mode)} of everything the wheels install."""
     entries: dict[str, tuple[bytes, int]] = {}
     for wheel in wheels:
         with zipfile.ZipFile(wheel) as archive:
@@ -198,6 +235,11 @@ def build_bundle(wheels: list[Path]) -> bytes:
                 if parts[0].endswith(".dist-info"):
                     # As an installer would: who installed this distribution.
                     entries[f"{parts[0]}/INSTALLER"] = (b"slurmrestd-access\n", 0o644)
+    return entries
+
+
+def pack_bundle(entries: dict[str, tuple[bytes, int]]) -> bytes:
+    """site_packages_entries as a reproducible tar.gz (same entries, same bytes)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
         directories: set[str] = set()

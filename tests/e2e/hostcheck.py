@@ -6,7 +6,15 @@ import json
 import shlex
 
 UNITS = ("slurmctld.service", "slurmdbd.service", "slurmrestd.service",
-         "slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
+         "slurm-web-agent.service", "slurm-web-agent-uwsgi.service",
+         "slurmrestd-access-watch.service")
+# Every file the deploy manages, and the installed tool's digest.
+MANAGED_FILES = ("/var/spool/slurm/jwt_hs256.key", "/var/lib/slurm-web/slurmrestd.key",
+                 "/etc/slurm/slurm.conf", "/etc/slurm/slurmdbd.conf", "/etc/slurm-web/agent.ini",
+                 "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf",
+                 "/etc/slurmrestd-access/watch.toml",
+                 "/etc/systemd/system/slurmrestd-access-watch.service",
+                 "/opt/slurmrestd-access/INSTALLED")
 
 
 def _text(result) -> str:
@@ -43,6 +51,14 @@ def unit_starts(tb, host: str) -> dict[str, str]:
     return starts
 
 
+def snapshot(tb, hosts: list[str] | None = None) -> dict:
+    """Every file the deploy manages (owner, mode, hash) and every unit's start, per host: a
+    change to anything, or a restart, shows."""
+    names = hosts if hosts is not None else [h.name for h in tb.hosts]
+    return {name: ({p: stat(tb, name, p) for p in MANAGED_FILES}, unit_starts(tb, name))
+            for name in names}
+
+
 def standin_status(tb, host: str) -> dict:
     """What the Slurm-web agent stand-in reports about slurmrestd accepting its token."""
     res = tb.ssh(host, "python3 -c \"import urllib.request,sys;"
@@ -76,3 +92,56 @@ def unit_state(tb, host: str, unit: str) -> str:
 
 def journal(tb, host: str, unit: str) -> str:
     return _text(tb.ssh(host, f"journalctl -b -u {shlex.quote(unit)} --no-pager -o cat"))
+# ---- systemd: no reload left pending, and how many reloads a run made ---------------------------
+
+# PID 1 logs this line once per daemon-reload (systemd 257, Debian 13).
+_RELOAD_DONE = "Reloading finished in"
+
+
+def daemon_reloads(tb, host: str) -> int:
+    """How many daemon-reloads systemd has done on a host since it booted (from its journal)."""
+    res = tb.ssh(host, f"journalctl -b _PID=1 -o cat --no-pager | grep -c '^{_RELOAD_DONE}' "
+                 "|| true")
+    return int(_text(res).strip() or 0)
+
+
+def units_needing_reload(tb, host: str) -> list[str]:
+    """Loaded units for which systemd says `NeedDaemonReload=yes` (a unit file, drop-in or
+    link changed on disk since systemd last read them)."""
+    res = tb.ssh(host, "systemctl show -p Id,NeedDaemonReload -- $(systemctl list-units --all "
+                 "--plain --no-legend | awk '{print $1}')")
+    pending, current = [], ""
+    for line in _text(res).splitlines():
+        key, _, value = line.partition("=")
+        if key == "Id":
+            current = value
+        elif key == "NeedDaemonReload" and value == "yes":
+            pending.append(current)
+    return pending
+
+
+def reload_counts(tb) -> dict[str, int]:
+    """daemon_reloads of every host of a topology: take it before a run, pass it to
+    assert_systemd_settled after."""
+    return {h.name: daemon_reloads(tb, h.name) for h in tb.hosts}
+
+
+def systemd_problems(tb, before: dict[str, int], most: int) -> list[str]:
+    """After a deploy, rotation or watchdog action: units of any host that need a daemon-reload,
+    and hosts reloaded more than `most` times since `before` (0 for a run that changed no unit
+    file, link or drop-in)."""
+    problems = []
+    for h in tb.hosts:
+        pending = units_needing_reload(tb, h.name)
+        if pending:
+            problems.append(f"{h.name}: NeedDaemonReload=yes for {len(pending)} units, e.g. "
+                            f"{pending[:5]}")
+        reloads = daemon_reloads(tb, h.name) - before[h.name]
+        if reloads > most:
+            problems.append(f"{h.name}: {reloads} daemon-reloads (at most {most} expected)")
+    return problems
+
+
+def assert_systemd_settled(tb, before: dict[str, int], most: int) -> None:
+    problems = systemd_problems(tb, before, most)
+    assert not problems, "\n".join(problems)

@@ -48,11 +48,11 @@ class DeployRun:
 
 
 def run_deploy(inventory: Path, deploy: str = "deploys/slurmrestd_access.py", *extra: str,
-               timeout: int = 900) -> DeployRun:
+               timeout: int = 900, env: dict[str, str] | None = None) -> DeployRun:
     # -y: no prompt; but a dry run must keep pyinfra's change detection, which -y skips.
     yes = [] if "--dry" in extra else ["-y"]
     cmd = [sys.executable, "-m", "pyinfra", *yes, str(inventory), deploy, *extra]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1", **(env or {})}
     start = time.monotonic()
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
                           env=env, check=False)

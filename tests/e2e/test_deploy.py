@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
+from deploys.lib.wheelhouse import source_digest
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import run_deploy
+from tests.e2e.pyinfra_run import ROOT, run_deploy
 
 pytestmark = pytest.mark.e2e
 
@@ -81,36 +84,109 @@ def deployed(request, testbed):
         AGENT_BEFORE[f"{topo.name}/{cluster.name}"] = {
             "state": hostcheck.unit_state(topo, rest, unit),
             "journal": hostcheck.journal(topo, rest, unit)}
+    reloads = hostcheck.reload_counts(topo)
     first = run_deploy(topo.inventory_path)
     assert first.returncode == 0, first.output[-6000:]
-    return topo, first
+    # Right after the run, before any test does something of its own on the hosts.
+    settled = hostcheck.systemd_problems(topo, reloads, most=1)
+    return topo, first, settled
 
 
 def test_fresh_deploy_ends_with_the_agent_accepted(deployed):
-    topo, first = deployed
+    topo, first, _ = deployed
     assert first.totals()["changed"] > 0
     assert_deployed(topo)
 
 
+def test_fresh_deploy_leaves_no_daemon_reload_pending_and_reloads_once(deployed):
+    _, _, settled = deployed
+    assert settled == []
+
+
 def test_second_run_changes_nothing_and_restarts_nothing(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
     before = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    reloads = hostcheck.reload_counts(topo)
     again = run_deploy(topo.inventory_path)
     assert again.returncode == 0, again.output[-6000:]
     assert again.totals()["changed"] == 0, again.output[-4000:]
     after = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
     assert after == before
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
+
+
+def test_a_rerun_from_another_workstation_changes_nothing(deployed, tmp_path):
+    """Another workstation (or a wiped .cache/): its own wheelhouse, the tool's wheel built
+    again, with other bytes. The tool is not reinstalled and the watchdog not restarted."""
+    topo, _, _ = deployed
+    cache = ROOT / ".cache" / "wheelhouse"
+    other = tmp_path / "wheelhouse"
+    other.mkdir()
+    for deps in cache.glob("deps-*"):  # the same files the package index would give
+        shutil.copytree(deps, other / deps.name)
+    watch = "slurmrestd-access-watch.service"
+    rest = hosts_with(topo, "slurmrestd")[0]
+
+    def state():
+        return ({h.name: (hostcheck.unit_starts(topo, h.name),
+                          hostcheck.stat(topo, h.name, "/opt/slurmrestd-access/INSTALLED"))
+                 for h in topo.hosts},
+                topo.ssh(rest, f"systemctl show -p MainPID,ActiveEnterTimestampMonotonic {watch}"
+                         ).stdout)
+
+    before = state()
+    run = run_deploy(topo.inventory_path, env={"SRA_WHEELHOUSE": str(other),
+                                               "SOURCE_DATE_EPOCH": "315532800"})
+    assert run.returncode == 0, run.output[-6000:]
+    built = f"project-{source_digest()}"
+    (ours,), (theirs,) = ((c / built).glob("*.whl") for c in (cache, other))
+    assert ours.read_bytes() != theirs.read_bytes()  # two builds, other bytes
+    assert run.totals()["changed"] == 0, run.output[-4000:]
+    assert state() == before
 
 
 def test_dry_run_of_a_deployed_cluster_shows_no_change(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
+    before, reloads = hostcheck.snapshot(topo), hostcheck.reload_counts(topo)
     dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
     assert dry.returncode == 0, dry.output[-4000:]
     assert dry.planned_changes() == []
+    # Nothing on the hosts changed: files, units, systemd.
+    assert hostcheck.snapshot(topo) == before
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
+
+
+def test_dry_run_of_a_cluster_needing_work_changes_nothing(deployed):
+    topo, _, _ = deployed
+    rest = hosts_with(topo, "slurmrestd")[0]
+    ini = "/etc/slurm-web/agent.ini"
+    topo.ssh(rest, f"cp -p {ini} /root/agent.ini.good && sed -i '/^jwt_mode/d' {ini}")
+    try:
+        before = hostcheck.snapshot(topo)
+        dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
+        assert dry.returncode == 0, dry.output[-4000:]
+        assert any("agent.ini" in op for op in dry.planned_changes()), dry.output[-4000:]
+        assert hostcheck.snapshot(topo) == before
+    finally:
+        topo.ssh(rest, f"mv -f /root/agent.ini.good {ini}")
+
+
+def test_a_key_whose_owner_and_mode_are_repaired_restarts_no_daemon(deployed):
+    topo, _, _ = deployed
+    key_hosts = [h.name for h in topo.hosts if {"slurmctld", "slurmdbd"} & set(h.roles)]
+    before = {name: hostcheck.stat(topo, name, KEY) for name in key_hosts}
+    for name in key_hosts:
+        topo.ssh(name, f"chown root:slurm {KEY} && chmod 0640 {KEY}")
+    starts = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    run = run_deploy(topo.inventory_path)
+    assert run.returncode == 0, run.output[-6000:]
+    assert {name: hostcheck.stat(topo, name, KEY) for name in key_hosts} == before  # repaired
+    # slurmctld and slurmdbd read the content only, which did not change: no restart.
+    assert {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts} == starts
 
 
 def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
     rest = hosts_with(topo, "slurmrestd")[0]
     topo.ssh(rest, f"head -c 32 /dev/urandom > {COPY}.new && chown slurm-web:slurm-web {COPY}.new"
                    f" && chmod 0400 {COPY}.new && mv -f {COPY}.new {COPY}")
@@ -119,8 +195,10 @@ def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
     assert check.returncode == 30, (check.returncode, out, check.stderr)
     assert "❌ connection failure" in out
     # The deploy puts the right copy back, restarts the agent, and proves it.
+    reloads = hostcheck.reload_counts(topo)
     repair = run_deploy(topo.inventory_path)
     assert repair.returncode == 0, repair.output[-6000:]
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)  # no unit file changed
     assert hostcheck.standin_status(topo, rest)["accepted"] is True
     ok = topo.ssh(rest, "runuser -u slurm-web -- slurmrestd-access check")
     assert "✅ connection successful" in (ok.stdout.decode() if isinstance(ok.stdout, bytes)
@@ -128,7 +206,7 @@ def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
 
 
 def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
-    topo, _ = deployed
+    topo, _, _ = deployed
     ctl = hosts_with(topo, "slurmctld")[0]
     conf = "/etc/slurm/slurm.conf"
     topo.ssh(ctl, f"cp -p {conf} /root/slurm.conf.good && "
@@ -145,7 +223,7 @@ def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
 
 def test_an_agent_that_failed_for_want_of_its_key_ends_active_and_serving(deployed):
     # As the real agent on a fresh host: no key copy yet, so it exited at start.
-    topo, _ = deployed
+    topo, _, _ = deployed
     for cluster in topo.clusters.values():
         before = AGENT_BEFORE[f"{topo.name}/{cluster.name}"]
         assert before["state"] == "failed", before
@@ -159,7 +237,7 @@ def test_an_agent_that_failed_for_want_of_its_key_ends_active_and_serving(deploy
 def test_agent_ini_reads_back_as_the_agent_reads_it(deployed, tmp_path):
     from tests.testbed.standin import slurm_web_agent_standin as standin
 
-    topo, _ = deployed
+    topo, _, _ = deployed
     for cluster in topo.clusters.values():
         rest = cluster.rest_host.name
         ini = tmp_path / f"{rest}.ini"
@@ -177,7 +255,7 @@ def test_agent_ini_reads_back_as_the_agent_reads_it(deployed, tmp_path):
 
 def test_the_agent_unit_is_found_with_or_without_agent_unit_in_the_inventory(deployed):
     # split leaves agent_unit out of its inventory, so the deploy's own detection ran for real.
-    topo, _ = deployed
+    topo, _, _ = deployed
     inventory = topo.inventory_path.read_text().splitlines()
     for cluster in topo.clusters.values():
         rest = cluster.rest_host

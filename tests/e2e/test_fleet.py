@@ -7,14 +7,16 @@ The tests run in file order on one fresh fleet; each leaves the fleet deployed a
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import ROOT, run_deploy
+from tests.e2e.pyinfra_run import ROOT, DeployRun, run_deploy
 from tests.e2e.test_deploy import COPY, KEY, assert_deployed
 
 pytestmark = pytest.mark.e2e
@@ -24,16 +26,17 @@ DEPLOY = "deploys/slurmrestd_access.py"
 SLURM_CONF = "/etc/slurm/slurm.conf"
 AGENT_INI = "/etc/slurm-web/agent.ini"
 WATCH = "slurmrestd-access-watch.service"
-FILES = (KEY, COPY, SLURM_CONF, "/etc/slurm/slurmdbd.conf", AGENT_INI,
-         "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf")
 
 
 @pytest.fixture(scope="module")
 def fleet(testbed):
     topo = testbed.up("fleet", fresh=True)
+    reloads = hostcheck.reload_counts(topo)
     first = run_deploy(topo.inventory_path)
     assert first.returncode == 0, first.output[-6000:]
-    return topo, first
+    # Right after the run, before any test does something of its own on the hosts.
+    settled = hostcheck.systemd_problems(topo, reloads, most=1)
+    return topo, first, settled
 
 
 def summary(run) -> dict[str, str]:
@@ -63,11 +66,7 @@ def key_hashes(topo) -> dict[str, str | None]:
     return hashes
 
 
-def snapshot(topo) -> dict:
-    """Every file the project manages (owner, mode, hash) and every unit's start: a change to
-    anything shows."""
-    return {h.name: ({p: hostcheck.stat(topo, h.name, p) for p in FILES},
-                     hostcheck.unit_starts(topo, h.name)) for h in topo.hosts}
+snapshot = hostcheck.snapshot
 
 
 def report(topo, *args: str) -> subprocess.CompletedProcess:
@@ -77,23 +76,26 @@ def report(topo, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_fresh_fleet_is_deployed_in_one_run(fleet):
-    topo, first = fleet
+    topo, first, settled = fleet
     assert summary(first) == {"alpha": "changed", "beta": "changed", "gamma": "changed"}
     assert_deployed(topo)
+    assert settled == []  # no unit left with NeedDaemonReload=yes, one reload at most
 
 
 def test_a_second_run_changes_nothing(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = snapshot(topo)
+    reloads = hostcheck.reload_counts(topo)
     again = run_deploy(topo.inventory_path)
     assert again.returncode == 0, again.output[-6000:]
     assert summary(again) == {"alpha": "unchanged", "beta": "unchanged", "gamma": "unchanged"}
     assert again.totals()["changed"] == 0
     assert snapshot(topo) == before
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
 
 
 def test_the_report_of_a_healthy_fleet_is_ok_and_changes_nothing(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = snapshot(topo)
     table = report(topo)
     assert table.returncode == 0, table.stdout + table.stderr
@@ -108,10 +110,12 @@ def test_the_report_of_a_healthy_fleet_is_ok_and_changes_nothing(fleet):
 
 
 def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = key_hashes(topo)
+    reloads = hostcheck.reload_counts(topo)
     run = run_deploy(topo.inventory_path, ROTATE, "--limit", "beta", "-vvv")
     assert run.returncode == 0, run.output[-6000:]
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)  # restarts only, no unit file
     assert summary(run) == {"beta": "changed"}
     # Neither key shows in the output, at pyinfra's highest verbosity.
     for path in (KEY, KEY + ".previous"):
@@ -138,8 +142,9 @@ def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
 
 
 def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     before = key_hashes(topo)
+    reloads = hostcheck.reload_counts(topo)
     # slurmctld is made to load a pinned copy of the current key: after the rotation it still
     # accepts the previous key, so the proof fails and the rotation must roll back.
     pinned = "/var/spool/slurm/pinned.key"
@@ -154,6 +159,7 @@ def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
         assert "rolled back to the previous key" in line and "BUT" not in line
         assert key_hashes(topo) == before
         assert hostcheck.standin_status(topo, "beta-rest")["accepted"] is True
+        hostcheck.assert_systemd_settled(topo, reloads, most=0)
     finally:
         topo.ssh("beta-ctl", f"mv -f /root/slurm.conf.good {SLURM_CONF} && rm -f {pinned} && "
                              "systemctl restart slurmctld && for i in $(seq 60); do "
@@ -161,8 +167,52 @@ def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
     topo.ssh("beta-rest", "runuser -u slurm-web -- slurmrestd-access check")
 
 
+def test_a_host_killed_mid_rotation_is_named_and_one_deploy_rerun_converges(fleet):
+    topo, _, _ = fleet
+    old = key_hashes(topo)["beta-ctl:key"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "NO_COLOR": "1"}
+    rotation = subprocess.Popen(
+        [sys.executable, "-m", "pyinfra", "-y", str(topo.inventory_path), ROTATE, "--limit",
+         "beta", "--data", "restart_wait=15"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    try:
+        try:
+            # As soon as the controller holds the new key, beta-db loses its power.
+            deadline = time.monotonic() + 300
+            while (hostcheck.stat(topo, "beta-ctl", KEY) or {}).get("sha256") == old:
+                assert rotation.poll() is None and time.monotonic() < deadline, "no new key"
+                time.sleep(0.2)
+            topo.kill("beta-db")
+            output, _ = rotation.communicate(timeout=1200)
+        finally:
+            if rotation.poll() is None:
+                rotation.kill()
+                rotation.communicate()
+        run = DeployRun(rotation.returncode, re.sub(r"\x1b\[[0-9;]*m", "", output), 0.0)
+        assert run.returncode != 0
+        line = summary(run)["beta"]
+        assert line.startswith("failed (beta-ctl: rotation of cluster beta failed: "), line
+        # The whole message (the summary line is cut): every reason names its host and step,
+        # none is empty, and the hand work is spelt out.
+        message = next(x for x in run.output.splitlines() if "BUT the rollback had problems" in x)
+        assert "on beta-db: " in message, message
+        assert ": ;" not in message and "failed: ;" not in message and ": ." not in message
+        assert "Keys now: beta-ctl:/var/spool/slurm/jwt_hs256.key " in message, message
+        assert "beta-db:/var/spool/slurm/jwt_hs256.key unknown" in message, message
+        assert "deploys/slurmrestd_access.py --limit beta" in message, message
+    finally:
+        # beta-db comes back on its own disk (as after a power failure).
+        topo.boot("beta-db")
+    # The one deploy re-run the message asks for converges the cluster.
+    rerun = run_deploy(topo.inventory_path, DEPLOY, "--limit", "beta")
+    assert rerun.returncode == 0, rerun.output[-6000:]
+    final = report(topo, "--limit", "beta")
+    assert final.returncode == 0 and "beta: OK" in final.stdout, final.stdout + final.stderr
+    assert_deployed(topo)
+
+
 def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     # alpha and beta get work to do (agent.ini lost a setting the deploy manages; not the key
     # copy, which a running watchdog would put back first); gamma's slurm.conf gets a line that
     # makes slurmctld fail to start, and loses its AuthAlt lines so that the deploy changes
@@ -189,13 +239,15 @@ def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
     finally:
         topo.ssh("gamma1", f"mv -f /root/slurm.conf.good {SLURM_CONF} && "
                            "systemctl restart slurmctld")
+    reloads = hostcheck.reload_counts(topo)
     repair = run_deploy(topo.inventory_path, DEPLOY, "--limit", "gamma")
     assert repair.returncode == 0, repair.output[-6000:]
     assert hostcheck.standin_status(topo, "gamma1")["accepted"] is True
+    hostcheck.assert_systemd_settled(topo, reloads, most=0)
 
 
 def test_the_report_catches_a_wrong_copy_mode_and_keys_that_differ(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     # A watchdog (when the deploy installs one) would repair the copy before the report looks.
     topo.ssh("alpha1", f"systemctl stop {WATCH} 2>/dev/null; chmod 0440 {COPY}")
     topo.ssh("beta-db", f"head -c 32 /dev/urandom > {KEY}.new && chown slurm:slurm {KEY}.new && "
@@ -222,7 +274,7 @@ def test_the_report_catches_a_wrong_copy_mode_and_keys_that_differ(fleet):
 
 
 def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
-    topo, _ = fleet
+    topo, _, _ = fleet
     # gamma cannot take the deploy (preflight: slurmrestd would listen twice); alpha and beta
     # would have work to do.
     for host in ("alpha1", "beta-rest"):
@@ -231,6 +283,7 @@ def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
                        ">> /etc/default/slurmrestd")
     others = [h.name for h in topo.hosts if h.cluster != "gamma"]
     before = {h: hostcheck.stat(topo, h, AGENT_INI) for h in others}
+    gamma_before = snapshot(topo, ["gamma1"])
     try:
         done = subprocess.run([sys.executable, "-m", "deploys.rollout", str(topo.inventory_path),
                                "--canary", "gamma"], cwd=ROOT, capture_output=True, text=True,
@@ -251,3 +304,9 @@ def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
     summary_part = out.split("--> Rollout summary:")[1]
     assert "alpha: changed" in summary_part and "beta: changed" in summary_part
     assert "gamma: unchanged" in summary_part
+    # The second stage really ran on alpha and beta: agent.ini got its setting back and the
+    # agents run with it; the canary gamma was left as the first stage found it.
+    for host in ("alpha1", "beta-rest"):
+        assert hostcheck.grep_lines(topo, host, AGENT_INI, "^jwt_mode") == ["jwt_mode = auto"]
+        assert hostcheck.standin_status(topo, host)["accepted"] is True
+    assert snapshot(topo, ["gamma1"]) == gamma_before

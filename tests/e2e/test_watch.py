@@ -51,7 +51,7 @@ def rotate_and_check(topo, host: str, unit: str) -> None:
     new_key = hostcheck.stat(topo, host, KEY)["sha256"]
     assert new_key != old_copy["sha256"]
     # Slurm still runs with the old key: the watchdog waits, the agent keeps running untouched.
-    wait_for(lambda: "waiting" in json.dumps(watch_status(topo, host)).lower(), 30,
+    wait_for(lambda: watch_status(topo, host).get("state") == "waiting_for_slurm", 30,
              "the watchdog to report it waits for Slurm to reload the key")
     time.sleep(3)
     assert agent_starts(topo, host, unit) == starts
@@ -76,14 +76,19 @@ def rotate_and_check(topo, host: str, unit: str) -> None:
 @pytest.fixture(scope="module")
 def single_deployed(testbed):
     topo = testbed.up("single", fresh=True)
+    reloads = hostcheck.reload_counts(topo)
     run = run_deploy(topo.inventory_path)
     assert run.returncode == 0, run.output[-6000:]
     topo.ssh("hpc1", f"systemctl is-active {WATCH}")
+    hostcheck.assert_systemd_settled(topo, reloads, most=1)
     return topo
 
 
 def test_rotation_syncs_only_after_slurm_accepts_then_restarts_the_agent_once(single_deployed):
+    reloads = hostcheck.reload_counts(single_deployed)
     rotate_and_check(single_deployed, "hpc1", "slurm-web-agent.service")
+    # The watchdog's actions (copy synced, agent restarted) need no daemon-reload either.
+    hostcheck.assert_systemd_settled(single_deployed, reloads, most=0)
 
 
 def test_killed_watchdog_comes_back_and_restarts_nothing(single_deployed):
@@ -101,9 +106,14 @@ def test_killed_watchdog_comes_back_and_restarts_nothing(single_deployed):
 
 
 def test_redeploy_after_rotation_changes_nothing(single_deployed):
+    before = hostcheck.snapshot(single_deployed)
+    reloads = hostcheck.reload_counts(single_deployed)
     run = run_deploy(single_deployed.inventory_path)
     assert run.returncode == 0, run.output[-4000:]
     assert run.totals()["changed"] == 0, run.output[-4000:]
+    # The rotated key, the copy the watchdog synced, the agent it restarted: all left alone.
+    assert hostcheck.snapshot(single_deployed) == before
+    hostcheck.assert_systemd_settled(single_deployed, reloads, most=0)
 
 
 def test_rotation_on_the_uwsgi_agent_host(testbed):

@@ -283,14 +283,36 @@ def boot(dirs: HostDirs, name: str, bridge: str) -> int:
     return proc.pid
 
 
-def destroy_host(dirs: HostDirs) -> None:
+def kill_container(dirs: HostDirs) -> None:
+    """A power failure: SIGKILL the container's init (its whole PID namespace dies at once,
+    nothing shuts down cleanly, no TCP connection is closed), then nspawn. The disk (overlay)
+    stays as the host left it, for `boot` to start it again."""
     pid = running_pid(dirs)
-    if pid is not None:
-        stop_pid(pid)
+    if pid is None:
+        return
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        children = []
+    for child in children:
+        signal_pid(int(child), signal.SIGKILL)
+    signal_pid(pid, signal.SIGKILL)
+    _wait_gone(pid, 10)
+    remove_stale_veth(dirs)
+
+
+def remove_stale_veth(dirs: HostDirs) -> None:
     # nspawn's host-side veth can outlive a container killed hard; a new boot of the same
     # host would then fail with "File exists".
     veth = f"vb-{dirs.top.name}"
     if Path(f"/sys/class/net/{veth}").exists():
         subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
+
+
+def destroy_host(dirs: HostDirs) -> None:
+    pid = running_pid(dirs)
+    if pid is not None:
+        stop_pid(pid)
+    remove_stale_veth(dirs)
     unmount_below(dirs.top)
     remove_tree(dirs.top)

@@ -6,6 +6,7 @@ Used by tests/e2e/conftest.py. A test asks `testbed.up("single")` and gets a Run
     topo.hosts            [Host(name, cluster, roles, address, agent_unit), ...]
     topo.clusters         {"hpc": Cluster(name, agent_unit, hosts, ctl_host, db_host, rest_host)}
     topo.host(name)       one Host
+    topo.kill(name) / topo.boot(name)   power failure of one host, and its boot on the same disk
     topo.ssh(host, cmd, check=True, input=None, text=True, timeout=120)
                           -> subprocess.CompletedProcess; stdout/stderr are str when text=True
                           (the default, UTF-8 with replacement), bytes when text=False; input is
@@ -58,6 +59,16 @@ class RunningTopology:
 
     def host(self, name: str) -> Host:
         return self.topology.host(name)
+
+    def kill(self, host_name: str) -> None:
+        """Power failure of one host of this topology: its disk is kept (see boot)."""
+        self.topology.host(host_name)
+        self._testbed.kill_host(host_name)
+
+    def boot(self, host_name: str) -> None:
+        """Boot a killed host again on its own disk; returns once its daemons are settled."""
+        self.topology.host(host_name)
+        self._testbed.boot_host(host_name)
 
     def ssh(
         self,

@@ -298,6 +298,25 @@ class Testbed:
             raise TestbedError(f"down left mounts or processes behind: {left}")
         return stopped
 
+    # --- one host's power ------------------------------------------------------------------
+
+    def kill_host(self, host_name: str) -> None:
+        """Kill a running host as a power failure would (see machine.kill_container)."""
+        machine.kill_container(self.dirs(self.catalog.host(host_name)))
+
+    def boot_host(self, host_name: str) -> None:
+        """Boot a killed host again on its own disk; returns once its daemons are settled."""
+        host = self.catalog.host(host_name)
+        dirs = self.dirs(host)
+        if machine.running_pid(dirs) is not None:
+            return
+        machine.remove_stale_veth(dirs)
+        machine.boot(dirs, host.name, self.catalog.network.bridge)
+        if not wait_ssh(self.key_path, host.address, time.monotonic() + SSH_TIMEOUT):
+            raise TestbedError(f"{host.name} did not answer SSH after booting again; console "
+                               f"log: {dirs.console_log}")
+        provision.settle_host(self.key_path, host)
+
     # --- status and ssh --------------------------------------------------------------------
 
     def status(self) -> list[HostStatus]:

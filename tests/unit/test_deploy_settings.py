@@ -46,3 +46,68 @@ def test_bad_host_data_is_a_clear_error_naming_the_host(data, needle):
         settings_from_host_data("node7", data)
     assert needle in str(err.value)
     assert str(err.value).startswith("node7: ")
+
+
+@pytest.mark.parametrize(("key", "meant"), [
+    ("jwt_key_pth", "jwt_key_path"),
+    ("agent_usr", "agent_user"),
+    ("slurm_cnf", "slurm_conf"),
+    ("restart_wiat", "restart_wait"),
+    ("slurmrestd_sock", "slurmrestd_socket"),
+    ("agent_units", "agent_unit"),
+])
+def test_a_misspelt_setting_is_an_error_naming_the_likely_one(key, meant):
+    with pytest.raises(SettingsError) as err:
+        settings_from_host_data("node7", {"cluster": "c", key: "/x"})
+    assert str(err.value).startswith("node7: ")
+    assert f"{key!r} is not a setting" in str(err.value)
+    assert f"did you mean {meant!r}?" in str(err.value)
+
+
+@pytest.mark.parametrize("key", ["watch_interval", "jwt_algorithm", "key_source_url",
+                                 "tool_version", "check_retries", "slurmdbd_host"])
+def test_any_name_under_the_deploy_s_own_prefixes_must_be_a_setting(key):
+    with pytest.raises(SettingsError, match=f"{key!r} is not a setting"):
+        settings_from_host_data("h", {"cluster": "c", key: 1})
+
+
+def test_pyinfra_s_own_data_and_a_site_s_other_data_stay_allowed():
+    data = {"cluster": "c", "ssh_user": "root", "ssh_port": 2222, "ssh_key": "/k",
+            "ssh_known_hosts_file": "/dev/null", "_sudo": True, "_sudo_password": "pw",
+            "_su_user": "x", "fake_delay": 0, "docker_identifier": "x", "winrm_port": 5986,
+            "rack": "r12", "site_owner": "hpc-team", "slurm_version": "24.11",
+            "backup": True, "agent": "yes"}
+    assert settings_from_host_data("h", data).cluster == "c"
+
+
+def _inventory_hosts(path) -> list[tuple[str, dict]]:
+    import runpy
+
+    names = runpy.run_path(str(path))
+    return [entry for value in names.values() if isinstance(value, list)
+            for entry in value if isinstance(entry, tuple)]
+
+
+def test_the_example_inventory_and_the_testbed_s_pass(tmp_path):
+    from pathlib import Path
+
+    from tests.testbed.inventory import render_inventory
+    from tests.testbed.topology import load_catalog
+
+    root = Path(__file__).resolve().parents[2]
+    hosts = _inventory_hosts(root / "inventories" / "example_site.py")
+    testbed = tmp_path / "testbed.py"
+    testbed.write_text(render_inventory(load_catalog().topologies.values(), tmp_path / "id"))
+    hosts += _inventory_hosts(testbed)
+    assert len(hosts) > 8
+    for name, data in hosts:
+        settings_from_host_data(name, data)
+
+
+def test_a_typo_stops_the_deploy_before_any_command(tmp_path):
+    from tests.unit.fakedeploy import deploy, deployed_host
+
+    run = deploy(tmp_path, {"hpc1": deployed_host(data={"jwt_key_pth": "/srv/key"})})
+    assert run.returncode != 0
+    assert "did you mean 'jwt_key_path'?" in run.output
+    assert run.commands.get("@fake/hpc1", []) == []

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 from dataclasses import dataclass, field
 
+import pytest
+
 from deploys.lib import rotation_plan as rp
 from deploys.lib.cluster import ClusterPlan
-from deploys.lib.rotation import Rotation
+from deploys.lib.rotation import Rotation, StepFailed, rotate_cluster
 from deploys.lib.settings import Settings
 
-KEY = b"k" * 32
+KEY = b"k" * 32  # what `base64 -w0 KEY` on the controller answers: the new key
+NEW_SHA = hashlib.sha256(KEY).hexdigest()
+OLD_SHA = hashlib.sha256(b"o" * 32).hexdigest()
 
 
 @dataclass
@@ -29,7 +34,17 @@ class FakeHost:
         text = command.get_raw_value()
         self.world.log.append((self.name, text))
         assert "kkkk" not in text and base64.b64encode(KEY).decode() not in text
+        if " key install " in text and self.world.on_install:
+            self.world.on_install(self.name)
+        if self.name in self.world.dead:
+            raise SSHException("SSH session not active")
+        if any(re.search(pattern, text) for pattern in self.world.silent.get(self.name, ())):
+            return False, Output()  # what pyinfra gives for a command cut off: no output
         return self.world.answer(self.name, text, _stdin)
+
+
+class SSHException(Exception):
+    """Stands in for paramiko's, raised once a host's connection is gone."""
 
 
 class World:
@@ -39,13 +54,20 @@ class World:
         self.log: list[tuple[str, str]] = []
         self.old_key_exit = 30
         self.new_key_exits: list[int] = []
+        self.rotate_fails = False
+        self.dead: set[str] = set()  # hosts whose connection is gone
+        self.silent: dict[str, tuple[str, ...]] = {}  # host -> commands that end with no output
+        self.on_install = None  # called at each `key install` (e.g. to kill a host)
 
     def answer(self, host: str, text: str, stdin):
         mark = "__slurmrestd_access_exit="
         if text.startswith("base64 -w0"):
             return True, Output([base64.b64encode(KEY).decode()])
         if " key rotate " in text:
-            body = {"sha256": "a" * 64, "previous_sha256": "b" * 64}
+            if self.rotate_fails:
+                body = {"error": "key_unreadable", "message": "cannot write /var/spool/slurm"}
+                return True, Output([json.dumps(body), f"{mark}12"])
+            body = {"sha256": NEW_SHA, "previous_sha256": OLD_SHA}
             return True, Output([json.dumps(body), f"{mark}0"])
         if " check " in text:
             code = self.old_key_exit if "--key" in text else (
@@ -56,6 +78,8 @@ class World:
             units = re.findall(r"--unit (\S+)", text)
             body = {"units": units, "restarted": units}
             return True, Output([json.dumps(body), f"{mark}0"])
+        if " key fingerprint " in text:
+            return True, Output([json.dumps({"sha256": OLD_SHA}), f"{mark}0"])
         if " key " in text:
             return True, Output(['{"changed": true}', f"{mark}0"])
         return True, Output()
@@ -107,8 +131,12 @@ def test_judging_the_proof():
 
 def test_a_successful_rotation_in_order():
     rotation, world = beta()
-    old, new = rotation.rotate()
-    assert (old, new) == ("b" * 64, "a" * 64)
+    rotation.rotate()
+    # The new key travels by hash: each install is checked against the SHA-256 of the key
+    # read from the controller (never a value the fake made up for the check).
+    for host in ("db", "rest"):
+        (install,) = world.commands(host, "key install")
+        assert f"--expect-sha256 {hashlib.sha256(KEY).hexdigest()}" in install
     steps = [h + ":" + t for h, t in world.log]
     first = next(i for i, s in enumerate(steps) if "key rotate" in s)
     keep_db = next(i for i, s in enumerate(steps) if s.startswith("db:") and "key sync" in s)
@@ -128,11 +156,8 @@ def test_a_successful_rotation_in_order():
 def test_an_old_key_still_accepted_rolls_everything_back():
     rotation, world = beta()
     world.old_key_exit = 0
-    try:
+    with pytest.raises(StepFailed, match="still accepted"):
         rotation.rotate()
-    except Exception as exc:
-        why = str(exc)
-    assert "still accepted" in why
     start = len(world.log)
     problems = rotation.rollback()
     assert problems == []
@@ -144,8 +169,79 @@ def test_an_old_key_still_accepted_rolls_everything_back():
     assert any("agent restart --timeout 60 --unit a.service" in s for s in after)
 
 
+class LoggingHost:
+    """The controller's pyinfra host as rotate_cluster uses it: a name and a log."""
+
+    name = "ctl"
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log_styled(self, text, **kwargs) -> None:
+        self.lines.append(text)
+
+
 def test_a_failed_generation_restores_nothing():
     rotation, world = beta()
-    rotation.rollback()
-    restores = world.commands(None, r"\.previous --dest")
-    assert restores == []  # nothing kept by this run: an older *.previous never comes back
+    world.rotate_fails = True
+    host = LoggingHost()
+    assert rotate_cluster(rotation.state, host, rotation.hosts, rotation.settings_of) is False
+    assert world.commands("ctl", "key rotate")  # generation was tried, and failed
+    # Nothing was kept by this run, so nothing is restored: an older *.previous never comes
+    # back, no daemon is restarted.
+    assert world.commands(None, r"\.previous --dest") == []
+    assert world.commands(None, "restart") == []
+    assert "generating the new key on ctl: cannot write /var/spool/slurm; nothing was " \
+           "changed" in host.lines[-1]
+
+
+def test_a_lost_connection_during_the_install_names_the_host_and_the_step():
+    rotation, world = beta()
+    world.silent["db"] = ("key install",)
+    with pytest.raises(StepFailed) as err:
+        rotation.rotate()
+    why = str(err.value)
+    assert why.startswith("installing the new key on db: installing the key at "
+                          "/var/spool/slurm/jwt_hs256.key on db failed: no answer from db")
+    assert "failed: ;" not in why and not why.endswith(": ")
+
+
+def test_a_tool_that_gives_no_answer_is_said_so():
+    rotation, world = beta()
+    world.silent["rest"] = ("key sync",)
+    with pytest.raises(StepFailed, match=r"keeping the agent's previous copy on rest: no answer "
+                                         r"from rest \(the connection was lost"):
+        rotation.rotate()
+
+
+def test_a_host_that_dies_mid_rotation_gets_a_rollback_report_saying_what_to_do():
+    rotation, world = beta()
+    # db goes down during its install: that command and every later one on db raise.
+    world.on_install = lambda host: world.dead.add(host) if host == "db" else None
+    host = LoggingHost()
+    assert rotate_cluster(rotation.state, host, rotation.hosts, rotation.settings_of) is False
+    message = host.lines[-1]
+    assert message.startswith("rotation of cluster beta failed: installing the new key on db: "
+                              "SSHException: SSH session not active; rolled back to the "
+                              "previous key, BUT the rollback had problems: ")
+    # Each problem names its step and host; never an empty reason.
+    assert "restoring the previous key on db: SSHException: SSH session not active" in message
+    assert "restart slurmdbd.service on db: SSHException: SSH session not active" in message
+    assert ": ;" not in message and ": ," not in message
+    # Which host holds which key, and what to run once db is back.
+    assert f"ctl:/var/spool/slurm/jwt_hs256.key {OLD_SHA[:12]} (the previous key)" in message
+    assert "db:/var/spool/slurm/jwt_hs256.key unknown (no answer, or missing)" in message
+    assert f"rest:/var/lib/slurm-web/slurmrestd.key {OLD_SHA[:12]} (the previous key)" in message
+    assert "once every host of beta answers again, run the deploy for it (pyinfra -y " \
+           "INVENTORY deploys/slurmrestd_access.py --limit beta)" in message
+
+
+def test_a_generation_without_answer_rolls_nothing_back_and_says_what_to_do():
+    rotation, world = beta()
+    world.silent["ctl"] = ("key rotate",)  # the connection broke: done or not, unknown
+    host = LoggingHost()
+    assert rotate_cluster(rotation.state, host, rotation.hosts, rotation.settings_of) is False
+    assert world.commands(None, r"\.previous --dest") == []  # an older .previous stays put
+    assert "generating the new key on ctl: no answer from ctl" in host.lines[-1]
+    assert "may or may not have been replaced" in host.lines[-1]
+    assert "--limit beta" in host.lines[-1]

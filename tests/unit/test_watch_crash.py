@@ -219,3 +219,109 @@ def test_copy_owner_removed_after_start_is_reported_not_crashed(tmp_path):
         assert h.thread.is_alive()
     finally:
         h.stop()
+
+
+# ------------------------------------------------------------------------------------------
+# A runtime I/O error never ends the daemon with the configuration's exit code, which the unit
+# does not restart (RestartPreventExitStatus=): it is logged and retried, and if it persists
+# the daemon exits with a code systemd restarts.
+
+
+def _restart_prevented() -> set[int]:
+    from watchdog_daemon.watchunit import render_unit
+
+    line = next(x for x in render_unit().splitlines() if x.startswith("RestartPreventExitStatus="))
+    return {int(v) for v in line.split("=", 1)[1].split()}
+
+
+def test_a_passing_io_error_in_the_main_loop_is_logged_and_retried(tmp_path):
+    import errno
+
+    h = make_harness(tmp_path)
+    daemon = h.build()
+    real_check = daemon.watcher.check
+    failures = {"left": 3}
+
+    def check():
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OSError(errno.EIO, "Input/output error")
+        return real_check()
+
+    daemon.watcher.check = check
+    try:
+        h.start()
+        assert wait_for(lambda: failures["left"] == 0 and len(h.log.events("runtime_io_error"))
+                        == 3)
+        assert h.thread.is_alive()
+        # Still doing its job afterwards.
+        new = new_key("after-eio")
+        h.slurm.accept_only(new)
+        write_key(h.key_path, new)
+        assert wait_for(lambda: h.copy_path.read_bytes() == new and h.systemctl.restarts)
+        _, fields = h.log.events("runtime_io_error")[0]
+        assert fields["attempt"] == 1 and "Input/output error" in json.dumps(fields)
+    finally:
+        h.stop()
+
+
+def test_a_lasting_io_error_exits_with_a_code_systemd_restarts(tmp_path, monkeypatch):
+    import argparse
+    import errno
+
+    from watchdog_daemon import watch_cli, watchdaemon
+    from watchdog_daemon.exitcodes import ExitCode
+
+    h = make_harness(tmp_path)
+    daemon = h.build()
+
+    def check():
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    daemon.watcher.check = check
+    monkeypatch.setattr(watchdaemon, "MAX_LOOP_ERRORS", 5)
+    # Through the real `watch` command, with this daemon and this config.
+    monkeypatch.setattr(watch_cli, "load_watch_config", lambda path: h.config)
+    monkeypatch.setattr(watch_cli, "validate", lambda config: None)
+    monkeypatch.setattr(watch_cli, "configure_logging", lambda: None)
+    monkeypatch.setattr(watchdaemon, "WatchDaemon", lambda config: _NoSignals(daemon))
+    code = watch_cli.cmd_watch(argparse.Namespace(config=None, print_unit=False,
+                                                  check_config=False))
+    assert code == ExitCode.IO_ERROR
+    assert code not in _restart_prevented()
+    assert len(h.log.events("runtime_io_error")) == 5
+
+
+def test_only_a_configuration_that_cannot_work_at_start_stops_for_good(tmp_path, monkeypatch):
+    import argparse
+    import socket
+    from dataclasses import replace
+
+    from watchdog_daemon import watch_cli, watchdaemon
+    from watchdog_daemon.exitcodes import ExitCode
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        h = make_harness(tmp_path)
+        h.config = replace(h.config, metrics=("127.0.0.1", taken.getsockname()[1]))
+        monkeypatch.setattr(watch_cli, "load_watch_config", lambda path: h.config)
+        monkeypatch.setattr(watch_cli, "validate", lambda config: None)
+        monkeypatch.setattr(watch_cli, "configure_logging", lambda: None)
+        monkeypatch.setattr(watchdaemon, "WatchDaemon", lambda config: _NoSignals(h.build()))
+        code = watch_cli.cmd_watch(argparse.Namespace(config=None, print_unit=False,
+                                                      check_config=False))
+    finally:
+        taken.close()
+    assert code == ExitCode.CONFIG_INVALID and code in _restart_prevented()
+
+
+class _NoSignals:
+    """The harness's daemon, run by cmd_watch without taking over the test's signal handlers."""
+
+    def __init__(self, daemon) -> None:
+        self.daemon = daemon
+
+    def run(self) -> int:
+        return self.daemon.run(install_signals=False)

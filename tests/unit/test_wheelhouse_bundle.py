@@ -83,3 +83,48 @@ def test_the_real_wheels_unpack_into_a_working_tool(tmp_path):
     assert done.stdout.strip().startswith(str(site))
     assert (next(site.glob("slurmrestd_access-*.dist-info")) / "INSTALLER").read_text() == (
         "slurmrestd-access\n")
+
+
+def _fresh_wheelhouse(root: Path, monkeypatch, epoch: str):
+    """A wheelhouse built from nothing in `root`: the project's wheel built now (zip times from
+    SOURCE_DATE_EPOCH, as two workstations' checkouts differ), no dependency wheels."""
+    from deploys.lib import wheelhouse
+
+    monkeypatch.setenv("SRA_WHEELHOUSE", str(root))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
+    deps = root / "deps-py3.13-x86_64"
+    deps.mkdir(parents=True)
+    (deps / ".complete").touch()  # no download: the digest's behaviour is the same
+    return wheelhouse.ensure_wheelhouse("3.13", "x86_64")
+
+
+def test_two_fresh_wheelhouses_of_the_same_source_have_the_same_digest(tmp_path, monkeypatch):
+    first = _fresh_wheelhouse(tmp_path / "a", monkeypatch, "315532800")
+    second = _fresh_wheelhouse(tmp_path / "b", monkeypatch, "1700000000")
+    (wheel_a,), (wheel_b,) = first.wheels, second.wheels
+    assert wheel_a.read_bytes() != wheel_b.read_bytes()  # two builds: other bytes
+    assert first.digest == second.digest  # the same install: nothing to reinstall
+    assert first.bundle.name == second.bundle.name == f"bundle-{first.digest}.tar.gz"
+    # Asked again (a re-run): the digest comes from the cache, the bundle is not rebuilt.
+    mtime = first.bundle.stat().st_mtime_ns
+    monkeypatch.setenv("SRA_WHEELHOUSE", str(tmp_path / "a"))
+    from deploys.lib import wheelhouse
+
+    again = wheelhouse.ensure_wheelhouse("3.13", "x86_64")
+    assert again.digest == first.digest and again.bundle.stat().st_mtime_ns == mtime
+
+
+def test_the_install_digest_follows_what_is_installed_only(tmp_path):
+    from deploys.lib.wheelhouse import install_digest, site_packages_entries
+
+    def digest(members: dict[str, bytes], executable: tuple[str, ...] = ()) -> str:
+        wheel = make_wheel(tmp_path / "demo-1.0-py3-none-any.whl", members, executable)
+        return install_digest(site_packages_entries([wheel]))
+
+    base = {"demo/__init__.py": b"X = 1\n", "demo-1.0.dist-info/WHEEL": b"Generator: a\n"}
+    same = digest(base)
+    assert digest({**base, "demo-1.0.dist-info/WHEEL": b"Generator: b\n"}) == same
+    assert digest({**base, "demo/__init__.py": b"X = 2\n"}) != same
+    assert digest(base, executable=("demo/__init__.py",)) != same
+    assert digest({**base, "demo/extra.py": b""}) != same
+    assert digest({"demo/__init__.py": b"X = 1\n", "demo-1.1.dist-info/WHEEL": b""}) != same
