@@ -70,6 +70,8 @@ def summarize(data: dict) -> dict:
                                         if r["ctld_auth_examples"]), None),
         "watchdog_probes_per_minute_while_waiting": probes_per_min,
         "watchdog_verifies_per_rotation": [r["verifies"] for r in rows],
+        "watchdog_cpu_s_per_min_while_waiting": [r["watch_cpu_s_per_min_while_waiting"]
+                                                 for r in rows],
         "poll_s": data["poll_s"],
         "endpoint": data["endpoint"],
         "targets": {"p95_s": 2.0, "max_s": 3.0, "restarts_per_rotation": 1},

@@ -113,6 +113,12 @@ class Poller(threading.Thread):
             return [s for s in self.samples if s[0] >= t0]
 
 
+def watch_cpu_s() -> float | None:
+    """CPU time the watchdog's unit used so far (systemd's accounting), or None."""
+    value = sh(f"systemctl show -p CPUUsageNSec --value {WATCH_UNIT}", check=False).strip()
+    return int(value) / 1e9 if value.isdigit() else None
+
+
 def watch_status() -> tuple[int, dict]:
     done = subprocess.run(["slurmrestd-access", "status"], capture_output=True, text=True)
     try:
@@ -177,6 +183,7 @@ def rotation(gap: float, agent_unit: str, poller: Poller, settle: float) -> dict
                "the agent serving")
     cursors = {u: cursor(u) for u in ("slurmctld", agent_unit, WATCH_UNIT)}
     m0 = metrics()
+    cpu0 = watch_cpu_s()
     t_rename = time.monotonic()
     new_key()
     # During the gap the agent must keep serving and `status` exit 0 (waiting, copy accepted).
@@ -185,6 +192,8 @@ def rotation(gap: float, agent_unit: str, poller: Poller, settle: float) -> dict
     while time.monotonic() < end:
         status_codes.add(watch_status()[0])
         time.sleep(min(2.0, max(0.0, end - time.monotonic())))
+    cpu_wait = watch_cpu_s()
+    t_wait_end = time.monotonic()
     sh("systemctl restart slurmdbd")
     wait_until(lambda: sh("ss -Hltn 'sport = :6819'", check=False).strip(), 60,
                "slurmdbd listening")
@@ -230,6 +239,8 @@ def rotation(gap: float, agent_unit: str, poller: Poller, settle: float) -> dict
         "ctld_auth_lines": sum(1 for line in ctld if AUTH_LINE.search(line)),
         "ctld_auth_examples": [line[:160] for line in ctld if AUTH_LINE.search(line)][:3],
         "status_exit_codes_while_waiting": sorted(status_codes),
+        "watch_cpu_s_per_min_while_waiting": None if cpu0 is None or cpu_wait is None
+        else round((cpu_wait - cpu0) * 60 / (t_wait_end - t_rename), 3),
         "probes": metric_sum(m1, "slurmrestd_access_watch_probes_total")
         - metric_sum(m0, "slurmrestd_access_watch_probes_total"),
         "verifies": metric_sum(m1, "slurmrestd_access_watch_checks_total", 'step="verify"')
