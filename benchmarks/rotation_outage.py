@@ -48,7 +48,9 @@ def summarize(data: dict) -> dict:
     outages = [r["outage_s"] for r in rows]
     restarts = [r["agent_restarts"] for r in rows]
     lines = [r["ctld_auth_lines"] for r in rows]
-    own = [r["ctld_auth_lines"] - r["failed_polls"] for r in rows]
+    # The agent's failed requests after the reconfigure are slurmctld refusals too (the data
+    # endpoint goes to slurmctld); the rest are the watchdog's own.
+    own = [r["ctld_refusals"] - r["failed_polls_after_reload"] for r in rows]
     waiting = [r["gap_s"] + r["reconfigure_s"] for r in rows]
     probes_per_min = [round(r["probes"] * 60 / w, 1) for r, w in zip(rows, waiting, strict=True)
                       if w > 0]
@@ -64,8 +66,10 @@ def summarize(data: dict) -> dict:
         "status_exit_codes_while_waiting": sorted({c for r in rows
                                                    for c in r["status_exit_codes_while_waiting"]}),
         "ctld_auth_lines_per_rotation": lines,
-        "ctld_auth_lines_from_the_agents_failed_requests": [r["failed_polls"] for r in rows],
-        "ctld_auth_lines_not_from_the_agent_median": statistics.median(own),
+        "ctld_refused_tokens_per_rotation": [r["ctld_refusals"] for r in rows],
+        "ctld_refused_tokens_of_the_agent": [r["failed_polls_after_reload"] for r in rows],
+        "ctld_refused_tokens_of_the_watchdog": own,
+        "ctld_refused_tokens_of_the_watchdog_median": statistics.median(own),
         "ctld_auth_line_example": next((r["ctld_auth_examples"][0] for r in rows
                                         if r["ctld_auth_examples"]), None),
         "watchdog_probes_per_minute_while_waiting": probes_per_min,

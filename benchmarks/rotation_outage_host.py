@@ -39,6 +39,9 @@ WATCH_UNIT = "slurmrestd-access-watch.service"
 METRICS = "127.0.0.1:9813"
 AUTH_LINE = re.compile(r"authenticat|invalid (authentication )?credential|auth_jwt|auth/jwt",
                        re.IGNORECASE)
+# slurmctld 24.11 logs each refused token twice: "...has authentication error: Invalid
+# authentication credential" and "Protocol authentication error"; this matches the first only.
+REFUSAL_LINE = re.compile(r"has authentication error", re.IGNORECASE)
 
 
 def sh(cmd: str, check: bool = True, timeout: float = 120) -> str:
@@ -114,9 +117,14 @@ class Poller(threading.Thread):
 
 
 def watch_cpu_s() -> float | None:
-    """CPU time the watchdog's unit used so far (systemd's accounting), or None."""
-    value = sh(f"systemctl show -p CPUUsageNSec --value {WATCH_UNIT}", check=False).strip()
-    return int(value) / 1e9 if value.isdigit() else None
+    """CPU time (user + system) of the watchdog's main process so far, or None."""
+    pid = sh(f"systemctl show -p MainPID --value {WATCH_UNIT}", check=False).strip()
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def watch_status() -> tuple[int, dict]:
@@ -234,9 +242,11 @@ def rotation(gap: float, agent_unit: str, poller: Poller, settle: float) -> dict
         "first_failure_after_reload_s": round(fails[0] - t_reload, 3) if fails else None,
         "reconfigure_s": round(t_reload_done - t_reload, 3),
         "failed_polls": len(fails),
+        "failed_polls_after_reload": len([t for t in fails if t >= t_reload]),
         "failed_polls_before_reload": len([t for t in fails if t < t_reload]),
         "agent_restarts": sum(1 for line in agent if line.startswith("Started ")),
         "ctld_auth_lines": sum(1 for line in ctld if AUTH_LINE.search(line)),
+        "ctld_refusals": sum(1 for line in ctld if REFUSAL_LINE.search(line)),
         "ctld_auth_examples": [line[:160] for line in ctld if AUTH_LINE.search(line)][:3],
         "status_exit_codes_while_waiting": sorted(status_codes),
         "watch_cpu_s_per_min_while_waiting": None if cpu0 is None or cpu_wait is None
