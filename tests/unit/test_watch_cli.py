@@ -146,6 +146,14 @@ def test_copy_path_must_match_agent_ini(site):
 def test_check_config_ok_and_print_unit(site):
     done = _cli("watch", "--config", str(site["config"]), "--check-config")
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["warnings"] == []
+    # A watch.toml from before issue 10: still valid, the removed settings named.
+    with site["config"].open("a") as fh:
+        fh.write("restart_budget = 3\nrestart_window = 600\n")
+    done = _cli("watch", "--config", str(site["config"]), "--check-config")
+    assert done.returncode == 0, done.stderr
+    warnings = json.loads(done.stdout)["warnings"]
+    assert len(warnings) == 2 and "restart_budget is ignored" in warnings[0]
     unit = _cli("watch", "--config", str(site["config"]), "--print-unit")
     assert f"ReadWritePaths=-{site['copy'].parent} -{site['root'] / 'run'}" in unit.stdout
     assert f"--config {site['config']}" in unit.stdout
