@@ -1,56 +1,27 @@
-"""Restart budget and circuit breaker for the agent restarts.
+"""Circuit breaker for the agent restarts that fail.
 
-Both are pure state machines over an injected monotonic clock.
+A pure state machine over an injected monotonic clock.
 
-* RestartBudget: at most `limit` restarts in any sliding `window`. systemd refuses a unit that
-  starts more than StartLimitBurst=5 times in StartLimitIntervalSec=10s (defaults) and counts our
-  `systemctl restart` as well as the agent's own Restart= attempts; 3 per 10 minutes keeps us far
-  from that limit and from flapping an agent that users are talking to.
-* CircuitBreaker: `threshold` consecutive failed restarts open it: no restart is attempted, the
-  daemon keeps watching, syncing and checking, and reports `circuit_open`. After `cooldown` one
-  trial restart is allowed (half-open): success closes it, failure opens it again.
+A restart counts as failed when the unit does not come back (systemctl fails, or the unit is not
+active afterwards) or when the check as the agent, right after it, fails. `threshold`
+consecutive failures open the circuit: no restart is attempted, the daemon keeps watching,
+syncing and checking, and reports `circuit_open`. After `cooldown` one trial restart is allowed
+(half-open): success closes it, failure opens it again.
+
+There is deliberately no budget on restarts that SUCCEED: each one follows a key that Slurm has
+just been proven to accept, and once Slurm accepts only that key an agent left unrestarted is
+broken, not spared (issue 10). Restarts cannot storm either: each needs Slurm to reload a new key
+first, and a minimum spacing of a few seconds (`restart_spacing`) keeps us well inside systemd's
+StartLimitBurst=5 per StartLimitIntervalSec=10s.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from enum import Enum
 
 Clock = Callable[[], float]
-
-
-class RestartBudget:
-    def __init__(self, limit: int, window: float, *, clock: Clock = time.monotonic) -> None:
-        self.limit = limit
-        self.window = window
-        self._clock = clock
-        self._times: deque[float] = deque()
-
-    def _expire(self) -> None:
-        now = self._clock()
-        while self._times and now - self._times[0] >= self.window:
-            self._times.popleft()
-
-    def available(self) -> bool:
-        self._expire()
-        return len(self._times) < self.limit
-
-    def spend(self) -> None:
-        self._expire()
-        self._times.append(self._clock())
-
-    def seconds_until_available(self) -> float:
-        self._expire()
-        if len(self._times) < self.limit:
-            return 0.0
-        return max(0.0, self._times[0] + self.window - self._clock())
-
-    @property
-    def used(self) -> int:
-        self._expire()
-        return len(self._times)
 
 
 class CircuitState(Enum):
@@ -82,6 +53,14 @@ class CircuitBreaker:
         if self._opened_at is None:
             return 0.0
         return max(0.0, self._opened_at + self.cooldown - self._clock())
+
+    def trial_now(self) -> None:
+        """Allow one trial at once (half-open), before the cool-down ends.
+
+        For a NEW key Slurm accepts: the old copy is refused by then, so an agent left as it is
+        is certainly broken, while a restart may work (the failures were for another key)."""
+        if self._opened_at is not None:
+            self._opened_at = self._clock() - self.cooldown
 
     def record_success(self) -> None:
         self.failures = 0

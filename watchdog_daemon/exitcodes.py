@@ -33,6 +33,10 @@ class ExitCode(IntEnum):
     CHANGE_REFUSED = 40  # a file could not be merged safely (conflict, parse error); left untouched
     PREFLIGHT_FAILED = 41  # the host is not in a state the deploy can start from
 
+    # `slurmrestd-access status` only: the watchdog's states in which the agent may not serve.
+    WATCH_NOT_READY = 50  # no watchdog running, or it has not finished its first look yet
+    RESTART_PENDING = 51  # the copy holds a key Slurm accepts; the agent still runs an older one
+    CIRCUIT_OPEN = 52  # agent restarts keep failing: none is tried until the cool-down ends
     # watch: a runtime I/O error it could not get past (after logging and retrying); unlike
     # CONFIG_INVALID (at start only), systemd restarts the daemon on this one.
-    IO_ERROR = 50
+    IO_ERROR = 53

@@ -21,11 +21,19 @@ _HELP: dict[str, tuple[str, str]] = {
     "syncs_total": ("counter", "Agent key copies installed (content or owner/mode)."),
     "key_invalid_total": ("counter", "Runs that refused the Slurm key, by reason."),
     "checks_total": ("counter", "Key checks against slurmrestd, by step and result."),
-    "restarts_total": ("counter", "Agent unit restarts, by result."),
+    "restarts_total": ("counter", "Agent unit restarts, by result (ok, failed: the unit did "
+                       "not come back, check_failed: the check after it failed)."),
+    "probes_total": ("counter", "Probes with the agent's copy while waiting for Slurm's "
+                     "reload, by result (accepted, refused, error, unusable)."),
     "errors_total": ("counter", "Unexpected errors caught in the pipeline."),
     "last_success_timestamp_seconds": (
         "gauge", "Unix time of the last run that ended in sync (copy equal, agent checked)."),
     "circuit_open": ("gauge", "1 while the restart circuit breaker is open."),
+    "restart_pending": ("gauge", "1 while the agent runs an older key than its copy."),
+    "restart_failures": ("gauge", "Consecutive failed agent restarts (the circuit's count)."),
+    "agent_serving": ("gauge", "1 when the agent can be serving (status exits 0): in sync, or "
+                      "waiting for Slurm while Slurm still accepts the agent's key."),
+    "status_exit_code": ("gauge", "The exit code `slurmrestd-access status` gives now."),
     "waiting_for_slurm": ("gauge", "1 while Slurm does not accept the new key yet."),
     "in_sync": ("gauge", "1 when the copy equals the key and nothing is pending."),
     "observer_healthy": ("gauge", "1 while event watching works."),

@@ -102,7 +102,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
         return _error(problem[0], problem[1], problem[2], problem[3])
     if args.check_config:
         print(json.dumps({"ok": True, "key_path": str(config.key_path),
-                          "copy_path": str(config.copy_path)}))
+                          "copy_path": str(config.copy_path),
+                          "warnings": list(config.warnings)}))
         return int(ExitCode.OK)
 
     from watchdog_daemon.watchdaemon import StartConfigError, WatchDaemon
@@ -138,13 +139,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(json.dumps({"running": False, "state_file": str(state_file),
                           "message": "no state: is slurmrestd-access-watch.service running?"},
                          indent=2))
-        return int(ExitCode.INTERNAL_ERROR)
+        return int(ExitCode.WATCH_NOT_READY)
+    from watchdog_daemon.watchhealth import health
+
     state["running"] = pid_alive(state.get("pid"))
+    # 0 only while the agent can be serving (in sync, or waiting for Slurm while Slurm still
+    # accepts the agent's key); otherwise the most specific reason's code (README table).
+    code, reason = health(state) if state["running"] else (int(ExitCode.WATCH_NOT_READY),
+                                                           "watch_not_running")
+    state.update(status_exit_code=code, status_reason=reason, agent_serving=code == 0)
     print(json.dumps(state, indent=2, sort_keys=True))
-    if not state["running"]:
-        return int(ExitCode.INTERNAL_ERROR)
-    if state.get("state") == "in_sync":
-        return int(ExitCode.OK)
-    code = state.get("exit_code")
-    # The reason's own exit code (e.g. REJECTED_BY_SLURMCTLD while waiting for Slurm).
-    return int(code) if isinstance(code, int) and code > 0 else int(ExitCode.INTERNAL_ERROR)
+    return code

@@ -59,20 +59,24 @@ class WatchConfig:
     quiet: float = 0.2
     quiet_cap: float = 5.0
 
-    # While Slurm still rejects the new key: retry after base * 2**n seconds, capped, jittered.
-    # The cap bounds how long the agent stays on a rejected key after Slurm reloads.
+    # While Slurm still accepts only the agent's current key, a token signed with that copy is
+    # sent every probe_interval seconds (slurmctld, and slurmdbd until it switches): accepted
+    # means "not reloaded yet" and logs nothing in Slurm; its first refusal means Slurm switched,
+    # and the new key is verified at once. It bounds how long the agent stays on a refused key.
+    probe_interval: float = 0.5
+    # Retries when no probe is possible (the copy unreadable, every daemon refused both keys):
+    # base * 2**n seconds, capped, jittered; also between failed restarts.
     backoff_base: float = 1.0
     backoff_cap: float = 30.0
 
-    # systemd refuses a unit that starts more than StartLimitBurst=5 times in
-    # StartLimitIntervalSec=10s (defaults) and its own Restart= counts too; 3 restarts per
-    # 10 minutes keeps us far from that and from flapping the agent.
-    restart_budget: int = 3
-    restart_window: float = 600.0
-    # Consecutive failed restarts that open the circuit; while open no restart is attempted
-    # (syncs and checks go on); one trial restart after the cool-down, closed again on success.
-    # At most one of our restarts per systemd StartLimitIntervalSec (default 10 s).
-    restart_spacing: float = 10.0
+    # Minimum time between two of our restarts of the agent (at most MAX_RESTART_SPACING):
+    # systemd refuses a unit started more than StartLimitBurst=5 times in
+    # StartLimitIntervalSec=10s (defaults), counting its own Restart= attempts too.
+    restart_spacing: float = 2.0
+    # Consecutive FAILED restarts (the unit does not come back, or the check after it fails)
+    # that open the circuit; while open no restart is attempted (syncs and checks go on); one
+    # trial restart after the cool-down, or at once for a new key Slurm accepts. There is no
+    # budget on successful restarts: each follows a key Slurm was just proven to accept.
     circuit_threshold: int = 3
     circuit_cooldown: float = 600.0
     restart_timeout: float = 90.0  # systemctl restart + waiting until active
@@ -82,6 +86,8 @@ class WatchConfig:
 
     metrics: tuple[str, int] | None = None  # opt-in, loopback only
     state_file: Path = Path("/run/slurmrestd-access/watch-state.json")
+    # Settings read but not used (deprecated or clamped), one sentence each: logged at start.
+    warnings: tuple[str, ...] = ()
 
     @property
     def copy_dir(self) -> Path:
@@ -95,16 +101,26 @@ _POSITIVE = (
     "quiet_cap",
     "backoff_base",
     "backoff_cap",
-    "restart_window",
+    "probe_interval",
     "circuit_cooldown",
     "restart_timeout",
     "check_timeout",
 )
 _NON_NEGATIVE = ("coalesce", "quiet", "restart_spacing")
-_COUNTS = ("restart_budget", "circuit_threshold")
+_COUNTS = ("circuit_threshold",)
 _KNOWN = frozenset(
-    {f.name for f in dataclasses.fields(WatchConfig)} - {"config_path"}
+    {f.name for f in dataclasses.fields(WatchConfig)} - {"config_path", "warnings"}
 )
+# Removed settings still accepted (and ignored, with a warning), so that a watch.toml written
+# for an older version does not stop the daemon at start: a watchdog that does not run leaves
+# the agent on a refused key at the next rotation, the very outage it is there to prevent.
+DEPRECATED: dict[str, str] = {
+    "restart_budget": "successful restarts are no longer limited (each follows a key Slurm "
+                      "accepts); failed restarts open the circuit (circuit_threshold)",
+    "restart_window": "successful restarts are no longer limited (each follows a key Slurm "
+                      "accepts); failed restarts open the circuit (circuit_threshold)",
+}
+MAX_RESTART_SPACING = 10.0
 
 
 def load_watch_config(path: Path | str | None = None) -> WatchConfig:
@@ -129,12 +145,23 @@ def load_watch_config(path: Path | str | None = None) -> WatchConfig:
 
 def config_from_mapping(data: dict[str, Any], *, source: Path | None = None) -> WatchConfig:
     where = str(source) if source else "watch config"
-    unknown = sorted(set(data) - _KNOWN)
+    unknown = sorted(set(data) - _KNOWN - set(DEPRECATED))
     if unknown:
         raise WatchConfigError(f"{where}: unknown setting(s): {', '.join(unknown)}")
     values: dict[str, Any] = {"config_path": source}
+    warnings: list[str] = []
     for name, value in data.items():
+        if name in DEPRECATED:
+            warnings.append(f"{where}: {name} is ignored: {DEPRECATED[name]}; remove it")
+            continue
         values[name] = _convert(where, name, value)
+    spacing = values.get("restart_spacing", 0.0)
+    if spacing > MAX_RESTART_SPACING:
+        # A long spacing would leave the agent on a refused key after a quick second rotation.
+        warnings.append(f"{where}: restart_spacing = {spacing:g} s is more than "
+                        f"{MAX_RESTART_SPACING:g} s: using {MAX_RESTART_SPACING:g} s")
+        values["restart_spacing"] = MAX_RESTART_SPACING
+    values["warnings"] = tuple(warnings)
     cfg = WatchConfig(**values)
     _cross_check(where, cfg)
     return cfg

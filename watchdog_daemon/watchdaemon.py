@@ -31,6 +31,7 @@ from watchdog_daemon.pipeline import (
     AgentCheck,
     KeyStore,
     Pipeline,
+    Probe,
     RealKeyStore,
     Verifier,
 )
@@ -57,7 +58,8 @@ class StartConfigError(Exception):
 class WatchDaemon:
     def __init__(self, config: WatchConfig, *, keys: KeyStore | None = None,
                  verifier: Verifier | None = None, agent_check: AgentCheck | None = None,
-                 systemctl: Systemctl | None = None, notifier: Notifier | None = None,
+                 probe: Probe | None = None, systemctl: Systemctl | None = None,
+                 notifier: Notifier | None = None,
                  logger: Any = None, observer_factory: Callable[[], Any] = Observer,
                  tick: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  rand: Callable[[], float] | None = None) -> None:
@@ -78,8 +80,9 @@ class WatchDaemon:
             checker = CheckVerifier(config)
             verifier = verifier or checker.verify_new_key
             agent_check = agent_check or checker.check_agent
+            probe = probe or checker.probe_copy
         self.pipeline = Pipeline(
-            config, keys=self.keys, verifier=verifier, agent_check=agent_check,
+            config, keys=self.keys, verifier=verifier, agent_check=agent_check, probe=probe,
             systemctl=systemctl or SubprocessSystemctl(), sink=self, redactor=self.redactor,
             clock=clock, sleep=self._sleep, rand=rand,
         )
@@ -111,9 +114,15 @@ class WatchDaemon:
 
     def persist(self) -> None:
         status = self.pipeline.status
+        status.circuit = self.pipeline.circuit.state.value
+        code, _reason = status.health()
         self.metrics.set("in_sync", 1 if status.state == "in_sync" else 0)
         self.metrics.set("waiting_for_slurm", 1 if status.state == "waiting_for_slurm" else 0)
         self.metrics.set("circuit_open", 0 if self.pipeline.circuit.allows() else 1)
+        self.metrics.set("restart_pending", 1 if status.restart_pending else 0)
+        self.metrics.set("restart_failures", self.pipeline.circuit.failures)
+        self.metrics.set("agent_serving", 1 if code == 0 else 0)
+        self.metrics.set("status_exit_code", code)
         self.metrics.set("observer_healthy", 1 if self.watcher.healthy else 0)
         if status.last_success_at is not None:
             self.metrics.set("last_success_timestamp_seconds", status.last_success_at)
@@ -136,15 +145,20 @@ class WatchDaemon:
 
     def snapshot(self) -> dict[str, Any]:
         status = self.pipeline.status
+        status.circuit = self.pipeline.circuit.state.value
         data = status.to_dict()
+        code, reason = status.health()
         data.update(
             pid=os.getpid(),
             started_at=self.started_at,
             key_path=str(self.config.key_path),
             copy_path=str(self.config.copy_path),
             watching=self.watcher.state,
-            circuit=self.pipeline.circuit.state.value,
-            restarts_in_window=self.pipeline.budget.used,
+            restart_failures=self.pipeline.circuit.failures,
+            # What `status` exits with (watchhealth): 0 only while the agent can be serving.
+            agent_serving=code == 0,
+            status_exit_code=code,
+            status_reason=reason,
             status_line=status.line(),
         )
         data.pop("next_retry_in", None)  # changes every run: not worth a write
@@ -206,6 +220,8 @@ class WatchDaemon:
 
     def start(self) -> None:
         cfg = self.config
+        for warning in cfg.warnings:
+            self.log("warning", "config_deprecated", message=warning)
         removed = self.keys.remove_stale(cfg.copy_dir)
         if removed:
             self.log("warning", "stale_temp_removed", directory=str(cfg.copy_dir),

@@ -20,3 +20,12 @@ def test_default_watch_config_is_auto_agent_unit_and_unit_runs_the_linked_tool()
     assert "ExecStart=/usr/local/bin/slurmrestd-access watch" in unit
     assert "ReadWritePaths=-/var/lib/slurm-web" in unit
     assert "Type=notify" in unit
+
+
+def test_rendered_watch_config_has_nothing_deprecated_and_restarts_every_key():
+    s = settings_from_host_data("h", {"cluster": "c"})
+    text = render_watch_toml(s)
+    cfg = watch_config(s)
+    assert cfg.warnings == ()
+    assert "restart_budget" not in text and "restart_window" not in text
+    assert cfg.restart_spacing <= 3.0 and cfg.probe_interval <= 1.0

@@ -23,6 +23,7 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
     wait_for,
     write_key,
 )
+from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keyfile import TEMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
@@ -145,6 +146,14 @@ def test_copy_path_must_match_agent_ini(site):
 def test_check_config_ok_and_print_unit(site):
     done = _cli("watch", "--config", str(site["config"]), "--check-config")
     assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["warnings"] == []
+    # A watch.toml from before issue 10: still valid, the removed settings named.
+    with site["config"].open("a") as fh:
+        fh.write("restart_budget = 3\nrestart_window = 600\n")
+    done = _cli("watch", "--config", str(site["config"]), "--check-config")
+    assert done.returncode == 0, done.stderr
+    warnings = json.loads(done.stdout)["warnings"]
+    assert len(warnings) == 2 and "restart_budget is ignored" in warnings[0]
     unit = _cli("watch", "--config", str(site["config"]), "--print-unit")
     assert f"ReadWritePaths=-{site['copy'].parent} -{site['root'] / 'run'}" in unit.stdout
     assert f"--config {site['config']}" in unit.stdout
@@ -152,5 +161,49 @@ def test_check_config_ok_and_print_unit(site):
 
 def test_status_without_daemon(tmp_path):
     done = _cli("status", "--state-file", str(tmp_path / "none.json"))
-    assert done.returncode == 1
+    assert done.returncode == ExitCode.WATCH_NOT_READY
     assert json.loads(done.stdout)["running"] is False
+
+
+def test_late_reload_followed_by_probing_with_the_agents_copy(site):
+    """Slurm reloads long after the rename: the daemon probes with the agent's copy (accepted:
+    the agent serves, `status` exits 0), then follows the reload within about a second."""
+    fake = site["fake"]
+    proc = subprocess.Popen([sys.executable, "-m", "watchdog_daemon.cli", "watch", "--config",
+                             str(site["config"])], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+    def status() -> tuple[int, dict]:
+        done = _cli("status", "--config", str(site["config"]))
+        return done.returncode, json.loads(done.stdout)
+
+    try:
+        assert wait_for(lambda: status()[1].get("state") == "in_sync", timeout=15)
+        new = new_key("late")
+        write_key(site["key"], new)
+        assert wait_for(lambda: status()[1].get("agent_key") == "accepted", timeout=10)
+        fake.config.recorded.clear()
+        time.sleep(3.0)  # the administrator takes their time
+        code, state = status()
+        assert (code, state["state"], state["agent_serving"]) == (0, "waiting_for_slurm", True)
+        diag = [r.path for r in fake.config.recorded if r.path.startswith("/slurm/")]
+        # Probes only (one slurmctld call each, every 0.5 s), no verify with the new key.
+        assert 3 <= len(diag) <= 9, diag
+        assert all(r.path.endswith("/diag") for r in fake.config.recorded)
+
+        fake.config.slurmctld_key = new  # scontrol reconfigure (slurmdbd: same key in the fake)
+        reloaded = time.monotonic()
+        assert wait_for(lambda: site["copy"].read_bytes() == new, timeout=10, interval=0.01)
+        assert time.monotonic() - reloaded < 1.5
+        assert wait_for(lambda: status()[0] == 0 and status()[1]["state"] == "in_sync",
+                        timeout=10)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+    events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
+    assert events.count("waiting_for_slurm") == 1 and "slurm_switched" in events
+    assert events.count("synced") == 1

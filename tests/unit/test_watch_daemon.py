@@ -249,15 +249,22 @@ def test_slurm_on_old_key_no_restart_until_it_accepts(h):
     new = new_key("rotated")
     write_key(h.key_path, new)  # Slurm still accepts only the old key
     assert wait_for(lambda: h.daemon.pipeline.status.state == "waiting_for_slurm")
-    time.sleep(1.0)  # several backoff retries
-    assert len(h.slurm.verified) >= 3
+    time.sleep(1.0)  # many probe intervals
+    # The new key was asked about once; since then only the agent's copy, which Slurm accepts:
+    # no authentication error in slurmctld's log for each retry.
+    assert len(h.slurm.verified) == 1
+    assert len(h.slurm.probes) >= 5
+    assert h.slurm.ctld_refusals == 1
     assert h.copy_bytes() == h.old_key  # not installed before Slurm accepts it
     assert h.systemctl.restarts == []
     assert len(h.log.events("waiting_for_slurm")) == 1  # reported once, not per retry
     status = _status(h)
-    assert status[0] == ExitCode.REJECTED_BY_SLURMCTLD
+    # The agent still serves on the copy Slurm accepts: status says so, and exits 0.
+    assert status[0] == ExitCode.OK, status[1]
     assert status[1]["state"] == "waiting_for_slurm" and status[1]["running"] is True
+    assert status[1]["agent_key"] == "accepted" and status[1]["agent_serving"] is True
     assert "waiting for Slurm to reload the key" in status[1]["status_line"]
+    assert "agent serving on the previous key" in status[1]["status_line"]
     h.slurm.accept_only(new)  # scontrol reconfigure + slurmdbd restart
     assert wait_for(lambda: synced_to(h, new), timeout=3)
     h.idle(0.5)
@@ -284,7 +291,7 @@ def _status(h):
 
 
 def test_restart_always_fails_circuit_opens_daemon_keeps_running(tmp_path):
-    h = make_harness(tmp_path, circuit_threshold=2, restart_budget=5, circuit_cooldown=600.0)
+    h = make_harness(tmp_path, circuit_threshold=2, circuit_cooldown=600.0)
     h.systemctl.fail_restart = None  # always
     try:
         h.start()
@@ -297,22 +304,31 @@ def test_restart_always_fails_circuit_opens_daemon_keeps_running(tmp_path):
         assert h.copy_bytes() == new  # the copy is synced all the same
         assert len(h.log.events("circuit_open")) == 1
         assert h.daemon.metrics.get("circuit_open") == 1
-        # Still watching and syncing.
+        code, status = _status(h)
+        assert code == ExitCode.CIRCUIT_OPEN and status["agent_serving"] is False
+        assert h.daemon.metrics.get("status_exit_code") == ExitCode.CIRCUIT_OPEN
+        time.sleep(0.3)
+        assert h.systemctl.restart_attempts == [AGENT, AGENT]  # the cool-down holds
+        # Still watching and syncing; a new key Slurm accepts gets one trial restart at once
+        # (the agent's old key is refused by then: not restarting is a sure outage).
         newer = new_key("y")
         h.slurm.accept_only(newer)
         write_key(h.key_path, newer)
         assert wait_for(lambda: h.copy_path.read_bytes() == newer, timeout=3)
+        assert wait_for(lambda: len(h.systemctl.restart_attempts) == 3, timeout=3)
         time.sleep(0.3)
-        assert h.systemctl.restart_attempts == [AGENT, AGENT]
+        assert h.systemctl.restart_attempts == [AGENT, AGENT, AGENT]  # the trial failed too
+        assert h.log.events("circuit_trial")
         assert h.thread.is_alive() and h.daemon.healthy()
         state = read_state(h.config.state_file)
         assert state["circuit"] == "open" and state["restart_pending"] == sha(newer)[:12]
+        assert _status(h)[0] == ExitCode.CIRCUIT_OPEN
     finally:
         h.stop()
 
 
 def test_circuit_half_open_success_closes_it(tmp_path):
-    h = make_harness(tmp_path, circuit_threshold=1, restart_budget=5, circuit_cooldown=0.5)
+    h = make_harness(tmp_path, circuit_threshold=1, circuit_cooldown=0.5)
     h.systemctl.fail_restart = 1
     try:
         h.start()
@@ -328,18 +344,40 @@ def test_circuit_half_open_success_closes_it(tmp_path):
         h.stop()
 
 
-def test_restart_budget_defers_restarts(tmp_path):
-    h = make_harness(tmp_path, restart_budget=1, restart_window=600.0, coalesce=0.0)
+def test_every_verified_key_gets_its_restart_no_budget(tmp_path):
+    """Issue 10: the 4th rotation within 10 minutes was left on the old key by a budget on
+    successful restarts. Each verified key now gets its restart, spacing permitting."""
+    h = make_harness(tmp_path, restart_spacing=0.1)
     try:
         h.start()
-        for tag in ("a", "b"):
+        for n, tag in enumerate("abcdef", start=1):
             k = new_key(tag)
-            h.slurm.accept_only(k)
             write_key(h.key_path, k)
-            assert wait_for(lambda k=k: h.copy_path.read_bytes() == k, timeout=3)
-            h.idle(0.3)
-        assert h.systemctl.restarts == [AGENT]
-        assert h.daemon.pipeline.status.reason == "restart_budget_exhausted"
+            assert wait_for(lambda: h.daemon.pipeline.status.state == "waiting_for_slurm",
+                            timeout=3)
+            h.slurm.accept_only(k)  # Slurm reloads
+            assert wait_for(lambda n=n: len(h.systemctl.restarts) == n, timeout=3), n
+            assert wait_for(lambda: h.daemon.pipeline.status.state == "in_sync", timeout=3)
+            assert h.copy_bytes() == k
+        assert h.systemctl.restarts == [AGENT] * 6
+    finally:
+        h.stop()
+
+
+def test_restart_spacing_delays_but_never_drops_a_restart(tmp_path):
+    h = make_harness(tmp_path, restart_spacing=0.6)
+    try:
+        h.start()
+        k1, k2 = new_key("one"), new_key("two")
+        h.slurm.accept_any = True  # Slurm accepts each key the instant it is renamed
+        write_key(h.key_path, k1)
+        assert wait_for(lambda: h.systemctl.restarts == [AGENT], timeout=3)
+        t1 = time.monotonic()
+        write_key(h.key_path, k2)
+        assert wait_for(lambda: h.systemctl.restarts == [AGENT, AGENT], timeout=3)
+        assert time.monotonic() - t1 >= 0.5
+        assert h.log.events("restart_pending")[0][1]["reason"] == "restart_spacing"
+        assert wait_for(lambda: h.daemon.pipeline.status.state == "in_sync", timeout=3)
     finally:
         h.stop()
 
@@ -561,3 +599,34 @@ def test_stuck_run_stops_the_watchdog_pings(h):
     daemon.max_run_seconds = 0.1
     daemon._busy_since = daemon.clock() - 1.0  # as if one run hung for a second
     assert not daemon.healthy()
+
+
+def test_config_warnings_are_logged_at_start(tmp_path):
+    h = make_harness(tmp_path, warnings=("watch.toml: restart_budget is ignored: ...; remove it",))
+    try:
+        h.start()
+        events = h.log.events("config_deprecated")
+        assert [f["message"] for _e, f in events] == [h.config.warnings[0]]
+    finally:
+        h.stop()
+
+
+def test_metrics_say_whether_the_agent_can_be_serving(h):
+    h.start()
+    assert h.daemon.metrics.get("agent_serving") == 1
+    new = new_key("m")
+    write_key(h.key_path, new)
+    assert wait_for(lambda: h.daemon.pipeline.status.agent_key == "accepted")
+    h.idle(0.1)
+    assert h.daemon.metrics.get("agent_serving") == 1  # waiting, Slurm still on the copy
+    h.slurm.reload_dbd(new)  # slurmdbd restarted, slurmctld not reconfigured yet
+    assert wait_for(lambda: h.daemon.pipeline.status.agent_key == "refused_by_slurmdbd")
+    h.idle(0.1)
+    assert h.daemon.metrics.get("agent_serving") == 0
+    assert h.daemon.metrics.get("status_exit_code") == ExitCode.REJECTED_BY_SLURMDBD
+    assert "AGENT NOT SERVING" in read_state(h.config.state_file)["status_line"]
+    h.slurm.reload_ctld(new)
+    assert wait_for(lambda: h.daemon.pipeline.status.state == "in_sync")
+    h.idle(0.1)
+    assert h.daemon.metrics.get("agent_serving") == 1
+    assert h.systemctl.restarts == [AGENT]

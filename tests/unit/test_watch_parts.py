@@ -31,7 +31,7 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
 )
 from watchdog_daemon.agentunits import agent_units_in_use
 from watchdog_daemon.backoff import Backoff
-from watchdog_daemon.circuit import CircuitBreaker, CircuitState, RestartBudget
+from watchdog_daemon.circuit import CircuitBreaker, CircuitState
 from watchdog_daemon.metrics import Metrics, MetricsServer
 from watchdog_daemon.sdnotify import Notifier
 from watchdog_daemon.secret import SecretBytes
@@ -95,7 +95,8 @@ def test_full_config(tmp_path):
     ({"metrics": "127.0.0.1:99999"}, "port"),
     ({"key_path": "relative/key"}, "absolute"),
     ({"agent_units": ["slurm-web-agent"]}, ".service"),
-    ({"restart_budget": 0}, ">= 1"),
+    ({"circuit_threshold": 0}, ">= 1"),
+    ({"probe_interval": 0}, "positive"),
     ({"accounting": "maybe"}, "auto"),
     ({"colaesce": 1}, "unknown"),
     ({"copy_path": "/var/spool/slurm/copy.key"}, "key's directory"),
@@ -104,6 +105,21 @@ def test_full_config(tmp_path):
 def test_bad_values_are_clear_errors(data, match):
     with pytest.raises(WatchConfigError, match=match):
         config_from_mapping(data)
+
+
+def test_removed_restart_budget_is_accepted_with_a_warning(tmp_path):
+    """A watch.toml from an older version must not stop the daemon (exit 10 = no watchdog and
+    the agent left on a refused key at the next rotation): ignored, and said so."""
+    p = tmp_path / "w.toml"
+    p.write_text("restart_budget = 3\nrestart_window = 600\nrestart_spacing = 30\n")
+    cfg = load_watch_config(p)
+    assert not hasattr(cfg, "restart_budget")
+    assert cfg.restart_spacing == 10.0  # clamped: a few seconds at most
+    assert len(cfg.warnings) == 3
+    assert "restart_budget is ignored" in cfg.warnings[0]
+    assert "restart_spacing = 30 s" in cfg.warnings[2]
+    assert config_from_mapping({}).warnings == ()
+    assert WatchConfig().restart_spacing <= 3.0 and WatchConfig().probe_interval <= 1.0
 
 
 def test_invalid_toml(tmp_path):
@@ -126,19 +142,6 @@ def test_backoff_is_capped_exponential_with_jitter():
         assert many.next_delay() <= 30.0
 
 
-def test_restart_budget_sliding_window():
-    clock = Clock()
-    budget = RestartBudget(3, 600.0, clock=clock)
-    for _ in range(3):
-        assert budget.available()
-        budget.spend()
-        clock.now += 10
-    assert not budget.available()
-    assert budget.seconds_until_available() == pytest.approx(570.0)
-    clock.now += 571
-    assert budget.available() and budget.used == 2
-
-
 def test_circuit_opens_half_opens_and_closes():
     clock = Clock()
     c = CircuitBreaker(3, 600.0, clock=clock)
@@ -150,6 +153,19 @@ def test_circuit_opens_half_opens_and_closes():
     clock.now += 600
     c.record_success()
     assert c.state is CircuitState.CLOSED and c.failures == 0
+
+
+def test_circuit_trial_now_for_a_new_key():
+    clock = Clock()
+    c = CircuitBreaker(1, 600.0, clock=clock)
+    c.trial_now()  # closed: nothing to do
+    assert c.state is CircuitState.CLOSED
+    assert c.record_failure() and not c.allows()
+    clock.now += 5
+    c.trial_now()
+    assert c.state is CircuitState.HALF_OPEN and c.allows()
+    assert c.record_failure() and c.state is CircuitState.OPEN
+    assert c.seconds_until_trial() == pytest.approx(600.0)
 
 
 # -- sd_notify ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.pipeline import RealKeyStore, Verdict
+from watchdog_daemon.pipeline import ProbeResult, RealKeyStore, Verdict
 from watchdog_daemon.secret import SecretBytes
 from watchdog_daemon.systemctl import SystemctlError, UnitState
 from watchdog_daemon.watchconfig import WatchConfig
@@ -104,25 +104,58 @@ class FakeSystemctl:
 
 
 class FakeSlurm:
-    """Which keys slurmctld/slurmdbd accept; a verifier and an agent check on top of it."""
+    """Which keys slurmctld and slurmdbd accept; a verifier, an agent check and a probe of the
+    agent's copy on top of it. `ctld_refusals` counts what would be an authentication error line
+    in slurmctld's log (a refused token, the verify's decoy)."""
 
     def __init__(self, accepted: bytes, copy_path: Path) -> None:
-        self.accepted = {sha(accepted)}
+        self.accepted = {sha(accepted)}  # slurmctld's
+        self.dbd_accepted: set[str] | None = None  # None: the same as slurmctld's
         self.copy_path = copy_path
         self.verified: list[str] = []  # sha of every key asked about
         self.agent_checks = 0
+        self.probes: list[frozenset[str]] = []  # the daemons skipped, per probe
+        self.ctld_refusals = 0
         self.accept_any = False
+        self.probe_error: Verdict | None = None  # e.g. slurmctld unreachable while it restarts
 
     def accept_only(self, key: bytes) -> None:
+        """Both daemons reloaded `key` (scontrol reconfigure + slurmdbd restart)."""
         self.accepted = {sha(key)}
+        self.dbd_accepted = None
+
+    def reload_ctld(self, key: bytes) -> None:
+        if self.dbd_accepted is None:
+            self.dbd_accepted = set(self.accepted)
+        self.accepted = {sha(key)}
+
+    def reload_dbd(self, key: bytes) -> None:
+        self.dbd_accepted = {sha(key)}
+
+    def _ctld(self, digest: str) -> bool:
+        ok = self.accept_any or digest in self.accepted
+        self.ctld_refusals += 0 if ok else 1
+        return ok
+
+    def _dbd(self, digest: str) -> bool:
+        accepted = self.accepted if self.dbd_accepted is None else self.dbd_accepted
+        return self.accept_any or digest in accepted
+
+    def _ask(self, digest: str, *, decoy: bool) -> Verdict:
+        if not self._ctld(digest):
+            return Verdict(False, "rejected_by_slurmctld", ExitCode.REJECTED_BY_SLURMCTLD,
+                           "slurmctld rejected the token", rejected=True)
+        if decoy:
+            self.ctld_refusals += 1  # a token signed with a random key, refused
+        if not self._dbd(digest):
+            return Verdict(False, "rejected_by_slurmdbd", ExitCode.REJECTED_BY_SLURMDBD,
+                           "slurmdbd rejected the token", rejected=True)
+        return Verdict(True, "ok", 0, "connection successful",
+                       details={"slurm": "24.11.5", "cluster": "hpc"})
 
     def verify(self, key: SecretBytes) -> Verdict:
         self.verified.append(key.sha256)
-        if self.accept_any or key.sha256 in self.accepted:
-            return Verdict(True, "ok", 0, "connection successful",
-                           details={"slurm": "24.11.5", "cluster": "hpc"})
-        return Verdict(False, "rejected_by_slurmctld", ExitCode.REJECTED_BY_SLURMCTLD,
-                       "slurmctld rejected the token", rejected=True)
+        return self._ask(key.sha256, decoy=True)
 
     def agent_check(self) -> Verdict:
         self.agent_checks += 1
@@ -130,10 +163,24 @@ class FakeSlurm:
             data = self.copy_path.read_bytes()
         except OSError:
             return Verdict(False, "key_missing", ExitCode.KEY_MISSING, "copy missing")
-        if self.accept_any or sha(data) in self.accepted:
-            return Verdict(True, "ok", 0, "connection successful")
-        return Verdict(False, "rejected_by_slurmctld", ExitCode.REJECTED_BY_SLURMCTLD,
-                       "rejected", rejected=True)
+        return self._ask(sha(data), decoy=False)
+
+    def probe(self, skip: frozenset[str]) -> ProbeResult:
+        self.probes.append(skip)
+        try:
+            digest = sha(self.copy_path.read_bytes())
+        except OSError:
+            return ProbeResult(usable=False)
+        ask = [d for d in ("slurmctld", "slurmdbd") if d not in skip]
+        if not ask:
+            return ProbeResult(usable=False)
+        if self.probe_error is not None:
+            return ProbeResult(error=self.probe_error)
+        accepted, refused = set(), set()
+        for daemon in ask:
+            ok = self._ctld(digest) if daemon == "slurmctld" else self._dbd(digest)
+            (accepted if ok else refused).add(daemon)
+        return ProbeResult(accepted=frozenset(accepted), refused=frozenset(refused))
 
 
 class RecordingKeyStore(RealKeyStore):
@@ -225,7 +272,8 @@ class Harness:
             kwargs["observer_factory"] = self.observer_factory
         self.daemon = WatchDaemon(
             self.config, keys=self.keys, verifier=self.slurm.verify,
-            agent_check=self.slurm.agent_check, systemctl=self.systemctl, logger=self.log,
+            agent_check=self.slurm.agent_check, probe=self.slurm.probe,
+            systemctl=self.systemctl, logger=self.log,
             tick=self.tick, rand=lambda: 0.5, **kwargs,
         )
         return self.daemon
@@ -274,6 +322,7 @@ def make_harness(tmp_path: Path, *, in_sync: bool = True, units: dict[str, str] 
         key_path=key_path, copy_path=copy_path, copy_owner=OWNER, copy_group=GROUP,
         agent_ini=tmp_path / "agent.ini", reconcile_interval=30.0, quiet=0.2,
         quiet_cap=3.0, backoff_base=0.05, backoff_cap=0.2, restart_spacing=0.0,
+        probe_interval=0.05,
         state_file=tmp_path / "run" / "watch-state.json",
     )
     config = replace(config, **overrides)

@@ -69,3 +69,35 @@ def test_bad_agent_ini_is_config_invalid(env, tmp_path):
     (tmp_path / "agent.ini").write_text("[slurmrestd]\n")
     verdict = verifier.verify_new_key(SecretBytes(NEW))
     assert verdict.reason == "config_invalid" and verdict.exit_code == ExitCode.CONFIG_INVALID
+
+
+def test_probe_with_the_agents_copy(env):
+    verifier, fake = env
+    # No version known yet (no verify so far): no probe, the pipeline verifies instead.
+    assert not verifier.probe_copy(frozenset()).usable
+    assert not verifier.verify_new_key(SecretBytes(NEW)).accepted  # learns the version
+    fake.config.recorded.clear()
+    result = verifier.probe_copy(frozenset())
+    assert result.usable and result.error is None
+    assert result.accepted == {"slurmctld", "slurmdbd"} and not result.refused
+    # One call per daemon, no discovery, no decoy.
+    assert [r.path for r in fake.config.recorded] == ["/slurm/v0.0.42/diag",
+                                                     "/slurmdb/v0.0.42/diag"]
+    fake.config.slurmdbd_key = NEW  # slurmdbd restarted with the new key
+    result = verifier.probe_copy(frozenset())
+    assert result.refused == {"slurmdbd"} and result.accepted == {"slurmctld"}
+    fake.config.recorded.clear()
+    assert verifier.probe_copy(frozenset({"slurmdbd"})).accepted == {"slurmctld"}
+    assert len(fake.config.recorded) == 1  # a daemon that switched is not asked again
+    assert not verifier.probe_copy(frozenset({"slurmctld", "slurmdbd"})).usable
+    fake.config.mode = "controller_unreachable"
+    result = verifier.probe_copy(frozenset({"slurmdbd"}))
+    assert result.error is not None and result.error.reason == "controller_unreachable"
+    assert not result.refused  # unreachable is not a switch
+
+
+def test_probe_without_a_readable_copy_is_unusable(env, tmp_path):
+    verifier, _fake = env
+    verifier.verify_new_key(SecretBytes(NEW))
+    (tmp_path / "lib" / "slurmrestd.key").unlink()
+    assert not verifier.probe_copy(frozenset()).usable
