@@ -204,7 +204,7 @@ class Pipeline:
                 self._restart_targets = list(units)
         for name in ("last_success_at", "last_sync_at", "last_restart_at"):
             value = previous.get(name)
-            if isinstance(value, int | float):
+            if isinstance(value, (int, float)):
                 setattr(self.status, name, float(value))
 
     # -- one run --------------------------------------------------------------------------

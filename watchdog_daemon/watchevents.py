@@ -63,7 +63,7 @@ def classify(event: FileSystemEvent, key_path: str, dir_path: str) -> bool | Non
     """None: not about the key. Otherwise whether it may be an in-place write (wait for quiet)."""
     src = _text(event.src_path)
     dest = _text(getattr(event, "dest_path", "") or "")
-    if isinstance(event, DirDeletedEvent | DirMovedEvent):
+    if isinstance(event, (DirDeletedEvent, DirMovedEvent)):
         # The watched directory itself went away: the key went with it.
         return False if src == dir_path else None
     if isinstance(event, FileMovedEvent):
@@ -71,9 +71,9 @@ def classify(event: FileSystemEvent, key_path: str, dir_path: str) -> bool | Non
         return False if key_path in (src, dest) else None
     if src != key_path:
         return None
-    if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
+    if isinstance(event, (FileCreatedEvent, FileModifiedEvent, FileClosedEvent)):
         return True
-    if isinstance(event, FileDeletedEvent | FileAttribEvent):
+    if isinstance(event, (FileDeletedEvent, FileAttribEvent)):
         return False
     return None
 

@@ -29,6 +29,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import Requirement
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = PROJECT_ROOT / "watchdog_daemon"
 # Part of the digest: a host installed from another bundle layout is re-installed.
@@ -69,9 +71,27 @@ def source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def requirements() -> list[str]:
+def requirements(python_version: str | None = None) -> list[str]:
+    """The tool's dependencies; with `python_version`, only those that version needs.
+
+    `pip download --python-version` picks wheels for the target but evaluates environment
+    markers (`tomli; python_version < '3.11'`) for the workstation's own Python: they are
+    evaluated here for the host's, and passed on without them.
+    """
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"])
+    wanted = list(project["dependencies"])
+    if python_version is None:
+        return wanted
+    env = {"python_version": python_version, "python_full_version": f"{python_version}.0",
+           "implementation_name": "cpython", "platform_python_implementation": "CPython",
+           "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix"}
+    out = []
+    for text in wanted:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate(env):
+            req.marker = None
+            out.append(str(req))
+    return out
 
 
 def platform_tag(machine: str) -> str:
@@ -121,7 +141,7 @@ def _download_dependencies(target: Path, python_version: str, machine: str) -> N
             [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
              "--python-version", python_version, "--implementation", "cp",
              "--platform", platform_tag(machine), "--platform", "any",
-             "-d", download_dir, *requirements()],
+             "-d", download_dir, *requirements(python_version)],
             f"downloading wheels for Python {python_version} on {machine}",
         )
         target.mkdir(parents=True, exist_ok=True)
@@ -136,7 +156,9 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
     """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    deps_dir = root / f"deps-py{python_version}-{machine}"
+    # Keyed by the requirements too: a dependency added later is fetched into a new directory.
+    reqs = hashlib.sha256("\n".join(requirements(python_version)).encode()).hexdigest()[:8]
+    deps_dir = root / f"deps-py{python_version}-{machine}-{reqs}"
     project_dir = root / f"project-{source_digest()}"
     with _build_lock, open(root / ".lock", "w") as lock:
         while True:  # other processes (parallel runs) building the same cache
