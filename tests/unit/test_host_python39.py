@@ -151,3 +151,27 @@ def test_wheelhouse_fetches_tomli_for_hosts_before_311_only():
     assert "tomli>=1.1" in requirements("3.10")
     assert not [r for r in requirements("3.11") if r.startswith("tomli")]
     assert not [r for r in requirements("3.14") if ";" in r]
+
+
+def _wheel(path: Path, name: str, requires: list[str]) -> Path:
+    import zipfile
+
+    wheel = path / f"{name}-1.0-py3-none-any.whl"
+    meta = "Metadata-Version: 2.1\nName: {}\nVersion: 1.0\n{}\n\nbody: Requires-Dist: no\n".format(
+        name, "".join(f"Requires-Dist: {r}\n" for r in requires))
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr(f"{name}-1.0.dist-info/METADATA", meta)
+    return wheel
+
+
+def test_wheelhouse_closes_dependencies_for_the_hosts_python(tmp_path):
+    from deploys.lib.wheelhouse import missing_dependencies
+
+    # structlog 25 on 3.9 needs typing-extensions; pip, running on 3.11, skips it.
+    wheels = [
+        _wheel(tmp_path, "structlog", ['typing-extensions; python_version < "3.11"']),
+        _wheel(tmp_path, "requests", ["urllib3<3,>=1.21.1", "PySocks!=1.5.7; extra == 'socks'"]),
+        _wheel(tmp_path, "urllib3", []),
+    ]
+    assert missing_dependencies(wheels, "3.9") == ["typing-extensions"]
+    assert missing_dependencies(wheels, "3.13") == []
