@@ -15,6 +15,9 @@ from tests.testbed.errors import TestbedError
 ROLES = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
 AGENT_UNITS = ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
 DEFAULT_TOPOLOGIES_FILE = Path(__file__).with_name("topologies.toml")
+# Debian releases a topology may name; each has its own cached base (basecache.RELEASES).
+RELEASES = ("bullseye", "bookworm", "trixie", "forky")
+DEFAULT_RELEASE = "trixie"
 
 # Host names double as nspawn machine names and DNS labels in /etc/hosts.
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -29,6 +32,8 @@ class Host:
     roles: tuple[str, ...]
     address: str
     agent_unit: str
+    # Debian release the host boots (its base; see basecache.RELEASES).
+    release: str = "trixie"
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -72,6 +77,7 @@ class Cluster:
 class Topology:
     name: str
     clusters: dict[str, Cluster] = field(hash=False)
+    release: str = DEFAULT_RELEASE
 
     @property
     def hosts(self) -> list[Host]:
@@ -176,14 +182,20 @@ def _parse_topology(name: str, raw: dict[str, Any]) -> Topology:
     clusters_raw = _table(raw, "clusters", f"topology {name}")
     if not clusters_raw:
         raise TestbedError(f"topology {name}: no cluster")
+    release = raw.get("release", DEFAULT_RELEASE)
+    if release not in RELEASES:
+        raise TestbedError(
+            f"topology {name}: release must be one of {', '.join(RELEASES)}, not {release!r}"
+        )
     clusters = {
-        cname: _parse_cluster(name, cname, _table(clusters_raw, cname, f"topology {name}"))
+        cname: _parse_cluster(name, cname, _table(clusters_raw, cname, f"topology {name}"),
+                              release)
         for cname in clusters_raw
     }
-    return Topology(name=name, clusters=clusters)
+    return Topology(name=name, clusters=clusters, release=release)
 
 
-def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
+def _parse_cluster(topo: str, name: str, raw: dict[str, Any], release: str) -> Cluster:
     where = f"topology {topo}, cluster {name}"
     if not _CLUSTER_NAME.fullmatch(name) or keyword.iskeyword(name) or name in ROLES:
         raise TestbedError(f"{where}: bad cluster name (lowercase identifier, not a role name)")
@@ -193,7 +205,7 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise TestbedError(f"{where}: hosts must be a non-empty list")
-    hosts = tuple(_parse_host(where, name, agent_unit, h) for h in hosts_raw)
+    hosts = tuple(_parse_host(where, name, agent_unit, h, release) for h in hosts_raw)
     cluster = Cluster(name=name, agent_unit=agent_unit, hosts=hosts)
     for role in ("slurmctld", "slurmdbd", "slurmrestd"):
         count = sum(h.has(role) for h in hosts)
@@ -204,7 +216,7 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
     return cluster
 
 
-def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any) -> Host:
+def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any, release: str) -> Host:
     if not isinstance(raw, dict):
         raise TestbedError(f"{where}: each host must be a table")
     name = raw.get("name")
@@ -224,7 +236,7 @@ def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any) -> Host:
     # Keep roles in the canonical order so rendering is stable.
     ordered = tuple(r for r in ROLES if r in roles)
     return Host(name=name, cluster=cluster, roles=ordered, address=str(address),
-                agent_unit=agent_unit)
+                agent_unit=agent_unit, release=release)
 
 
 def _check_unique(topologies: dict[str, Topology], network: Network) -> None:
