@@ -96,11 +96,11 @@ def install_tool(settings: Settings, agent_host: bool = True):
     """
     hs = survey.survey(settings)
     try:
-        python = hostpython.choose(hs.python, hs.pythons, hs.os_ids)
+        interpreter = hostpython.choose(hs.python, hs.pythons, hs.os_ids)
     except hostpython.HostPythonError as exc:
         raise OperationError(str(exc)) from None
     try:
-        house = ensure_wheelhouse(python.version, hs.machine)
+        house = ensure_wheelhouse(interpreter.version, hs.machine)
     except WheelhouseError as exc:
         raise OperationError(str(exc)) from None
     if hs.tool_digest == house.digest:
@@ -126,7 +126,7 @@ else
 fi""" if agent_host else ""
     script = f"""set -e; umask 022
 rm -rf {q(venv)}
-{q(python.command)} -m venv --without-pip {q(venv)}
+{q(interpreter.command)} -m venv --without-pip {q(venv)}
 site=$({q(python)} -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 tar -xzf {q(bundle)} -C "$site" --no-same-owner
 printf %s {q(entry_point)} > {q(venv)}/bin/slurmrestd-access
