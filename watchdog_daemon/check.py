@@ -442,7 +442,7 @@ def _is_timeout(exc: BaseException) -> tuple[bool, bool]:
             return True, True
         if isinstance(exc, requests.exceptions.Timeout):
             return True, False
-    if isinstance(exc, TimeoutError | socket.timeout | DeadlineExceeded):
+    if isinstance(exc, (TimeoutError, socket.timeout, DeadlineExceeded)):
         return True, False
     found = _find_oserror(exc)
     return (found is not None and found.errno == errno.ETIMEDOUT), False

@@ -81,6 +81,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     pre.add_argument("--unit", default="slurmrestd.service")
     pre.add_argument("--socket", default=DEFAULT_SOCKET, help="the drop-in's unix socket path")
+    pre.add_argument("--allow-unsupported-slurm", action="store_true",
+                     help="do not refuse a Slurm older than 24.05 (Slurm-web's agent cannot use "
+                     "it; JWT for other REST clients)")
     _add_json(pre)
     pre.set_defaults(func=_run_preflight)
 
@@ -219,10 +222,18 @@ def _print_human(action: str, result: MergeResult) -> None:
         print(f"warning: {warning}", file=sys.stderr)
 
 
-def preflight_report(unit: str, socket_path: str) -> tuple[dict[str, object], list]:
-    from watchdog_daemon.preflight import failed, run_preflight
+def preflight_report(unit: str, socket_path: str, release: bool = False,
+                     allow_unsupported: bool = False) -> tuple[dict[str, object], list]:
+    """The preflight's findings; with `release`, also whether this host's Slurm is supported."""
+    from watchdog_daemon.preflight import failed, release_finding, run_preflight
+    from watchdog_daemon.slurmrelease import read_release
 
     findings = run_preflight(unit=unit, socket_path=socket_path)
+    version = None
+    if release:
+        version = read_release()
+        finding = release_finding(version, allow_unsupported)
+        findings = ([finding] if finding else []) + findings
     ok = not failed(findings)
     report: dict[str, object] = {
         "ok": ok,
@@ -231,11 +242,14 @@ def preflight_report(unit: str, socket_path: str) -> tuple[dict[str, object], li
         "findings": [f.to_dict() for f in findings],
         "exit_code": int(ExitCode.OK if ok else ExitCode.PREFLIGHT_FAILED),
     }
+    if release:
+        report["slurm"] = version
     return report, findings
 
 
 def _run_preflight(args: argparse.Namespace) -> int:
-    report, findings = preflight_report(args.unit, args.socket)
+    report, findings = preflight_report(args.unit, args.socket, release=True,
+                                        allow_unsupported=args.allow_unsupported_slurm)
     code = int(report.pop("exit_code"))  # type: ignore[call-overload]
     if args.json:
         _print_json(report)

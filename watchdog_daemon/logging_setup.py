@@ -24,11 +24,16 @@ exception_renderer = ExceptionRenderer(ExceptionDictTransformer(show_locals=Fals
 def _redact_bytes(_logger: Any, _name: str, event: dict[str, Any]) -> dict[str, Any]:
     """Raw bytes are never logged (a key, or part of one): only their length."""
     for name, value in list(event.items()):
-        if isinstance(value, bytes | bytearray | memoryview):
+        if isinstance(value, (bytes, bytearray, memoryview)):  # a tuple: hosts run 3.9
             event[name] = f"<{len(value)} bytes>"
         elif isinstance(value, SecretBytes):
             event[name] = repr(value)
     return event
+
+
+# logging.getLevelNamesMapping() is 3.11+; hosts run Python 3.9 and later.
+_LEVELS = {"CRITICAL": logging.CRITICAL, "ERROR": logging.ERROR, "WARNING": logging.WARNING,
+           "INFO": logging.INFO, "DEBUG": logging.DEBUG}
 
 
 def processors() -> list[Any]:
@@ -45,7 +50,7 @@ def processors() -> list[Any]:
 def configure_logging(*, level: int | str = logging.INFO, stream: TextIO | None = None) -> None:
     """JSON lines on `stream` (stderr by default) at `level` and above."""
     if isinstance(level, str):
-        level = logging.getLevelNamesMapping()[level.upper()]
+        level = _LEVELS[level.upper()]
     structlog.configure(
         processors=processors(),
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -13,6 +13,10 @@ what these files set still reaches slurmrestd:
   argument) adds a listener as above. Both are refused; `-u`/`-g` are only warned about
   (with DynamicUser=yes slurmrestd is not root and cannot switch users).
 
+It also refuses a Slurm older than Slurm-web's agent can use (slurmrelease.py), unless told
+`--allow-unsupported-slurm`. (The deploy decides that on every host from its own survey, before
+it asks the tool for a plan: `plan` does not decide it again.)
+
 Pure functions take text; `run_preflight` gathers it from the host.
 """
 
@@ -25,6 +29,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
+from watchdog_daemon import slurmrelease
 from watchdog_daemon.dropin import DEFAULT_SOCKET
 
 ERROR = "error"
@@ -300,6 +305,14 @@ def run_preflight(
             continue
         findings.extend(check_env_text(text, path, socket_path))
     return findings
+
+
+def release_finding(version_text: str | None, allow_unsupported: bool = False) -> Finding | None:
+    """An ERROR when this Slurm is older than Slurm-web's agent can use (slurmrelease.decide)."""
+    verdict = slurmrelease.decide(version_text, allow_unsupported)
+    if verdict.ok:
+        return None
+    return Finding(ERROR, verdict.message, verdict.hint)
 
 
 def failed(findings: list[Finding]) -> bool:

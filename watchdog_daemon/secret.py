@@ -19,7 +19,7 @@ class SecretBytes:
     __slots__ = ("_sha256", "_value")
 
     def __init__(self, value: bytes | bytearray | memoryview) -> None:
-        if not isinstance(value, bytes | bytearray | memoryview):
+        if not isinstance(value, (bytes, bytearray, memoryview)):
             # The message names the type only, never the value (it could be the key as text).
             raise TypeError(f"SecretBytes needs bytes, not {type(value).__name__}")
         self._value = bytes(value)

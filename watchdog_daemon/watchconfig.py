@@ -16,10 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import tomllib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+# tomllib is 3.11+; on older host Pythons (3.9, 3.10) the same parser comes as tomli.
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on the 3.9 testbed host
+    import tomli as tomllib
 
 from watchdog_daemon.agentunits import AGENT_UNITS
 
@@ -181,7 +187,7 @@ def _convert(where: str, name: str, value: Any) -> Any:
         return value
     if name in _POSITIVE or name in _NON_NEGATIVE:
         # bool is an int in Python; `quiet = true` is a typo, not 1 second.
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise bad("a number of seconds")
         if value < 0 or (name in _POSITIVE and value == 0):
             raise bad("a positive number of seconds" if name in _POSITIVE else ">= 0 seconds")

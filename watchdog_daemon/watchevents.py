@@ -29,7 +29,6 @@ from typing import Any
 from watchdog.events import (
     DirDeletedEvent,
     DirMovedEvent,
-    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -39,6 +38,14 @@ from watchdog.events import (
     FileSystemEventHandler,
 )
 from watchdog.observers import Observer
+
+try:
+    from watchdog.events import FileAttribEvent
+except ImportError:  # pragma: no cover - watchdog 6.0, the last for Python 3.9 (bullseye, EL9)
+    # watchdog 6 reports chmod/chown as FileModifiedEvent (measured on bullseye1): it is still
+    # noticed, as a possible in-place write. This class is never emitted there.
+    class FileAttribEvent(FileSystemEvent):  # type: ignore[no-redef]
+        event_type = "attrib"
 
 EVENT_FILTER: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
@@ -63,7 +70,7 @@ def classify(event: FileSystemEvent, key_path: str, dir_path: str) -> bool | Non
     """None: not about the key. Otherwise whether it may be an in-place write (wait for quiet)."""
     src = _text(event.src_path)
     dest = _text(getattr(event, "dest_path", "") or "")
-    if isinstance(event, DirDeletedEvent | DirMovedEvent):
+    if isinstance(event, (DirDeletedEvent, DirMovedEvent)):
         # The watched directory itself went away: the key went with it.
         return False if src == dir_path else None
     if isinstance(event, FileMovedEvent):
@@ -71,9 +78,9 @@ def classify(event: FileSystemEvent, key_path: str, dir_path: str) -> bool | Non
         return False if key_path in (src, dest) else None
     if src != key_path:
         return None
-    if isinstance(event, FileCreatedEvent | FileModifiedEvent | FileClosedEvent):
+    if isinstance(event, (FileCreatedEvent, FileModifiedEvent, FileClosedEvent)):
         return True
-    if isinstance(event, FileDeletedEvent | FileAttribEvent):
+    if isinstance(event, (FileDeletedEvent, FileAttribEvent)):
         return False
     return None
 

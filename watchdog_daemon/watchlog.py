@@ -60,11 +60,11 @@ class Redactor:
     def scrub_value(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.scrub(value)
-        if isinstance(value, bytes | bytearray):
+        if isinstance(value, (bytes, bytearray)):
             return f"<{len(value)} bytes>"  # raw bytes never go to a log
         if isinstance(value, dict):
             return {k: self.scrub_value(v) for k, v in value.items()}
-        if isinstance(value, list | tuple):
+        if isinstance(value, (list, tuple)):
             return [self.scrub_value(v) for v in value]
         return value
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass, field
 
+from deploys.lib.hostpython import CANDIDATES
 from watchdog_daemon.agentunits import unit_in_use
+from watchdog_daemon.slurmrelease import VERSION_COMMANDS
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,12 @@ class UnitState:
 @dataclass
 class HostState:
     python: str = ""
+    # python3.X interpreters installed besides python3 ("3.11"), and /etc/os-release's ID and
+    # ID_LIKE: which Python runs the tool when python3 is too old (hostpython.choose).
+    pythons: list[str] = field(default_factory=list)
+    os_ids: list[str] = field(default_factory=list)
+    # First line of `sinfo -V` (or another Slurm binary's): the release preflight decides on.
+    slurm_version: str = ""
     machine: str = ""
     tool_digest: str = ""
     jwt_plugin: str = ""  # path of Slurm's auth_jwt.so, "" when not installed
@@ -88,6 +96,15 @@ def survey_script(
         "echo \"python $(python3 -c 'import sys;print(\"%d.%d\"%sys.version_info[:2])' "
         "2>/dev/null)\"",
         'echo "machine $(uname -m)"',
+        # Only when python3 is too old (no cost otherwise); each must really run.
+        "printf pythons; python3 -c 'import sys; sys.exit(sys.version_info < (3, 9))' "
+        "2>/dev/null || for v in " + " ".join(CANDIDATES) + "; do "
+        '"python$v" -c "" >/dev/null 2>&1 && printf " %s" "$v"; done; echo',
+        "echo \"os $( (. /etc/os-release 2>/dev/null; echo $ID $ID_LIKE) )\"",
+        # sbin: slurmctld, slurmd, slurmdbd and slurmrestd live there.
+        "for b in " + " ".join(VERSION_COMMANDS) + "; do "
+        'v=$(PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin" "$b" -V 2>/dev/null | head -n1) '
+        '&& [ -n "$v" ] && { echo "slurm $v"; break; }; done',
         f'echo "tool $(cat {q(tool_prefix + "/INSTALLED")} 2>/dev/null)"',
         # Debian ships auth/jwt apart (slurm-wlm-jwt-plugin): without it every daemon reading
         # AuthAltTypes=auth/jwt dies at start.
@@ -155,6 +172,12 @@ def parse_survey(lines: list[str]) -> HostState:
             (state.users if tag == "user" else state.groups)[name] = flag == "1"
         elif line.startswith("python "):
             state.python = line[7:].strip()
+        elif line.startswith("pythons"):
+            state.pythons = line[len("pythons"):].split()
+        elif line.startswith("os "):
+            state.os_ids = line[3:].split()
+        elif line.startswith("slurm "):
+            state.slurm_version = line[6:].strip()
         elif line.startswith("machine "):
             state.machine = line[8:].strip()
         elif line.startswith("jwtplugin "):

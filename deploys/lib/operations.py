@@ -15,13 +15,14 @@ from io import BytesIO
 from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
-from deploys.lib import survey
+from deploys.lib import hostpython, survey
 from deploys.lib.facts import HostState
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, plan_problems
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
+from watchdog_daemon import slurmrelease
 from watchdog_daemon.agentunits import choose as choose_agent_units
 
 q = shlex.quote
@@ -96,10 +97,12 @@ def install_tool(settings: Settings, agent_host: bool = True):
     priority: about 0.4 s of CPU that no step waits for. Without setsid, in the foreground.
     """
     hs = survey.survey(settings)
-    if not hs.python:
-        raise OperationError("python3 is not installed on this host; install it (Debian: python3)")
     try:
-        house = ensure_wheelhouse(hs.python, hs.machine)
+        interpreter = hostpython.choose(hs.python, hs.pythons, hs.os_ids)
+    except hostpython.HostPythonError as exc:
+        raise OperationError(str(exc)) from None
+    try:
+        house = ensure_wheelhouse(interpreter.version, hs.machine)
     except WheelhouseError as exc:
         raise OperationError(str(exc)) from None
     if hs.tool_digest == house.digest:
@@ -125,7 +128,7 @@ else
 fi""" if agent_host else ""
     script = f"""set -e; umask 022
 rm -rf {q(venv)}
-python3 -m venv --without-pip {q(venv)}
+{q(interpreter.command)} -m venv --without-pip {q(venv)}
 site=$({q(python)} -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
 tar -xzf {q(bundle)} -C "$site" --no-same-owner
 printf %s {q(entry_point)} > {q(venv)}/bin/slurmrestd-access
@@ -145,6 +148,11 @@ echo {house.digest} > {q(prefix)}/INSTALLED
 def preflight(settings: Settings, roles: frozenset[str]):
     """Stop before any change when this host is not in a state the deploy can start from."""
     hs = survey.survey(settings)
+    # First, and alone: a Slurm that Slurm-web's agent cannot use ends the deploy here, on every
+    # host of the cluster, before anything is written or restarted.
+    release = slurmrelease.decide(hs.slurm_version or None, settings.allow_unsupported_slurm)
+    if not release.ok:
+        raise OperationError(f"{release.message} — {release.hint}")
     problems: list[str] = []
     if roles & {"slurmctld", "slurmdbd"}:
         if not hs.users.get(settings.jwt_key_owner):
@@ -183,7 +191,7 @@ def preflight(settings: Settings, roles: frozenset[str]):
         problems += plan_problems(plan, "slurmrestd" in roles)
     if problems:
         raise OperationError("not ready for the deploy:\n  - " + "\n  - ".join(problems))
-    host.noop("preflight passed")
+    host.noop(f"preflight passed: {release.message}")
     return
     yield  # pragma: no cover - makes this a generator, as pyinfra operations are
 

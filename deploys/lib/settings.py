@@ -68,6 +68,8 @@ class Settings:
     check_timeout: int = 20
     # How long to wait for a restarted daemon to answer
     restart_wait: int = 60
+    # Go on on a Slurm older than Slurm-web's agent can use (24.05): JWT for other REST clients.
+    allow_unsupported_slurm: bool = False
 
     @property
     def socket_uri(self) -> str:
@@ -140,6 +142,10 @@ def settings_from_host_data(host_name: str, data: dict[str, Any]) -> Settings:
     for name in ("jwt_key_owner", "jwt_key_group", "agent_user", "agent_group"):
         if name in values and not _USER_NAME.match(str(values[name])):
             raise SettingsError(f"{host_name}: {name}={values[name]!r} is not a user/group name")
+    if "allow_unsupported_slurm" in values and not isinstance(values["allow_unsupported_slurm"],
+                                                              bool):
+        raise SettingsError(f"{host_name}: allow_unsupported_slurm must be True or False, not "
+                            f"{values['allow_unsupported_slurm']!r}")
     unit = values.get("agent_unit")
     if unit is not None and not _UNIT_NAME.match(unit):
         raise SettingsError(f"{host_name}: agent_unit={unit!r} is not a systemd service name")

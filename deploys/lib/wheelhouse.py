@@ -29,6 +29,9 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_DIR = PROJECT_ROOT / "watchdog_daemon"
 # Part of the digest: a host installed from another bundle layout is re-installed.
@@ -70,9 +73,25 @@ def source_digest() -> str:
     return digest.hexdigest()[:16]
 
 
-def requirements() -> list[str]:
+def requirements(python_version: str | None = None) -> list[str]:
+    """The tool's dependencies; with `python_version`, only those that version needs.
+
+    `pip download --python-version` picks wheels for the target but evaluates environment
+    markers (`tomli; python_version < '3.11'`) for the workstation's own Python: they are
+    evaluated here for the host's, and passed on without them.
+    """
     project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    return list(project["dependencies"])
+    wanted = list(project["dependencies"])
+    if python_version is None:
+        return wanted
+    env = _target_env(python_version)
+    out = []
+    for text in wanted:
+        req = Requirement(text)
+        if req.marker is None or req.marker.evaluate(env):
+            req.marker = None
+            out.append(str(req))
+    return out
 
 
 def platform_tag(machine: str) -> str:
@@ -139,15 +158,63 @@ def _build_project_wheel(target: Path) -> None:
         shutil.move(str(built[0]), target / built[0].name)
 
 
+def _target_env(python_version: str) -> dict[str, str]:
+    """Environment markers as the host's Python evaluates them (Linux, CPython)."""
+    return {"python_version": python_version, "python_full_version": f"{python_version}.0",
+            "implementation_name": "cpython", "platform_python_implementation": "CPython",
+            "sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
+            "extra": ""}
+
+
+def missing_dependencies(wheels: list[Path], python_version: str) -> list[str]:
+    """What the wheels require on the host's Python that is not among them.
+
+    pip evaluates every dependency's markers for the workstation's Python: structlog's
+    `typing-extensions; python_version < "3.11"` is skipped for a 3.9 host when the workstation
+    runs 3.11 (measured on bullseye1: `No module named 'typing_extensions'`).
+    """
+    env = _target_env(python_version)
+    have = {canonicalize_name(w.name.split("-")[0]) for w in wheels}
+    wanted: dict[str, str] = {}
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            meta = next((n for n in archive.namelist()
+                         if n.endswith(".dist-info/METADATA") and n.count("/") == 1), None)
+            if meta is None:
+                continue
+            text = archive.read(meta).decode("utf-8", "replace")
+        for line in text.split("\n\n", 1)[0].splitlines():
+            if not line.startswith("Requires-Dist:"):
+                continue
+            req = Requirement(line.split(":", 1)[1].strip())
+            if req.marker is not None and not req.marker.evaluate(env):
+                continue
+            name = canonicalize_name(req.name)
+            if name not in have:
+                req.marker = None
+                req.extras = set()
+                wanted.setdefault(name, str(req))
+    return sorted(wanted.values())
+
+
 def _download_dependencies(target: Path, python_version: str, machine: str) -> None:
     with tempfile.TemporaryDirectory() as download_dir:
-        _run(
-            [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
-             "--python-version", python_version, "--implementation", "cp",
-             "--platform", platform_tag(machine), "--platform", "any",
-             "-d", download_dir, *requirements()],
-            f"downloading wheels for Python {python_version} on {machine}",
-        )
+        wanted = requirements(python_version)
+        for _ in range(10):  # each round adds what the previous wheels need on the host
+            _run(
+                [sys.executable, "-m", "pip", "download", "-q", "--only-binary=:all:",
+                 "--python-version", python_version, "--implementation", "cp",
+                 "--platform", platform_tag(machine), "--platform", "any",
+                 "-d", download_dir, *wanted],
+                f"downloading wheels for Python {python_version} on {machine}",
+            )
+            wanted = missing_dependencies(sorted(Path(download_dir).glob("*.whl")),
+                                          python_version)
+            if not wanted:
+                break
+        else:
+            raise WheelhouseError(f"the dependencies for Python {python_version} never closed: "
+                                  f"still missing {wanted}")
         target.mkdir(parents=True, exist_ok=True)
         for wheel in Path(download_dir).glob("*.whl"):
             shutil.move(str(wheel), target / wheel.name)
@@ -160,7 +227,11 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
     """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    deps_dir = root / f"deps-py{python_version}-{machine}"
+    # Keyed by the requirements too: a dependency added later is fetched into a new directory.
+    # (and by the dependency closure's logic: an older cache lacks what pip skipped for 3.9)
+    reqs = hashlib.sha256(("closure-1\n" + "\n".join(requirements(python_version))).encode()
+                          ).hexdigest()[:8]
+    deps_dir = root / f"deps-py{python_version}-{machine}-{reqs}"
     project_dir = root / f"project-{source_digest()}"
     with _build_lock, open(root / ".lock", "w") as lock:
         while True:  # other processes (parallel runs) building the same cache

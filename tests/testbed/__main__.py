@@ -13,7 +13,8 @@ from tests.testbed.testbed import Testbed
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m tests.testbed",
-        description="Real Slurm 24.11 clusters in booted systemd-nspawn hosts on this machine.",
+        description="Real Slurm clusters (Debian 11 to 14) in booted systemd-nspawn hosts "
+                    "on this machine.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     up = sub.add_parser("up", help="boot the hosts of topologies (reuses healthy ones)")
@@ -23,6 +24,9 @@ def _parser() -> argparse.ArgumentParser:
     down = sub.add_parser("down", help="stop every host, unmount overlays, delete the bridge")
     down.add_argument("topologies", nargs="*", metavar="TOPOLOGY",
                       help="only these (the bridge goes when no host is left)")
+    base = sub.add_parser("base", help="build the cached base of Debian releases (boots nothing)")
+    base.add_argument("releases", nargs="+", metavar="RELEASE",
+                      help="bullseye, bookworm, trixie, forky")
     sub.add_parser("status", help="each host, its roles, whether it is up")
     ssh = sub.add_parser("ssh", help="run a command on a host; its exit code is passed through")
     ssh.add_argument("host")
@@ -39,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             testbed.up(args.topologies, fresh=args.fresh)
             print(testbed.inventory_path())
+        elif args.command == "base":
+            for path in testbed.build_bases(args.releases):
+                print(path)
         elif args.command == "down":
             testbed.down(args.topologies or None)
         elif args.command == "status":

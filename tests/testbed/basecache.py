@@ -1,4 +1,4 @@
-"""The cached Debian 13 base root file system every host is an overlay of.
+"""The cached Debian base root file systems the hosts are overlays of, one per release.
 
 Keyed by a hash of what goes into it; built in a temporary directory and renamed into place only
 when complete, so an interrupted build never looks like a usable base.
@@ -60,15 +60,22 @@ class BaseSpec:
     include: tuple[str, ...]
     packages: tuple[str, ...]
     recipe: int
+    # debootstrap script to use when it has none named after the suite (forky on Debian 12).
+    script: str = ""
+    # Boot with a cgroup v2 hierarchy (systemd >= 258 refuses v1). Not part of the base's key.
+    unified_cgroup: bool = False
 
     def manifest(self) -> dict[str, object]:
-        return {
+        manifest: dict[str, object] = {
             "suite": self.suite,
             "mirror": self.mirror,
             "include": sorted(self.include),
             "packages": sorted(self.packages),
             "recipe": self.recipe,
         }
+        if self.script:
+            manifest["script"] = self.script
+        return manifest
 
     @property
     def key(self) -> str:
@@ -79,9 +86,37 @@ class BaseSpec:
 
 DEFAULT_SPEC = BaseSpec(SUITE, MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE)
 
+# The Debian releases a topology can run on (`release = ...` in topologies.toml). Measured
+# package differences (apt-cache in each release's chroot):
+# - bullseye (Slurm 20.11.4, "20.11.7+really20.11.4"): no slurm-wlm-jwt-plugin package;
+#   auth_jwt.so ships inside slurm-wlm-basic-plugins. Configs in /etc/slurm (not slurm-llnl);
+#   Debian's slurmrestd unit reads only /etc/default/slurmrestd and listens on
+#   unix:/run/slurmrestd.socket; Python 3.9.2, MariaDB 10.5 (has mariadbd).
+# - bookworm (22.05.8) and later ship auth/jwt apart, in slurm-wlm-jwt-plugin.
+# - forky (testing): this machine's debootstrap (Debian 12) has no script named forky; sid's
+#   script bootstraps any current suite.
+_NO_JWT_PLUGIN = tuple(p for p in PACKAGES if p != "slurm-wlm-jwt-plugin")
+RELEASES: dict[str, BaseSpec] = {
+    "bullseye": BaseSpec("bullseye", MIRROR, BOOTSTRAP_INCLUDE, _NO_JWT_PLUGIN, RECIPE),
+    "bookworm": BaseSpec("bookworm", MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE),
+    "trixie": DEFAULT_SPEC,
+    "forky": BaseSpec("forky", MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE,
+                      script="/usr/share/debootstrap/scripts/sid", unified_cgroup=True),
+}
+
+
+def spec_for(release: str) -> BaseSpec:
+    try:
+        return RELEASES[release]
+    except KeyError:
+        raise TestbedError(
+            f"unknown Debian release {release!r} (known: {', '.join(RELEASES)})"
+        ) from None
+
 
 def base_dir(cache: Path, spec: BaseSpec = DEFAULT_SPEC) -> Path:
-    return cache / f"base-{spec.key}"
+    # The suite in the name keeps each release's base apart (and readable in `ls`).
+    return cache / f"base-{spec.suite}-{spec.key}"
 
 
 def is_complete(path: Path) -> bool:
@@ -121,8 +156,8 @@ def ensure_base(cache: Path, spec: BaseSpec = DEFAULT_SPEC) -> Path:
     except BaseException:
         remove_tree(tmp)
         raise
-    say(f"testbed: base built in {time.monotonic() - started:.0f} s")
-    _remove_other_bases(cache, keep=target)
+    say(f"testbed: base {target.name} built in {time.monotonic() - started:.0f} s")
+    _remove_other_bases(cache, keep=target, suite=spec.suite)
     return target
 
 
@@ -136,6 +171,7 @@ def _build(root: Path, spec: BaseSpec) -> None:
             spec.suite,
             str(root),
             spec.mirror,
+            *([spec.script] if spec.script else []),
         ],
         what=f"debootstrap of Debian {spec.suite} from {spec.mirror}",
         timeout=1800,
@@ -147,8 +183,11 @@ def _build(root: Path, spec: BaseSpec) -> None:
     run(["mount", "-t", "proc", "proc", str(root / "proc")], what="mount /proc in the base")
     try:
         env = ["env", "DEBIAN_FRONTEND=noninteractive", "LC_ALL=C.UTF-8"]
-        run(["chroot", str(root), *env, "apt-get", "update"], what="apt-get update in the base",
-            timeout=600)
+        # Testing's Release file carries a Valid-Until a week ahead; a mirror that serves an
+        # older snapshot (measured here: forky's had expired 24 days before) is still what we
+        # want to install from.
+        run(["chroot", str(root), *env, "apt-get", "-o", "Acquire::Check-Valid-Until=false",
+             "update"], what="apt-get update in the base", timeout=600)
         run(
             ["chroot", str(root), *env, "apt-get", "install", "-y", "--no-install-recommends",
              *spec.packages],
@@ -187,9 +226,19 @@ def _create_db_user(root: Path) -> None:
         input=sql.encode(), what="create the slurmdbd database user in the base", timeout=120)
 
 
-def _remove_other_bases(cache: Path, keep: Path) -> None:
+def suite_of(base: Path) -> str | None:
+    """The suite a complete base was built from (its marker), None when unreadable."""
+    try:
+        suite = json.loads((base / MARKER).read_text()).get("suite")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return suite if isinstance(suite, str) else None
+
+
+def _remove_other_bases(cache: Path, keep: Path, suite: str) -> None:
+    """Outdated bases of the same release go; other releases' bases stay (they are current)."""
     for other in cache.glob("base-*"):
-        if other == keep or not other.is_dir():
+        if other == keep or not other.is_dir() or suite_of(other) != suite:
             continue
         if _in_use(other):
             continue

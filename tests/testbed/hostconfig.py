@@ -51,6 +51,30 @@ def etc_hosts(catalog: Catalog) -> str:
     return "\n".join(lines) + "\n"
 
 
+# Where the daemons may write their pid files. Up to bookworm (22.05) Debian's units run the
+# daemons as root with PIDFile=/run/<daemon>.pid and no RuntimeDirectory; from trixie on they run
+# as slurm with RuntimeDirectory=<daemon> (measured in each release's base).
+_OLD_UNITS = ("bullseye", "bookworm")
+
+
+def _pid_file(release: str, daemon: str) -> str:
+    if release in _OLD_UNITS:
+        return f"/run/{daemon}.pid"
+    return f"/run/{'slurm' if daemon == 'slurmd' else daemon}/{daemon}.pid"
+
+
+# forky's hosts boot with a cgroup v2 hierarchy on this cgroup v1 machine (machine.boot): the
+# kernel still lists the v1 hierarchies in /proc/self/cgroup and slurmd 26.05 stops with "fatal:
+# Hybrid mode is not supported" (measured). The testbed uses no cgroup plugin anyway
+# (proctrack/linuxproc, task/none).
+_CGROUP_DISABLED = ("forky",)
+CGROUP_CONF = "# testbed: containers on a cgroup v1 machine\nCgroupPlugin=disabled\n"
+
+
+def _release(cluster: Cluster) -> str:
+    return cluster.hosts[0].release
+
+
 def slurm_conf(cluster: Cluster) -> str:
     ctl = cluster.ctl_host
     db = cluster.db_host
@@ -65,13 +89,16 @@ def slurm_conf(cluster: Cluster) -> str:
         "StateSaveLocation=/var/lib/slurm/slurmctld",
         "SlurmdSpoolDir=/var/lib/slurm/slurmd",
         # The units' RuntimeDirectory is where the unprivileged slurmctld may write its pid.
-        "SlurmctldPidFile=/run/slurmctld/slurmctld.pid",
-        "SlurmdPidFile=/run/slurm/slurmd.pid",
+        f"SlurmctldPidFile={_pid_file(_release(cluster), 'slurmctld')}",
+        f"SlurmdPidFile={_pid_file(_release(cluster), 'slurmd')}",
         # No cgroup plugins: the hosts are containers and jobs are not what is tested.
         "ProctrackType=proctrack/linuxproc",
         "TaskPlugin=task/none",
         "JobAcctGatherType=jobacct_gather/none",
         "SelectType=select/cons_tres",
+        # Slurm 20.11 is fatal without it ("Invalid SelectTypeParameters: NONE"); 22.05 and
+        # later default to CR_Core_Memory.
+        *(["SelectTypeParameters=CR_CPU"] if _release(cluster) == "bullseye" else []),
         "ReturnToService=2",
         "AccountingStorageType=accounting_storage/slurmdbd",
         f"AccountingStorageHost={db.name}",
@@ -89,7 +116,7 @@ def slurmdbd_conf(cluster: Cluster) -> str:
         "AuthType=auth/munge",
         f"DbdHost={cluster.db_host.name}",
         "SlurmUser=slurm",
-        "PidFile=/run/slurmdbd/slurmdbd.pid",
+        f"PidFile={_pid_file(_release(cluster), 'slurmdbd')}",
         "StorageType=accounting_storage/mysql",
         "StorageHost=localhost",
         f"StorageUser={DB_USER}",
@@ -177,6 +204,8 @@ def host_files(
         HostFile("/etc/munge/munge.key", munge_key, 0o400, "munge", "munge"),
         HostFile("/etc/slurm/slurm.conf", slurm_conf(cluster)),
     ]
+    if host.release in _CGROUP_DISABLED:
+        files.append(HostFile("/etc/slurm/cgroup.conf", CGROUP_CONF))
     if host.has("slurmdbd"):
         files.append(
             HostFile("/etc/slurm/slurmdbd.conf", slurmdbd_conf(cluster), 0o600, "slurm", "slurm")

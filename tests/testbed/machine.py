@@ -255,7 +255,14 @@ def enable_units(root: Path, units: list[str]) -> None:
 _BOOTED: list[subprocess.Popen[bytes]] = []
 
 
-def boot(dirs: HostDirs, name: str, bridge: str) -> int:
+def boot(dirs: HostDirs, name: str, bridge: str, unified_cgroup: bool = False) -> int:
+    """Boot a host; `unified_cgroup` gives it a cgroup v2 hierarchy even on a cgroup v1 machine.
+
+    systemd 258 and later refuse to run on cgroup v1 ("Detected unsupported legacy cgroup
+    hierarchy, refusing execution"), which nspawn hands a container by default when the
+    machine itself is on v1 (measured: forky's systemd 262 on this Debian 12 machine).
+    """
+    env = {**os.environ, "SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"} if unified_cgroup else None
     log = dirs.console_log.open("ab")
     try:
         proc = subprocess.Popen(
@@ -275,6 +282,7 @@ def boot(dirs: HostDirs, name: str, bridge: str) -> int:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     finally:
         log.close()

@@ -81,23 +81,25 @@ class Testbed:
         """Bring topologies up; fresh=True rebuilds their hosts even if healthy (start state)."""
         topologies = [self.catalog.topology(n) for n in dict.fromkeys(names)]
         machine.check_root()
-        base_target = basecache.base_dir(self.cache)
-        building = not basecache.is_complete(base_target)
+        specs = {t.release: basecache.spec_for(t.release) for t in topologies}
+        building = any(not basecache.is_complete(basecache.base_dir(self.cache, spec))
+                       for spec in specs.values())
         machine.check_tools(building)
         machine.check_disk(self.cache, building)
         started = time.monotonic()
         with self._locked():
-            base = basecache.ensure_base(self.cache)
+            bases = {release: basecache.ensure_base(self.cache, spec)
+                     for release, spec in specs.items()}
             self._refuse_foreign_hosts()
             key = ensure_keypair(self.state_dir)
             machine.ensure_bridge(self.catalog.network)
             hosts = [h for t in topologies for h in t.hosts]
             if fresh:
                 self._destroy(hosts)
-            booted = self._start_hosts(base, key, hosts)
+            booted = self._start_hosts(bases, key, hosts)
             if booted:
                 say(f"testbed: booted {', '.join(h.name for h in booted)}; waiting for SSH")
-            self._wait_ssh_or_reboot(base, key, hosts)
+            self._wait_ssh_or_reboot(bases, key, hosts)
             say("testbed: waiting for munge, MariaDB, slurmdbd, slurmctld, slurmd and the agent")
             with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
                 list(pool.map(lambda h: provision.settle_host(key, h), hosts))
@@ -134,10 +136,22 @@ class Testbed:
         for host in hosts:
             machine.destroy_host(self.dirs(host))
 
-    def _start_hosts(self, base: Path, key: Path, hosts: list[Host]) -> list[Host]:
+    def build_bases(self, releases: list[str]) -> list[Path]:
+        """Build (or find) the cached bases of these Debian releases, booting nothing."""
+        specs = [basecache.spec_for(r) for r in dict.fromkeys(releases)]
+        machine.check_root()
+        building = any(not basecache.is_complete(basecache.base_dir(self.cache, s))
+                       for s in specs)
+        machine.check_tools(building)
+        machine.check_disk(self.cache, building)
+        with self._locked():
+            return [basecache.ensure_base(self.cache, spec) for spec in specs]
+
+    def _start_hosts(self, bases: dict[str, Path], key: Path, hosts: list[Host]) -> list[Host]:
         fresh = []
         for host in hosts:
             dirs = self.dirs(host)
+            base = bases[host.release]
             if self._healthy(host, base, key):
                 continue
             # Anything half there (stopped, wrong base, not answering) is rebuilt from scratch.
@@ -175,7 +189,8 @@ class Testbed:
         )
         machine.write_files(dirs.root, files)
         machine.enable_units(dirs.root, hostconfig.enabled_units(host))
-        machine.boot(dirs, host.name, self.catalog.network.bridge)
+        machine.boot(dirs, host.name, self.catalog.network.bridge,
+                     unified_cgroup=basecache.spec_for(host.release).unified_cgroup)
 
     def _munge_key(self, cluster: str) -> bytes:
         """One key per cluster, kept while any of its hosts may be up so a rebuilt host joins."""
@@ -194,7 +209,7 @@ class Testbed:
             answered = list(pool.map(lambda h: wait_ssh(key, h.address, deadline), hosts))
         return [h for h, ok in zip(hosts, answered, strict=True) if not ok]
 
-    def _wait_ssh_or_reboot(self, base: Path, key: Path, hosts: list[Host]) -> None:
+    def _wait_ssh_or_reboot(self, bases: dict[str, Path], key: Path, hosts: list[Host]) -> None:
         """Wait for SSH; a host that stays silent is booted afresh once before giving up.
 
         Seen in CI: one host of several booted together now and then never brought up sshd
@@ -210,7 +225,7 @@ class Testbed:
                     say(f"testbed: {h.name} did not answer SSH; its console log is kept in "
                         f"{kept}; booting it again")
             self._destroy(silent)
-            self._start_hosts(base, key, silent)
+            self._start_hosts(bases, key, silent)
             silent = self._silent_hosts(key, silent)
         if silent:
             details = "; ".join(

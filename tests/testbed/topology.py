@@ -15,6 +15,9 @@ from tests.testbed.errors import TestbedError
 ROLES = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
 AGENT_UNITS = ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
 DEFAULT_TOPOLOGIES_FILE = Path(__file__).with_name("topologies.toml")
+# Debian releases a topology may name; each has its own cached base (basecache.RELEASES).
+RELEASES = ("bullseye", "bookworm", "trixie", "forky")
+DEFAULT_RELEASE = "trixie"
 
 # Host names double as nspawn machine names and DNS labels in /etc/hosts.
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -31,6 +34,8 @@ class Host:
     agent_unit: str
     # False: the inventory leaves agent_unit out, so the deploy finds the unit in use itself.
     agent_unit_in_inventory: bool = True
+    # Debian release the host boots (its base; see basecache.RELEASES).
+    release: str = "trixie"
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -74,6 +79,7 @@ class Cluster:
 class Topology:
     name: str
     clusters: dict[str, Cluster] = field(hash=False)
+    release: str = DEFAULT_RELEASE
 
     @property
     def hosts(self) -> list[Host]:
@@ -178,14 +184,20 @@ def _parse_topology(name: str, raw: dict[str, Any]) -> Topology:
     clusters_raw = _table(raw, "clusters", f"topology {name}")
     if not clusters_raw:
         raise TestbedError(f"topology {name}: no cluster")
+    release = raw.get("release", DEFAULT_RELEASE)
+    if release not in RELEASES:
+        raise TestbedError(
+            f"topology {name}: release must be one of {', '.join(RELEASES)}, not {release!r}"
+        )
     clusters = {
-        cname: _parse_cluster(name, cname, _table(clusters_raw, cname, f"topology {name}"))
+        cname: _parse_cluster(name, cname, _table(clusters_raw, cname, f"topology {name}"),
+                              release)
         for cname in clusters_raw
     }
-    return Topology(name=name, clusters=clusters)
+    return Topology(name=name, clusters=clusters, release=release)
 
 
-def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
+def _parse_cluster(topo: str, name: str, raw: dict[str, Any], release: str) -> Cluster:
     where = f"topology {topo}, cluster {name}"
     if not _CLUSTER_NAME.fullmatch(name) or keyword.iskeyword(name) or name in ROLES:
         raise TestbedError(f"{where}: bad cluster name (lowercase identifier, not a role name)")
@@ -198,7 +210,7 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
     in_inventory = raw.get("agent_unit_in_inventory", True)
     if not isinstance(in_inventory, bool):
         raise TestbedError(f"{where}: agent_unit_in_inventory must be true or false")
-    hosts = tuple(_parse_host(where, name, agent_unit, h, in_inventory) for h in hosts_raw)
+    hosts = tuple(_parse_host(where, name, agent_unit, h, release, in_inventory) for h in hosts_raw)
     cluster = Cluster(name=name, agent_unit=agent_unit, hosts=hosts)
     for role in ("slurmctld", "slurmdbd", "slurmrestd"):
         count = sum(h.has(role) for h in hosts)
@@ -209,7 +221,7 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any]) -> Cluster:
     return cluster
 
 
-def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any,
+def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any, release: str,
                 in_inventory: bool = True) -> Host:
     if not isinstance(raw, dict):
         raise TestbedError(f"{where}: each host must be a table")
@@ -230,7 +242,7 @@ def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any,
     # Keep roles in the canonical order so rendering is stable.
     ordered = tuple(r for r in ROLES if r in roles)
     return Host(name=name, cluster=cluster, roles=ordered, address=str(address),
-                agent_unit=agent_unit, agent_unit_in_inventory=in_inventory)
+                agent_unit=agent_unit, release=release, agent_unit_in_inventory=in_inventory)
 
 
 def _check_unique(topologies: dict[str, Topology], network: Network) -> None:

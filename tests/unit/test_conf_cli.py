@@ -9,8 +9,14 @@ import stat
 
 import pytest
 
-from watchdog_daemon import cli, conf_cli, preflight
+from watchdog_daemon import cli, conf_cli, preflight, slurmrelease
 from watchdog_daemon.exitcodes import ExitCode
+
+
+@pytest.fixture(autouse=True)
+def slurm_2411(monkeypatch):
+    """The preflight reads the host's Slurm release: this machine has none, so it is faked."""
+    monkeypatch.setattr(slurmrelease, "read_release", lambda: "slurm 24.11.5")
 
 KEY = "/var/spool/slurm/jwt_hs256.key"
 URI = "unix:///run/slurmrestd/slurmrestd.socket"
@@ -217,7 +223,19 @@ def test_preflight_json_failure(capsys, monkeypatch):
                 "line": 3,
             }
         ],
+        "slurm": "slurm 24.11.5",
     }
+
+
+def test_preflight_refuses_a_slurm_older_than_2405_unless_allowed(capsys, monkeypatch):
+    monkeypatch.setattr(preflight, "run_preflight", lambda **kw: [])
+    monkeypatch.setattr(slurmrelease, "read_release", lambda: "slurm-wlm 20.11.4")
+    code, data = run_json(capsys, ["preflight"])
+    assert code == ExitCode.PREFLIGHT_FAILED
+    assert data["slurm"] == "slurm-wlm 20.11.4"
+    assert "Slurm 20.11.4 is not supported" in data["findings"][0]["message"]
+    code, data = run_json(capsys, ["preflight", "--allow-unsupported-slurm"])
+    assert code == 0 and data["findings"] == []
 
 
 def test_preflight_passes_arguments(capsys, monkeypatch):

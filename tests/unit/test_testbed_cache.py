@@ -33,7 +33,42 @@ def test_base_has_what_the_hosts_need():
     assert {"slurmctld", "slurmd", "slurmdbd", "slurmrestd", "slurm-client", "munge",
             "mariadb-server", "openssh-server", "python3", "python3-venv", "iproute2",
             "slurm-wlm-jwt-plugin"} <= set(basecache.PACKAGES)
-    assert basecache.base_dir(Path("/c")).name == f"base-{basecache.DEFAULT_SPEC.key}"
+    assert basecache.base_dir(Path("/c")).name == f"base-trixie-{basecache.DEFAULT_SPEC.key}"
+
+
+def test_each_release_has_its_own_base():
+    specs = {r: basecache.spec_for(r) for r in ("bullseye", "bookworm", "trixie", "forky")}
+    assert len({s.key for s in specs.values()}) == 4
+    assert {basecache.base_dir(Path("/c"), s).name.split("-")[1] for s in specs.values()} == set(
+        specs)
+    # Debian 12's debootstrap has no forky script; bullseye has no separate jwt plugin package.
+    assert specs["forky"].script.endswith("/scripts/sid")
+    assert "slurm-wlm-jwt-plugin" not in specs["bullseye"].packages
+    assert "slurm-wlm-jwt-plugin" in specs["bookworm"].packages
+    # trixie's base is the one it always was (no rebuild from adding releases).
+    assert specs["trixie"] == basecache.DEFAULT_SPEC and "script" not in specs["trixie"].manifest()
+
+
+def test_a_new_base_removes_only_outdated_bases_of_its_own_release(tmp_path, monkeypatch):
+    monkeypatch.setattr(basecache, "_in_use", lambda base: False)
+    made = {}
+    for name, suite in (("base-trixie-new", "trixie"), ("base-trixie-old", "trixie"),
+                        ("base-e4b33eba9310fccf", "trixie"), ("base-forky-x", "forky")):
+        made[name] = tmp_path / name
+        made[name].mkdir()
+        (made[name] / basecache.MARKER).write_text(f'{{"suite": "{suite}"}}')
+    basecache._remove_other_bases(tmp_path, keep=made["base-trixie-new"], suite="trixie")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base-forky-x", "base-trixie-new"]
+
+
+def test_pid_files_follow_each_release_units():
+    cat = load_catalog()
+    old = hostconfig.slurm_conf(cat.topology("bullseye").clusters["bullseye"]).splitlines()
+    new = hostconfig.slurm_conf(cat.topology("forky").clusters["forky"]).splitlines()
+    assert "SlurmctldPidFile=/run/slurmctld.pid" in old
+    assert "SlurmctldPidFile=/run/slurmctld/slurmctld.pid" in new
+    assert "PidFile=/run/slurmdbd.pid" in hostconfig.slurmdbd_conf(
+        cat.topology("bookworm").clusters["bookworm"]).splitlines()
 
 
 def test_half_built_bases_are_found_and_complete_ones_are_not(tmp_path):

@@ -61,8 +61,37 @@ def test_cluster_roles_resolve_to_their_hosts():
 
 
 def test_unknown_topology_names_the_known_ones():
-    with pytest.raises(TestbedError, match="known: fleet, single, split"):
+    with pytest.raises(TestbedError,
+                       match="known: bookworm, bullseye, fleet, forky, single, split"):
         load_catalog().topology("nope")
+
+
+def test_release_topologies_are_named_and_shaped_as_issue_9_says():
+    cat = load_catalog()
+    shapes = {
+        name: (topo.release, {c: {h.name: h.roles for h in cl.hosts}
+                              for c, cl in topo.clusters.items()})
+        for name, topo in cat.topologies.items()
+    }
+    every = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
+    assert shapes["bullseye"] == ("bullseye", {"bullseye": {"bullseye1": every}})
+    assert shapes["bookworm"] == ("bookworm", {"bookworm": {"bookworm1": every}})
+    assert shapes["forky"] == ("forky", {"forky": {
+        "forky-ctl": ("slurmctld", "slurmdbd"), "forky-rest": ("slurmrestd",),
+        "forky-cn": ("compute",)}})
+    for name in ("single", "split", "fleet"):
+        assert shapes[name][0] == "trixie"
+        assert all(h.release == "trixie" for h in cat.topology(name).hosts)
+    assert all(h.release == "forky" for h in cat.topology("forky").hosts)
+
+
+def test_an_unknown_release_is_refused():
+    raw = {"network": {"subnet": "10.9.0.0/24", "bridge": "br", "gateway": "10.9.0.1"},
+           "topologies": {"t": {"release": "buster", "clusters": {"c": {"hosts": [
+               {"name": "h1", "address": "10.9.0.2",
+                "roles": ["slurmctld", "slurmdbd", "slurmrestd", "compute"]}]}}}}}
+    with pytest.raises(TestbedError, match="release must be one of"):
+        parse_catalog(raw)
 
 
 def _mutated(raw, change):

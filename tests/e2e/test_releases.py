@@ -1,0 +1,183 @@
+"""End-to-end on the Slurm releases Debian ships besides trixie's 24.11 (issue 9).
+
+- bullseye (Slurm 20.11, Python 3.9) and bookworm (22.05, 3.11): Slurm-web's agent cannot use
+  them, so the deploy must stop at preflight with the release, the minimum and why, exit
+  non-zero, and leave slurm.conf, slurmdbd.conf and the slurmrestd drop-in directory byte for
+  byte as they were, with no daemon restarted. On bullseye1 the host tool runs on Python 3.9.
+- forky (Slurm 26.05, Python 3.14), split over a controller, an agent host and a compute-only
+  host: deploy, check, rotation, the watchdog after it, the fleet report, and slurmd on the
+  compute host surviving restarts and serving jobs after the deploy and after the rotation.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.e2e import hostcheck
+from tests.e2e.pyinfra_run import ROOT, run_deploy
+
+pytestmark = pytest.mark.e2e
+
+WATCH = "slurmrestd-access-watch.service"
+ROTATE = "deploys/rotate_key.py"
+KEY = "/var/spool/slurm/jwt_hs256.key"
+COPY = "/var/lib/slurm-web/slurmrestd.key"
+# Everything the deploy would change first on a Slurm host, hashed (never printed: slurmdbd.conf
+# holds the database password).
+WATCHED = ("/etc/slurm/slurm.conf", "/etc/slurm/slurmdbd.conf",
+           "/etc/systemd/system/slurmrestd.service.d", "/etc/slurm-web/agent.ini", KEY, COPY,
+           "/etc/slurmrestd-access")
+DAEMONS = ("slurmctld.service", "slurmdbd.service", "slurmd.service", "slurmrestd.service")
+
+
+def fingerprint(topo, host: str) -> dict[str, str]:
+    """sha256 of every file under WATCHED (with owner and mode), 'absent' for what is not there;
+    and each daemon's last start time and PID (a restart changes them)."""
+    paths = " ".join(WATCHED)
+    script = (
+        f"for p in {paths}; do if [ -e $p ]; then find $p -type f -print0 | sort -z | "
+        "xargs -0 -r sh -c 'for f; do printf \"%s %s \" \"$f\" \"$(stat -c %U:%G:%a \"$f\")\"; "
+        "sha256sum < \"$f\"; done' sh; else echo \"$p absent\"; fi; done; "
+        "systemctl show -p Id,ActiveEnterTimestampMonotonic,MainPID " + " ".join(DAEMONS)
+    )
+    lines = topo.ssh(host, script).stdout.splitlines()
+    return {line.split(" ", 1)[0]: line for line in lines if line.strip()} | {
+        "units": "\n".join(line for line in lines if "=" in line)}
+
+
+# --------------------------------------------------------------------- refused releases
+
+
+@pytest.mark.parametrize(("name", "release"), [("bookworm", "22.05.8"), ("bullseye", "20.11.4")])
+def test_old_slurm_is_refused_before_any_change(testbed, name, release):
+    topo = testbed.up(name, fresh=True)
+    host = f"{name}1"
+    version = topo.ssh(host, "sinfo -V").stdout
+    assert release in version, version
+    before = fingerprint(topo, host)
+    run = run_deploy(topo.inventory_path)
+    tail = run.output[-4000:]
+    assert run.returncode != 0, tail
+    for text in (f"Slurm {release} is not supported: the minimum is Slurm 24.05",
+                 "REST API v0.0.41", "allow_unsupported_slurm",
+                 f"{name}: failed ({host}: "):  # the per-cluster summary
+        assert text in run.output, tail
+    after = fingerprint(topo, host)
+    assert after == before
+    assert "/etc/systemd/system/slurmrestd.service.d absent" in after.values()
+    assert f"{KEY} absent" in after.values()
+
+
+def test_host_tool_runs_on_bullseyes_python_39(testbed):
+    topo = testbed.up("bullseye")
+    # The refused deploy above installed it; install it again if this test runs alone.
+    if topo.ssh("bullseye1", "test -x /usr/local/bin/slurmrestd-access", check=False).returncode:
+        run_deploy(topo.inventory_path)
+    py = topo.ssh("bullseye1", "/opt/slurmrestd-access/current/bin/python3 -V").stdout
+    assert py.startswith("Python 3.9."), py
+    topo.ssh("bullseye1", "slurmrestd-access --help")
+    # Every module imports, every command parses, on the host's 3.9 with the wheels fetched for
+    # it (watchdog 6, structlog 25, tomli).
+    topo.ssh("bullseye1", "/opt/slurmrestd-access/current/bin/python3 -c '"
+             "import importlib, pkgutil, watchdog_daemon as w\n"
+             "names = [m.name for m in pkgutil.iter_modules(w.__path__)]\n"
+             "[importlib.import_module(\"watchdog_daemon.\" + n) for n in names]\n"
+             "assert len(names) > 30, names'")
+    for command in ("check", "watch", "status", "key", "conf", "agent-ini", "preflight", "plan"):
+        topo.ssh("bullseye1", f"slurmrestd-access {command} --help >/dev/null")
+    # Parsing TOML (tomli on 3.9) and the tool's own preflight, which refuses Slurm 20.11.
+    topo.ssh("bullseye1", "printf 'reconcile_interval = 45\\n' > /tmp/w.toml && "
+             "/opt/slurmrestd-access/current/bin/python3 -c 'from watchdog_daemon.watchconfig "
+             "import load_watch_config as l; assert l(\"/tmp/w.toml\").reconcile_interval == 45'")
+    pre = topo.ssh("bullseye1", "slurmrestd-access preflight --json", check=False)
+    assert pre.returncode == 41, pre.stdout + pre.stderr
+    assert "Slurm 20.11.4 is not supported" in pre.stdout
+    allowed = topo.ssh("bullseye1", "slurmrestd-access preflight --json --allow-unsupported-slurm",
+                       check=False)
+    assert "not supported" not in allowed.stdout
+
+
+# --------------------------------------------------------------------- Slurm 26.05
+
+
+def node_serves_jobs(topo, node: str = "forky-cn", timeout: float = 90) -> None:
+    """The controller sees the node responding (idle, no '*'), and a job runs on it."""
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = topo.ssh("forky-ctl", f"sinfo -h -n {node} -o %t", check=False).stdout.strip()
+        if state == "idle":
+            break
+        time.sleep(1)
+    assert state == "idle", topo.ssh("forky-ctl", f"scontrol show node {node}").stdout
+    job = topo.ssh("forky-ctl", f"timeout 60 srun -N1 -w {node} -t 1 hostname")
+    assert job.stdout.strip() == node
+
+
+def restart_slurmd(topo) -> None:
+    """slurmd 26.05 reads AuthAltTypes=auth/jwt from slurm.conf; forky-cn has no key file."""
+    topo.ssh("forky-cn", f"test ! -e {KEY}")
+    since = topo.ssh("forky-cn", "date +%s").stdout.strip()
+    topo.ssh("forky-cn", "systemctl restart slurmd.service && sleep 2 && "
+             "systemctl is-active -q slurmd.service")
+    node_serves_jobs(topo)
+    log = topo.ssh("forky-cn", f"journalctl -u slurmd --since @{since} -o cat --no-pager").stdout
+    assert "fatal" not in log.lower(), log
+
+
+@pytest.fixture(scope="module")
+def forky_deployed(testbed):
+    topo = testbed.up("forky", fresh=True)
+    assert "26.05" in topo.ssh("forky-ctl", "sinfo -V").stdout
+    run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "-v")
+    assert run.returncode == 0, run.output[-6000:]
+    return topo, run
+
+
+def test_forky_deploy_proves_slurm_2605(forky_deployed):
+    topo, run = forky_deployed
+    for text in ("✅ connection successful (slurm: 26.05", "preflight passed: Slurm 26.05"):
+        assert text in run.output, run.output[-4000:]
+    check = topo.ssh("forky-rest", "slurmrestd-access check --as-user slurm-web")
+    assert "✅ connection successful (slurm: 26.05" in check.stdout, check.stdout
+    assert hostcheck.standin_status(topo, "forky-rest")["accepted"] is True
+    # The compute-only host got the AuthAlt* lines (same slurm.conf everywhere) but no key.
+    assert hostcheck.grep_lines(topo, "forky-cn", "/etc/slurm/slurm.conf", "^AuthAltTypes=")
+    assert hostcheck.stat(topo, "forky-cn", KEY) is None
+    again = run_deploy(topo.inventory_path)
+    assert again.returncode == 0 and again.totals()["changed"] == 0, again.output[-4000:]
+
+
+def test_forky_compute_slurmd_survives_a_restart_after_the_deploy(forky_deployed):
+    topo, _ = forky_deployed
+    restart_slurmd(topo)
+
+
+def test_forky_rotation_then_watchdog_report_and_slurmd(forky_deployed):
+    topo, _ = forky_deployed
+    old = hostcheck.stat(topo, "forky-ctl", KEY)["sha256"]
+    run = run_deploy(topo.inventory_path, ROTATE)
+    assert run.returncode == 0, run.output[-6000:]
+    new = hostcheck.stat(topo, "forky-ctl", KEY)["sha256"]
+    assert new != old
+    assert hostcheck.stat(topo, "forky-rest", COPY)["sha256"] == new
+    status = hostcheck.standin_status(topo, "forky-rest")
+    assert status["accepted"] is True and status["key_sha256"] == new
+    # The watchdog on the agent host keeps running through the rotation. Here Slurm's key lives
+    # on forky-ctl only, so it has no key to follow (status: key_missing); the rotation itself
+    # synced the copy and restarted the agent (above).
+    topo.ssh("forky-rest", f"systemctl is-active -q {WATCH}")
+    watch = json.loads(topo.ssh("forky-rest", "slurmrestd-access status", check=False).stdout)
+    assert watch["running"] is True, watch
+    restart_slurmd(topo)
+    report = subprocess.run([sys.executable, "-m", "deploys.report", str(topo.inventory_path),
+                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            check=False)
+    assert report.returncode == 0, report.stdout + report.stderr
+    data = json.loads(report.stdout)
+    assert data["ok"] is True and [c["cluster"] for c in data["clusters"]] == ["forky"]
