@@ -220,6 +220,15 @@ def _download_dependencies(target: Path, python_version: str, machine: str) -> N
             shutil.move(str(wheel), target / wheel.name)
 
 
+def dependencies_dir(root: Path, python_version: str, machine: str) -> Path:
+    """Where the dependency wheels for one host Python and machine are kept."""
+    # Keyed by the requirements too: a dependency added later is fetched into a new directory.
+    # (and by the dependency closure's logic: an older cache lacks what pip skipped for 3.9)
+    reqs = hashlib.sha256(("closure-1\n" + "\n".join(requirements(python_version))).encode()
+                          ).hexdigest()[:8]
+    return root / f"deps-py{python_version}-{machine}-{reqs}"
+
+
 def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
     """Return the wheels for a host running `python_version` on `machine`, building if needed.
 
@@ -227,11 +236,7 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
     """
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
-    # Keyed by the requirements too: a dependency added later is fetched into a new directory.
-    # (and by the dependency closure's logic: an older cache lacks what pip skipped for 3.9)
-    reqs = hashlib.sha256(("closure-1\n" + "\n".join(requirements(python_version))).encode()
-                          ).hexdigest()[:8]
-    deps_dir = root / f"deps-py{python_version}-{machine}-{reqs}"
+    deps_dir = dependencies_dir(root, python_version, machine)
     project_dir = root / f"project-{source_digest()}"
     with _build_lock, open(root / ".lock", "w") as lock:
         while True:  # other processes (parallel runs) building the same cache

@@ -92,7 +92,7 @@ def _fresh_wheelhouse(root: Path, monkeypatch, epoch: str):
 
     monkeypatch.setenv("SRA_WHEELHOUSE", str(root))
     monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
-    deps = root / "deps-py3.13-x86_64"
+    deps = wheelhouse.dependencies_dir(root, "3.13", "x86_64")
     deps.mkdir(parents=True)
     (deps / ".complete").touch()  # no download: the digest's behaviour is the same
     return wheelhouse.ensure_wheelhouse("3.13", "x86_64")
