@@ -205,3 +205,24 @@ def test_agent_restart_failing_repeatedly_opens_the_circuit_and_status_says_so(s
     assert hostcheck.standin_status(topo, host)["key_sha256"] == new_key
     assert topo.ssh(host, "systemctl show -p NeedDaemonReload --value "
                           f"{unit} {WATCH}").stdout.split() == ["no", "no"]
+
+
+def test_an_agent_that_crashed_for_want_of_its_key_is_revived_by_the_rotation_it_follows(
+        single_deployed):
+    """Issue 14: the real agent exits at start without its key copy; the watchdog must restart
+    such an enabled-but-failed agent once the copy is right, not only a running one."""
+    topo, host, unit = single_deployed, "hpc1", "slurm-web-agent.service"
+    topo.ssh(host, f"systemctl stop {WATCH} && rm -f {COPY} && "
+                   f"(systemctl restart {unit} || true)")
+    wait_for(lambda: hostcheck.unit_state(topo, host, unit) == "failed", 30,
+             "the agent to fail for want of its key copy")
+    assert "Unable to load JWT key for slurmrestd" in hostcheck.journal(topo, host, unit)
+    topo.ssh(host, f"{ROTATE} && {RELOAD}")
+    new_key = hostcheck.stat(topo, host, KEY)["sha256"]
+    topo.ssh(host, f"systemctl start {WATCH}")
+    back = topo.ssh(host, f"python3 -c {shlex.quote(AGENT_BACK)} {new_key}", check=False)
+    assert back.returncode == 0, f"the agent did not come back: {back.stderr}"
+    assert hostcheck.unit_state(topo, host, unit) == "active"
+    status, jobs = hostcheck.agent_get(topo, host, "/v6.0.0/jobs")
+    assert status == 200 and isinstance(jobs, list)
+    wait_for(lambda: status_code(topo, host)[0] == 0, 30, "status 0: in sync, agent serving")
