@@ -12,13 +12,14 @@ import shlex
 
 from pyinfra import host, inventory, state
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.operations.util import any_changed
 
 from deploys.lib import operations as ops
 from deploys.lib import summary_hook
 from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
 from deploys.lib.keytransfer import KeySource
-from deploys.lib.settings import Settings, settings_from_host_data
+from deploys.lib.settings import Settings, SettingsError, settings_from_host_data
 from deploys.lib.toolplan import conf_files
 from deploys.lib.watchconf import (
     WATCH_CONFIG_PATH,
@@ -30,6 +31,15 @@ from deploys.lib.watchconf import (
 from watchdog_daemon.dropin import render_dropin
 
 q = shlex.quote
+
+
+def settings_for(name: str, data: dict) -> Settings:
+    """A host's settings; a bad value in the inventory is a pyinfra error that names the host and
+    the setting (no Python traceback), raised before any command runs."""
+    try:
+        return settings_from_host_data(name, data)
+    except SettingsError as exc:
+        raise DeployError(f"inventory host data: {exc}") from None
 
 
 def cluster_plans() -> dict[str, ClusterPlan]:
@@ -64,7 +74,7 @@ def slurmrestd_access() -> None:
     if not roles:
         host.noop("in no role group (slurmctld, slurmdbd, slurmrestd, compute): nothing to do")
         return
-    settings = settings_from_host_data(host.name, dict(host.data.dict()))
+    settings = settings_for(host.name, dict(host.data.dict()))
     plan = cluster_plans()[settings.cluster]
     source = key_source(settings, plan)
     own_key = host.name == plan.key_origin and source.kind == "host"

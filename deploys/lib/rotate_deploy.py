@@ -13,15 +13,15 @@ from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 from deploys.lib import operations as ops
 from deploys.lib import summary_hook
 from deploys.lib.cluster import ClusterPlan, roles_of
-from deploys.lib.deploy import cluster_plans
+from deploys.lib.deploy import cluster_plans, settings_for
 from deploys.lib.hostfail import host_local
 from deploys.lib.rotation import rotate_cluster
 from deploys.lib.rotation_plan import rotation_hosts
-from deploys.lib.settings import Settings, settings_from_host_data
+from deploys.lib.settings import Settings
 
 
 def settings_of(name: str) -> Settings:
-    return settings_from_host_data(name, dict(inventory.get_host(name).data.dict()))
+    return settings_for(name, dict(inventory.get_host(name).data.dict()))
 
 
 @operation()

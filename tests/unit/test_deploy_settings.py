@@ -111,3 +111,5 @@ def test_a_typo_stops_the_deploy_before_any_command(tmp_path):
     assert run.returncode != 0
     assert "did you mean 'jwt_key_path'?" in run.output
     assert run.commands.get("@fake/hpc1", []) == []
+    # An error in the inventory, said as one: no Python traceback, no pyinfra-debug.log.
+    assert "pyinfra error" in run.output and "Traceback" not in run.output
