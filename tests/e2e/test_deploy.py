@@ -221,6 +221,26 @@ def test_broken_slurm_conf_stops_the_deploy_and_is_left_as_it_was(deployed):
         topo.ssh(ctl, f"mv -f /root/slurm.conf.good {conf}")
 
 
+def test_an_agent_ini_the_agent_would_refuse_stops_the_deploy_before_any_change(deployed):
+    # A [DEFAULT] key spills into every section: the real agent refuses to start with it.
+    topo, _, _ = deployed
+    rest = hosts_with(topo, "slurmrestd")[0]
+    ini = "/etc/slurm-web/agent.ini"
+    topo.ssh(rest, f"cp -p {ini} /root/agent.ini.good && "
+                   f"printf '[DEFAULT]\\ndebug = yes\\n' >> {ini}")
+    before = hostcheck.snapshot(topo)
+    broken = hostcheck.stat(topo, rest, ini)
+    try:
+        run = run_deploy(topo.inventory_path)
+        assert run.returncode != 0
+        assert rest in run.output and "would refuse to start" in run.output
+        assert "[DEFAULT] key `debug`" in run.output
+        assert hostcheck.stat(topo, rest, ini) == broken
+        assert hostcheck.snapshot(topo) == before
+    finally:
+        topo.ssh(rest, f"mv -f /root/agent.ini.good {ini}")
+
+
 def test_an_agent_that_failed_for_want_of_its_key_ends_active_and_serving(deployed):
     # As the real agent on a fresh host: no key copy yet, so it exited at start.
     topo, _, _ = deployed
