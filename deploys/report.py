@@ -58,6 +58,7 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
     from deploys.lib.facts import HostState, ToolReport
     from deploys.lib.fleet_report import WATCH_UNIT, HostFacts
+    from deploys.lib.rotation_plan import check_args
     from deploys.lib.settings import settings_from_host_data
     from watchdog_daemon.agentunits import candidates as agent_candidates
 
@@ -105,8 +106,7 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
                                        s.jwt_key_path)), apply_failed_hosts=False)
             if "slurmrestd" in roles:
                 facts.check = get_fact(state, host, ToolReport, kwargs=dict(
-                    tool=s.tool, args=("check", "--agent-ini", s.agent_ini, "--timeout",
-                                       str(s.check_timeout)), as_user=s.agent_user),
+                    tool=s.tool, args=check_args(s), as_user=s.agent_user),
                     apply_failed_hosts=False)
         except Exception as exc:  # one host's trouble is reported, the others still are
             facts.error = f"{type(exc).__name__}: {exc}"

@@ -19,6 +19,7 @@ from deploys.lib import hostpython, survey
 from deploys.lib.facts import HostState
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
+from deploys.lib.rotation_plan import check_args
 from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, plan_problems
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
@@ -464,9 +465,7 @@ def connect_check(settings: Settings, when: str):
         return
     # As the agent's user (--as-user: started as root, the check loads its libraries, whose
     # byte code root may write, then switches for good before it reads or connects anything).
-    report = survey.tool_report(settings, "check", "--agent-ini", settings.agent_ini,
-                          "--timeout", str(settings.check_timeout),
-                          "--as-user", settings.agent_user)
+    report = survey.tool_report(settings, *check_args(settings), "--as-user", settings.agent_user)
     if report["exit_code"] != 0:
         reason = report.get("reason", "unknown")
         raise _fail(f"connect check {when} failed ({reason}, exit {report['exit_code']})", report)

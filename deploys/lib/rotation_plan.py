@@ -100,6 +100,10 @@ def local_copy_args(s: Settings) -> tuple[str, ...]:
 
 def check_args(s: Settings, key: str | None = None) -> tuple[str, ...]:
     args = ("check", "--agent-ini", s.agent_ini, "--timeout", str(s.check_timeout))
+    if s.allow_unsupported_slurm:
+        # A Slurm older than the agent can use, kept with JWT on purpose: the check proves the
+        # API that release serves instead of failing on the agent's versions.
+        args = (*args, "--any-api-version")
     return (*args, "--key", key) if key else args
 
 

@@ -94,6 +94,12 @@ def test_host_tool_runs_on_bullseyes_python_39(testbed):
     topo.ssh("bullseye1", "printf 'reconcile_interval = 45\\n' > /tmp/w.toml && "
              "/opt/slurmrestd-access/current/bin/python3 -c 'from watchdog_daemon.watchconfig "
              "import load_watch_config as l; assert l(\"/tmp/w.toml\").reconcile_interval == 45'")
+    # The agent stand-in runs on the host's python3 (3.9) too: with no key copy (the deploy was
+    # refused) it stops with its own message, as Slurm-web's agent does, not with a traceback.
+    agent = topo.ssh("bullseye1", "python3 -V; journalctl -u slurm-web-agent.service -o cat "
+                     "--no-pager").stdout
+    assert agent.startswith("Python 3.9.") and "[CRITICAL]" in agent, agent
+    assert "Traceback" not in agent, agent
     pre = topo.ssh("bullseye1", "slurmrestd-access preflight --json", check=False)
     assert pre.returncode == 41, pre.stdout + pre.stderr
     assert "Slurm 20.11.4 is not supported" in pre.stdout

@@ -1,10 +1,11 @@
 #!/bin/sh
 # Install what the testbed needs on the machine itself (Debian/Ubuntu, as root). Idempotent:
 # packages already installed are left alone, and apt-get runs only when something is missing.
-#   debootstrap        builds the cached Debian 13 base
+#   debootstrap        builds the cached Debian bases (bullseye, bookworm, trixie; forky with
+#                      sid's script, which Debian 12's debootstrap has)
 #   systemd-container  systemd-nspawn boots the hosts
 #   iproute2           the bridge; openssh-client reaches the hosts; debian-archive-keyring
-#                      lets debootstrap check trixie's Release file.
+#                      lets debootstrap check each release's Release file.
 set -eu
 
 PACKAGES="debootstrap systemd-container iproute2 openssh-client debian-archive-keyring"

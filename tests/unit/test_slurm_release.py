@@ -139,3 +139,13 @@ def test_allow_unsupported_slurm_host_data():
         "h", {"cluster": "c", "allow_unsupported_slurm": True}).allow_unsupported_slurm
     with pytest.raises(SettingsError, match="True or False"):
         settings_from_host_data("h", {"cluster": "c", "allow_unsupported_slurm": "yes"})
+
+
+def test_opted_in_hosts_check_the_api_their_release_serves():
+    from deploys.lib.rotation_plan import check_args
+
+    plain = settings_from_host_data("h", {"cluster": "c"})
+    opted = settings_from_host_data("h", {"cluster": "c", "allow_unsupported_slurm": True})
+    assert "--any-api-version" not in check_args(plain)
+    assert "--any-api-version" in check_args(opted)
+    assert check_args(opted, key="/k")[-2:] == ("--key", "/k")
