@@ -1,6 +1,7 @@
 """Exit codes of `slurmrestd-access`, one per failure reason, stable for scripts.
 
-Documented in README.md ("What each check failure means"); keep both in step.
+Documented in docs/check.md and docs/watchdog.md (exit tables); tests/unit/test_docs_drift.py
+keeps both in step.
 """
 
 from enum import IntEnum

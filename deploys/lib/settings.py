@@ -105,7 +105,7 @@ def misspelt_settings(data: dict[str, Any]) -> list[str]:
             continue
         near = near or difflib.get_close_matches(key, known, n=1, cutoff=0.5)
         hint = f"did you mean {near[0]!r}?" if near else \
-            "see the settings in README.md, \"Writing an inventory\""
+            "see the settings in docs/deploy.md, \"Host-data settings\""
         problems.append(f"host data {key!r} is not a setting of this deploy: {hint}")
     return problems
 
