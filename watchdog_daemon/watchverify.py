@@ -77,9 +77,9 @@ class CheckVerifier:
             settings = self._settings()
         except _ConfigProblem as exc:
             return Verdict(False, "config_invalid", ExitCode.CONFIG_INVALID, str(exc))
-        from watchdog_daemon import check
+        from watchdog_daemon.check import run_check_with_key
 
-        result = check.run_check_with_key(
+        result = run_check_with_key(
             settings, key, timeout=self.config.check_timeout,
             accounting=self.config.accounting,  # type: ignore[arg-type]
             getter=self._getter)
@@ -87,21 +87,30 @@ class CheckVerifier:
         return _verdict(result)
 
     def check_agent(self) -> Verdict:
-        from watchdog_daemon import check
+        from watchdog_daemon.check import run_check
 
         try:
             settings = self._settings()
         except _ConfigProblem as exc:
             return Verdict(False, "config_invalid", ExitCode.CONFIG_INVALID, str(exc))
-        result = check.run_check(settings, timeout=self.config.check_timeout,
-                                 accounting=self.config.accounting,  # type: ignore[arg-type]
-                                 decoy=False, getter=self._getter)
+        result = run_check(settings, timeout=self.config.check_timeout,
+                           accounting=self.config.accounting,  # type: ignore[arg-type]
+                           decoy=False, getter=self._getter)
         self.api_version = result.api_version or self.api_version
         return _verdict(result)
 
     def probe_copy(self, skip: frozenset) -> ProbeResult:
         """Ask the daemons not in `skip` about a token signed with the agent's copy."""
-        from watchdog_daemon import check
+        from watchdog_daemon.check import (
+            Outcome,
+            classify_exception,
+            classify_slurm_diag,
+            classify_slurmdb_diag,
+            probe_socket_path,
+            result_for_verdict,
+            sign_token,
+            socket_base_url,
+        )
         from watchdog_daemon.keyfile import KeyFileError, read_key
 
         try:
@@ -121,13 +130,13 @@ class CheckVerifier:
             key = read_key(settings.jwt_key, allow_group=False)
         except KeyFileError:
             return ProbeResult(usable=False)
-        problem = check.probe_socket_path(socket_path)
+        problem = probe_socket_path(socket_path)
         if problem is not None:
             return ProbeResult(error=_verdict(problem))
         headers = {"X-SLURM-USER-NAME": settings.jwt_user,
-                   "X-SLURM-USER-TOKEN": check.sign_token(key, settings.jwt_user,
-                                                          settings.jwt_lifespan)}
-        base = check.socket_base_url(socket_path)
+                   "X-SLURM-USER-TOKEN": sign_token(key, settings.jwt_user,
+                                                    settings.jwt_lifespan)}
+        base = socket_base_url(socket_path)
         getter = self._getter or _unix_getter(socket_path)
         version = self.api_version
         accepted: set[str] = set()
@@ -139,25 +148,25 @@ class CheckVerifier:
                 answer = getter(f"{base}/{stage}/v{version}/diag", headers,
                                 self.config.check_timeout)
             except Exception as exc:
-                error = error or _verdict(check.classify_exception(
+                error = error or _verdict(classify_exception(
                     exc, stage=stage, socket_path=str(socket_path),  # type: ignore[arg-type]
                     timeout=self.config.check_timeout, api_version=version))
                 continue
-            classify = (check.classify_slurm_diag if daemon == "slurmctld"
-                        else check.classify_slurmdb_diag)
+            classify = (classify_slurm_diag if daemon == "slurmctld"
+                        else classify_slurmdb_diag)
             verdict = classify(answer)
-            if verdict.outcome is check.Outcome.ACCEPTED:
+            if verdict.outcome is Outcome.ACCEPTED:
                 accepted.add(daemon)
-            elif verdict.outcome is check.Outcome.REJECTED:
+            elif verdict.outcome is Outcome.REJECTED:
                 refused.add(daemon)
             elif daemon == "slurmdbd" and accounting is None and verdict.outcome in (
-                    check.Outcome.NOT_SERVED, check.Outcome.NOT_CONFIGURED):
+                    Outcome.NOT_SERVED, Outcome.NOT_CONFIGURED):
                 continue  # slurm.conf unreadable and slurmrestd says: no accounting
             else:
-                if verdict.outcome is check.Outcome.NOT_SERVED:
+                if verdict.outcome is Outcome.NOT_SERVED:
                     self.api_version = None  # slurmrestd changed: the next verify finds it
-                bad = check.result_for_verdict(stage, verdict,  # type: ignore[arg-type]
-                                               api_version=version)
+                bad = result_for_verdict(stage, verdict,  # type: ignore[arg-type]
+                                         api_version=version)
                 if bad is not None:
                     error = error or _verdict(bad)
         return ProbeResult(accepted=frozenset(accepted), refused=frozenset(refused),
@@ -165,15 +174,15 @@ class CheckVerifier:
 
     def _accounting(self) -> bool | None:
         """Whether slurmdbd must accept tokens: True/False, None when slurm.conf cannot tell."""
-        from watchdog_daemon import check
+        from watchdog_daemon.check import DEFAULT_SLURM_CONF, accounting_from_slurm_conf
 
         if self.config.accounting in ("yes", "no"):
             return self.config.accounting == "yes"
         try:
-            text = Path(check.DEFAULT_SLURM_CONF).read_text(encoding="utf-8", errors="replace")
+            text = Path(DEFAULT_SLURM_CONF).read_text(encoding="utf-8", errors="replace")
         except OSError:
             return None
-        return check.accounting_from_slurm_conf(text)
+        return accounting_from_slurm_conf(text)
 
 
 class _ConfigProblem(Exception):
