@@ -377,16 +377,16 @@ def result_for_verdict(stage: Stage, verdict: Verdict, *, api_version: str | Non
                            f"{where} accepted a token signed with a random key", **meta)
         return None
     if stage == "decoy":
-        # The wrong key must be refused; being refused is the expected answer.
-        if outcome is Outcome.REJECTED:
-            return None
+        # The wrong key must be refused; being refused is the expected answer. The same call
+        # with the agent's token was accepted just before, so an error answer to this one is
+        # the token's doing: refused too (Slurm 22.05 says `HTTP 500 "Unspecified error:
+        # request failed" [-1]`, measured, where later releases say 511/1007). Only silence
+        # from slurmctld tells nothing.
         if outcome is Outcome.UNREACHABLE:
             return failure("controller_unreachable",
                            f"slurmctld did not answer the wrong-key probe: {verdict.detail}",
                            **meta)
-        return failure("slurmrestd_error",
-                       f"unexpected answer to a token signed with a random key on {where}: "
-                       f"{verdict.detail}", **meta)
+        return None
     if outcome is Outcome.REJECTED:
         if stage == "slurmdb":
             return failure("rejected_by_slurmdbd",

@@ -46,7 +46,9 @@ class FakeConfig:
     accounting: bool = True  # False: /slurmdb/* answers 404 (plugin not loaded)
     mode: Mode = "normal"
     unreachable_delay: float = 0.2
-    bad_token_status_2205: int = 200  # 22.05 reports a bad token in errors[]; status unsure
+    bad_token_status_2205: int = 200  # 22.05 reports a bad token in errors[]
+    # "1007": as later releases; "unspecified": as measured on 22.05.8 (HTTP 500, errno -1)
+    bad_token_2205: str = "1007"
     recorded: list[Recorded] = field(default_factory=list)
 
 
@@ -159,6 +161,10 @@ class _Handler(BaseHTTPRequestHandler):
             return
         err = self._error(1007, "Protocol authentication error", "slurm_get_statistics() failed")
         if cfg.meta_style == "22.05":
+            if cfg.bad_token_2205 == "unspecified":
+                self._send(500, {"meta": meta, "errors": [
+                    {"errno": -1, "error": "Unspecified error: request failed"}]})
+                return
             self._send(cfg.bad_token_status_2205, {"meta": meta, "errors": [err]})
         else:
             self._send(511, {"meta": meta, "errors": [err], "warnings": []})

@@ -438,3 +438,17 @@ def test_probe_connect(tmp_path, monkeypatch):
         monkeypatch.setattr(socket.socket, "connect", slow)
         r = probe_connect(tmp_path / "live.sock", 0.5)
     assert r.reason == "slurmrestd_error" and "0.5 s" in r.message
+
+
+def test_2205_refuses_the_decoy_with_an_unspecified_error_and_the_check_passes(env):
+    # Measured on Slurm 22.05.8 (bookworm, allow_unsupported_slurm): a token signed with another
+    # key gets HTTP 500 "Unspecified error: request failed" [-1], not 511/1007.
+    settings, sock, conf = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, versions=("0.0.38",), release="22.05.8",
+                        meta_style="22.05", accounting=False, bad_token_2205="unspecified"):
+        r = check(settings, conf, accounting="no", agent_discovery=False)
+    assert r.ok, r.message
+    with FakeSlurmrestd(sock, slurmctld_key=OTHER, versions=("0.0.38",), release="22.05.8",
+                        meta_style="22.05", accounting=False, bad_token_2205="unspecified"):
+        r = check(settings, conf, accounting="no", agent_discovery=False)
+    assert not r.ok and "Unspecified error" in r.message  # the agent's key is not accepted
