@@ -60,7 +60,7 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
     from deploys.lib.fleet_report import WATCH_UNIT, HostFacts
     from deploys.lib.rotation_plan import check_args
     from deploys.lib.settings import settings_from_host_data
-    from watchdog_daemon.agentunits import candidates as agent_candidates
+    from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
     # The same set-up as pyinfra's CLI: an inventory file is executed in the state's context.
     state, config = State(check_for_changes=False), Config()

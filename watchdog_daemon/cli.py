@@ -15,24 +15,24 @@ from watchdog_daemon.exitcodes import ExitCode
 # module name -> help line. Each module exposes `register(subparsers)` which adds its parser(s)
 # and sets `func` (args -> int exit code) as the parser default.
 SUBCOMMAND_MODULES: dict[str, str] = {
-    "check_cli": "check: prove slurmrestd and Slurm accept the agent's token",
-    "key_cli": "key: create, install and fingerprint JWT signing keys",
-    "conf_cli": "conf, agent-ini, preflight, plan: merge Slurm and agent settings",
-    "watch_cli": "watch, status: the key-rotation watchdog",
-    "agent_cli": "agent: the Slurm-web agent unit(s) in use, listed or restarted",
+    "check.cli": "check: prove slurmrestd and Slurm accept the agent's token",
+    "keys.cli": "key: create, install and fingerprint JWT signing keys",
+    "config.cli": "conf, agent-ini, preflight, plan: merge Slurm and agent settings",
+    "watch.cli": "watch, status: the key-rotation watchdog",
+    "system.cli": "agent: the Slurm-web agent unit(s) in use, listed or restarted",
 }
 # command -> its module: a command line naming one only imports that module. Every tool run
 # costs Python's start-up on the host, and the deploy runs the tool a dozen times.
 COMMAND_MODULES: dict[str, str] = {
-    "check": "check_cli",
-    "key": "key_cli",
-    "conf": "conf_cli",
-    "agent-ini": "conf_cli",
-    "preflight": "conf_cli",
-    "plan": "conf_cli",
-    "watch": "watch_cli",
-    "status": "watch_cli",
-    "agent": "agent_cli",
+    "check": "check.cli",
+    "key": "keys.cli",
+    "conf": "config.cli",
+    "agent-ini": "config.cli",
+    "preflight": "config.cli",
+    "plan": "config.cli",
+    "watch": "watch.cli",
+    "status": "watch.cli",
+    "agent": "system.cli",
 }
 
 

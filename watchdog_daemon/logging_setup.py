@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import structlog
 from structlog.processors import ExceptionDictTransformer, ExceptionRenderer
 
-from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.keys.secret import SecretBytes
 
 # Tracebacks as dicts, never with local variables.
 exception_renderer = ExceptionRenderer(ExceptionDictTransformer(show_locals=False))

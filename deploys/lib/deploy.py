@@ -28,7 +28,7 @@ from deploys.lib.watchconf import (
     render_watch_toml,
     render_watch_unit,
 )
-from watchdog_daemon.dropin import render_dropin
+from watchdog_daemon.config.dropin import render_dropin
 
 q = shlex.quote
 

@@ -12,8 +12,8 @@ from typing import Any
 from deploys.lib.cluster import ClusterPlan
 from deploys.lib.hoststate import HostState, RemoteFile
 from deploys.lib.settings import Settings
-from watchdog_daemon.agentunits import choose as choose_agent_units
-from watchdog_daemon.dropin import render_dropin
+from watchdog_daemon.config.dropin import render_dropin
+from watchdog_daemon.system.agentunits import choose as choose_agent_units
 
 WATCH_UNIT = "slurmrestd-access-watch.service"
 FP = 12  # hex digits of a fingerprint

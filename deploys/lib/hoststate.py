@@ -10,8 +10,8 @@ import shlex
 from dataclasses import dataclass, field
 
 from deploys.lib.hostpython import CANDIDATES
-from watchdog_daemon.agentunits import unit_in_use
-from watchdog_daemon.slurmrelease import VERSION_COMMANDS
+from watchdog_daemon.config.slurmrelease import VERSION_COMMANDS
+from watchdog_daemon.system.agentunits import unit_in_use
 
 
 @dataclass(frozen=True)

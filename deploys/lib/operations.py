@@ -23,8 +23,8 @@ from deploys.lib.rotation_plan import check_args
 from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, plan_problems
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
-from watchdog_daemon import slurmrelease
-from watchdog_daemon.agentunits import choose as choose_agent_units
+from watchdog_daemon.config import slurmrelease
+from watchdog_daemon.system.agentunits import choose as choose_agent_units
 
 q = shlex.quote
 
@@ -448,7 +448,7 @@ def daemon_reload(settings: Settings):
 
 
 def agent_units_in_use(settings: Settings) -> list[str]:
-    """The one rule (watchdog_daemon.agentunits) applied to this host's survey."""
+    """The one rule (watchdog_daemon.system.agentunits) applied to this host's survey."""
     hs = survey.survey(settings)
     return choose_agent_units(settings.agent_unit, lambda u: hs.unit(u).states)
 

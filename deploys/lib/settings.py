@@ -60,7 +60,7 @@ class Settings:
     agent_ini: str = "/etc/slurm-web/agent.ini"
     jwt_user: str | None = None
     jwt_lifespan: int | None = None
-    # None = the unit(s) in use among AGENT_UNITS (watchdog_daemon.agentunits)
+    # None = the unit(s) in use among AGENT_UNITS (watchdog_daemon.system.agentunits)
     agent_unit: str | None = None
     # Host-side tool
     tool_prefix: str = "/opt/slurmrestd-access"

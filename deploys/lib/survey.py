@@ -23,7 +23,7 @@ from deploys.lib.hoststate import RemoteFile, UnitState
 from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args
 from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
-from watchdog_daemon.agentunits import candidates as agent_candidates
+from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
 _plans: dict[tuple[str, bool], dict] = {}

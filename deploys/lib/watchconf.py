@@ -11,8 +11,8 @@ import tomllib
 from pathlib import Path
 
 from deploys.lib.settings import Settings
-from watchdog_daemon.watchconfig import DEFAULT_CONFIG_PATH, WatchConfig, config_from_mapping
-from watchdog_daemon.watchunit import UNIT_NAME, render_unit
+from watchdog_daemon.watch.config import DEFAULT_CONFIG_PATH, WatchConfig, config_from_mapping
+from watchdog_daemon.watch.unit import UNIT_NAME, render_unit
 
 WATCH_UNIT = UNIT_NAME
 WATCH_UNIT_PATH = f"/etc/systemd/system/{UNIT_NAME}"

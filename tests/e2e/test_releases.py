@@ -92,7 +92,7 @@ def test_host_tool_runs_on_bullseyes_python_39(testbed):
         topo.ssh("bullseye1", f"slurmrestd-access {command} --help >/dev/null")
     # Parsing TOML (tomli on 3.9) and the tool's own preflight, which refuses Slurm 20.11.
     topo.ssh("bullseye1", "printf 'reconcile_interval = 45\\n' > /tmp/w.toml && "
-             "/opt/slurmrestd-access/current/bin/python3 -c 'from watchdog_daemon.watchconfig "
+             "/opt/slurmrestd-access/current/bin/python3 -c 'from watchdog_daemon.watch.config "
              "import load_watch_config as l; assert l(\"/tmp/w.toml\").reconcile_interval == 45'")
     # The agent stand-in runs on the host's python3 (3.9) too: with no key copy (the deploy was
     # refused) it stops with its own message, as Slurm-web's agent does, not with a traceback.

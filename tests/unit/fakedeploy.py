@@ -80,7 +80,7 @@ def deployed_host(key_sha: str = "a" * 64, **overrides) -> FakeHost:
         render_watch_toml,
         render_watch_unit,
     )
-    from watchdog_daemon.dropin import render_dropin
+    from watchdog_daemon.config.dropin import render_dropin
 
     data = overrides.pop("data", {})
     known = {f.name for f in fields(Settings)}  # (data may hold a typo a test is about)

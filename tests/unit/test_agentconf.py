@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from watchdog_daemon.agentconf import (
+from watchdog_daemon.config.agentconf import (
     AgentSettings,
     ConfigError,
     agent_ini_problems,

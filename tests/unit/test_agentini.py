@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from tests.testbed.standin import slurm_web_agent_standin as standin
-from watchdog_daemon.agentini import (
+from watchdog_daemon.config.agentini import (
     MISSING_CLUSTER_HINT,
     AgentIniMissingError,
     ConfigError,
@@ -18,7 +18,7 @@ from watchdog_daemon.agentini import (
     merge_agent_ini,
     merge_agent_ini_unchecked,
 )
-from watchdog_daemon.atomicwrite import WriteError
+from watchdog_daemon.config.atomicwrite import WriteError
 from watchdog_daemon.exitcodes import ExitCode
 
 URI = "unix:///run/slurmrestd/slurmrestd.socket"

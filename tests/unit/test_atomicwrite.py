@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-from watchdog_daemon import atomicwrite
-from watchdog_daemon.atomicwrite import (
+from watchdog_daemon.config import atomicwrite
+from watchdog_daemon.config.atomicwrite import (
     FileMissingError,
     FileUnreadableError,
     MergeResult,

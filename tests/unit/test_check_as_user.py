@@ -92,7 +92,10 @@ def test_only_root_may_switch(site):
     _, _, ini = site
     # (The interpreter and its library may be out of nobody's reach here: load what the
     # check needs, then become nobody inside the child.)
-    code = ("import sys; from watchdog_daemon import check_cli, check, privdrop; "
+    code = ("import sys; "
+            "from watchdog_daemon.check import cli as check_cli; "
+            "from watchdog_daemon.check import run as check; "
+            "from watchdog_daemon.system import privdrop; "
             "from watchdog_daemon.cli import main; check.import_dependencies(); "
             "privdrop.become('nobody'); "
             f"sys.exit(main(['check', '--agent-ini', {str(ini)!r}, '--as-user', 'root']))")
@@ -103,7 +106,7 @@ def test_only_root_may_switch(site):
 
 
 def test_become_leaves_no_way_back() -> None:
-    code = ("import os; from watchdog_daemon.privdrop import become; become('nobody'); "
+    code = ("import os; from watchdog_daemon.system.privdrop import become; become('nobody'); "
             "print(os.getresuid(), os.getresgid(), sorted(os.getgroups()))\n"
             "try:\n    os.setuid(0)\nexcept PermissionError:\n    print('no way back')")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,

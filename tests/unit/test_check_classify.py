@@ -8,7 +8,7 @@ import pytest
 import requests
 import urllib3
 
-from watchdog_daemon.check import (
+from watchdog_daemon.check.classify import (
     REASON_EXIT_CODES,
     CheckResult,
     DeadlineExceeded,
@@ -23,10 +23,10 @@ from watchdog_daemon.check import (
     classify_slurmdb_diag,
     failure,
     parse_meta,
-    probe_socket_path,
     result_for_verdict,
     scrub,
 )
+from watchdog_daemon.check.run import probe_socket_path
 from watchdog_daemon.exitcodes import ExitCode
 
 META = {"slurm": {"release": "24.11.5", "cluster": "hpc",

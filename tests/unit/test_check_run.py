@@ -16,8 +16,8 @@ import requests_unixsocket
 
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd, make_stale_socket
 from tests.fakes.privdrop import NOBODY_GID, NOBODY_UID, can_drop_privileges, run_as_nobody
-from watchdog_daemon.agentconf import AgentSettings
-from watchdog_daemon.check import run_check
+from watchdog_daemon.check.run import run_check
+from watchdog_daemon.config.agentconf import AgentSettings
 from watchdog_daemon.exitcodes import ExitCode
 
 KEY = b"SENTINEL-check-key-" + b"k" * 20
@@ -65,7 +65,7 @@ def test_token_claims_as_the_agent(env):
 
     def getter(url, headers, timeout):
         seen.setdefault("headers", headers)
-        from watchdog_daemon.check import HttpAnswer
+        from watchdog_daemon.check.classify import HttpAnswer
         return HttpAnswer(200, "application/json", "", {"meta": {}, "errors": []})
 
     with FakeSlurmrestd(sock, slurmctld_key=KEY):
@@ -197,7 +197,7 @@ def test_discovery_stops_at_a_401_as_the_agent(env):
 
 
 def test_versions_one_per_line_from_agent_ini(env, tmp_path):
-    from watchdog_daemon.agentconf import parse_agent_ini
+    from watchdog_daemon.config.agentconf import parse_agent_ini
 
     settings, sock, conf = env
     text = (f"[service]\ncluster=hpc\n[slurmrestd]\nuri=unix://{sock}\n"
@@ -392,8 +392,8 @@ def test_key_unreadable_by_agent_user_is_12():
 # ---- the key given in memory (the watchdog's verification of a new key) -----------------------
 
 def test_run_check_with_key(env):
-    from watchdog_daemon.check import run_check_with_key
-    from watchdog_daemon.secret import SecretBytes
+    from watchdog_daemon.check.run import run_check_with_key
+    from watchdog_daemon.keys.secret import SecretBytes
 
     settings, sock, conf = env
     with FakeSlurmrestd(sock, slurmctld_key=OTHER):
@@ -424,7 +424,7 @@ def test_bug_in_getter_is_internal_error_without_secret(env):
 def test_probe_connect(tmp_path, monkeypatch):
     import socket
 
-    from watchdog_daemon.check import probe_connect
+    from watchdog_daemon.check.run import probe_connect
 
     assert probe_connect(tmp_path / "none.sock", 1).reason == "socket_missing"
     stale = make_stale_socket(tmp_path / "stale.sock")

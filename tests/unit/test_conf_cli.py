@@ -9,7 +9,9 @@ import stat
 
 import pytest
 
-from watchdog_daemon import cli, conf_cli, preflight, slurmrelease
+from watchdog_daemon import cli
+from watchdog_daemon.config import cli as conf_cli
+from watchdog_daemon.config import preflight, slurmrelease
 from watchdog_daemon.exitcodes import ExitCode
 
 

@@ -51,7 +51,7 @@ def test_conf_files_by_role(site, roles, files):
 
 
 def test_plan_arguments_are_the_tool_s(site):
-    args = cli.build_parser("conf_cli").parse_args(["plan", *plan_args(site, ALL)])
+    args = cli.build_parser("config.cli").parse_args(["plan", *plan_args(site, ALL)])
     assert args.preflight_unit == site.slurmrestd_unit
     assert args.socket == site.slurmrestd_socket
     assert args.conf == [site.slurm_conf, site.slurmdbd_conf]
@@ -62,7 +62,7 @@ def test_plan_arguments_are_the_tool_s(site):
 
 
 def test_a_dbd_host_is_asked_for_its_file_only(site):
-    args = cli.build_parser("conf_cli").parse_args(["plan", *plan_args(site, frozenset({
+    args = cli.build_parser("config.cli").parse_args(["plan", *plan_args(site, frozenset({
         "slurmdbd"}))])
     assert args.conf == [site.slurmdbd_conf]
     assert args.preflight_unit is None and args.agent_ini is None

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from deploys.lib.settings import Settings
-from watchdog_daemon import watchconfig
 from watchdog_daemon.exitcodes import ExitCode
+from watchdog_daemon.watch import config as watchconfig
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"

@@ -6,7 +6,7 @@ import pathlib
 
 import pytest
 
-from watchdog_daemon.dropin import render_dropin, runtime_directory
+from watchdog_daemon.config.dropin import render_dropin, runtime_directory
 
 # Copied literally from the documentation page ("Setup slurmrestd"; tests/fixtures/).
 SEED_DROPIN = """[Service]

@@ -16,7 +16,7 @@ from deploys.lib.fleet_report import (
 )
 from deploys.lib.hoststate import HostState, RemoteFile, UnitState
 from deploys.lib.settings import Settings
-from watchdog_daemon.dropin import render_dropin
+from watchdog_daemon.config.dropin import render_dropin
 
 S = Settings(cluster="beta", agent_unit="slurm-web-agent.service")
 KEY = "a" * 64

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.privdrop import can_drop_privileges, run_as_nobody
-from watchdog_daemon import keyfile
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.keyfile import (
+from watchdog_daemon.keys import keyfile
+from watchdog_daemon.keys.keyfile import (
     MIN_KEY_BYTES,
     TEMP_PREFIX,
     KeyFileError,
@@ -23,7 +23,7 @@ from watchdog_daemon.keyfile import (
     read_key,
     remove_stale_temp_files,
 )
-from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.keys.secret import SecretBytes
 
 KEY = b"K" * 16 + b"SENTINEL-keyfile-bytes-0123456789"
 ME = os.geteuid()

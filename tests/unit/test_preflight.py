@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from watchdog_daemon import preflight
-from watchdog_daemon.preflight import (
+from watchdog_daemon.config import preflight
+from watchdog_daemon.config.preflight import (
     ERROR,
     WARNING,
     check_env_text,

@@ -8,7 +8,7 @@ import pickle
 
 import pytest
 
-from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.keys.secret import SecretBytes
 
 SENTINEL = b"SENTINEL-KEY-0123456789abcdefghijklmnop"
 

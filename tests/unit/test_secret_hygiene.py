@@ -12,13 +12,13 @@ import pytest
 import structlog
 
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd, make_stale_socket
-from watchdog_daemon import keyfile
-from watchdog_daemon.agentconf import AgentSettings
-from watchdog_daemon.check import run_check, run_check_with_key
+from watchdog_daemon.check.run import run_check, run_check_with_key
 from watchdog_daemon.cli import main
-from watchdog_daemon.keyfile import KeyFileError, install_key_atomically, read_key
+from watchdog_daemon.config.agentconf import AgentSettings
+from watchdog_daemon.keys import keyfile
+from watchdog_daemon.keys.keyfile import KeyFileError, install_key_atomically, read_key
+from watchdog_daemon.keys.secret import SecretBytes
 from watchdog_daemon.logging_setup import configure_logging, get_logger
-from watchdog_daemon.secret import SecretBytes
 
 SENTINEL = b"SENTINEL-7f3a9c-do-not-leak-" + b"Z" * 12
 SHORT_SENTINEL = b"SENTINEL-short"

@@ -7,8 +7,8 @@ import pytest
 from deploys.lib import hostpython
 from deploys.lib.hoststate import parse_survey, survey_script
 from deploys.lib.settings import SettingsError, settings_from_host_data
-from watchdog_daemon import preflight, slurmrelease
-from watchdog_daemon.slurmrelease import decide, parse_release
+from watchdog_daemon.config import preflight, slurmrelease
+from watchdog_daemon.config.slurmrelease import decide, parse_release
 
 
 @pytest.mark.parametrize(("text", "release"), [

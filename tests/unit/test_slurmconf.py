@@ -7,10 +7,9 @@ import stat
 
 import pytest
 
-from watchdog_daemon import slurmconf
-from watchdog_daemon.atomicwrite import FileMissingError, WriteError
-from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.slurmconf import (
+from watchdog_daemon.config import slurmconf
+from watchdog_daemon.config.atomicwrite import FileMissingError, WriteError
+from watchdog_daemon.config.slurmconf import (
     ADDED_COMMENT,
     ConfigParseError,
     ConflictError,
@@ -18,6 +17,7 @@ from watchdog_daemon.slurmconf import (
     apply_merge,
     merge_authalt,
 )
+from watchdog_daemon.exitcodes import ExitCode
 
 KEY = "/var/spool/slurm/jwt_hs256.key"
 BLOCK = f"{ADDED_COMMENT}\nAuthAltTypes=auth/jwt\nAuthAltParameters=jwt_key={KEY}\n"
@@ -595,7 +595,7 @@ _POOL = [
 def test_property_merge_is_idempotent_and_keeps_other_lines(seed):
     import random
 
-    from watchdog_daemon.atomicwrite import ChangeError
+    from watchdog_daemon.config.atomicwrite import ChangeError
 
     rng = random.Random(seed)
     eol = rng.choice(["\n", "\r\n"])

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler
 import pytest
 
 from tests.testbed.standin import slurm_web_agent_standin as standin
-from watchdog_daemon.agentconf import AGENT_SCHEMA
+from watchdog_daemon.config.agentconf import AGENT_SCHEMA
 
 KEY = bytes(range(32))
 

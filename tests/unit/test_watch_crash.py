@@ -23,9 +23,9 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
     wait_for,
     write_key,
 )
-from watchdog_daemon.keyfile import TEMP_PREFIX
-from watchdog_daemon.systemctl import SystemctlError
-from watchdog_daemon.watchstate import write_state
+from watchdog_daemon.keys.keyfile import TEMP_PREFIX
+from watchdog_daemon.system.systemctl import SystemctlError
+from watchdog_daemon.watch.state import write_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -34,9 +34,9 @@ REPO = Path(__file__).resolve().parents[2]
 _KILLED_AT_RENAME = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from watchdog_daemon import keyfile
-    from watchdog_daemon.pipeline import RealKeyStore
-    from watchdog_daemon.secret import SecretBytes
+    from watchdog_daemon.keys import keyfile
+    from watchdog_daemon.watch.pipeline import RealKeyStore
+    from watchdog_daemon.keys.secret import SecretBytes
 
     def die(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -228,7 +228,7 @@ def test_copy_owner_removed_after_start_is_reported_not_crashed(tmp_path):
 
 
 def _restart_prevented() -> set[int]:
-    from watchdog_daemon.watchunit import render_unit
+    from watchdog_daemon.watch.unit import render_unit
 
     line = next(x for x in render_unit().splitlines() if x.startswith("RestartPreventExitStatus="))
     return {int(v) for v in line.split("=", 1)[1].split()}
@@ -269,8 +269,9 @@ def test_a_lasting_io_error_exits_with_a_code_systemd_restarts(tmp_path, monkeyp
     import argparse
     import errno
 
-    from watchdog_daemon import watch_cli, watchdaemon
     from watchdog_daemon.exitcodes import ExitCode
+    from watchdog_daemon.watch import cli as watch_cli
+    from watchdog_daemon.watch import daemon as watchdaemon
 
     h = make_harness(tmp_path)
     daemon = h.build()
@@ -297,8 +298,9 @@ def test_only_a_configuration_that_cannot_work_at_start_stops_for_good(tmp_path,
     import socket
     from dataclasses import replace
 
-    from watchdog_daemon import watch_cli, watchdaemon
     from watchdog_daemon.exitcodes import ExitCode
+    from watchdog_daemon.watch import cli as watch_cli
+    from watchdog_daemon.watch import daemon as watchdaemon
 
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))

@@ -22,10 +22,10 @@ from tests.unit.test_watch_support import (
     wait_for,
     write_key,
 )
-from watchdog_daemon import watchevents
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.keyfile import TEMP_PREFIX
-from watchdog_daemon.watchstate import read_state
+from watchdog_daemon.keys.keyfile import TEMP_PREFIX
+from watchdog_daemon.watch import events as watchevents
+from watchdog_daemon.watch.state import read_state
 
 
 @pytest.fixture
@@ -282,7 +282,7 @@ def _status(h):
     import io
     import json
 
-    from watchdog_daemon.watch_cli import cmd_status
+    from watchdog_daemon.watch.cli import cmd_status
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -29,23 +29,28 @@ from watchdog.events import (
 from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
     refuse_gevent_patched_process,
 )
-from watchdog_daemon.agentunits import agent_units_in_use
-from watchdog_daemon.backoff import Backoff
-from watchdog_daemon.circuit import CircuitBreaker, CircuitState
-from watchdog_daemon.metrics import Metrics, MetricsServer
-from watchdog_daemon.sdnotify import Notifier
-from watchdog_daemon.secret import SecretBytes
-from watchdog_daemon.systemctl import SubprocessSystemctl, SystemctlError, UnitState, wait_active
-from watchdog_daemon.watchconfig import (
+from watchdog_daemon.keys.secret import SecretBytes
+from watchdog_daemon.system.agentunits import agent_units_in_use
+from watchdog_daemon.system.systemctl import (
+    SubprocessSystemctl,
+    SystemctlError,
+    UnitState,
+    wait_active,
+)
+from watchdog_daemon.watch.backoff import Backoff
+from watchdog_daemon.watch.circuit import CircuitBreaker, CircuitState
+from watchdog_daemon.watch.config import (
     WatchConfig,
     WatchConfigError,
     config_from_mapping,
     load_watch_config,
 )
-from watchdog_daemon.watchevents import classify
-from watchdog_daemon.watchlog import Redactor, describe_exc
-from watchdog_daemon.watchtrigger import Trigger
-from watchdog_daemon.watchunit import packaged_unit_path, render_unit
+from watchdog_daemon.watch.events import classify
+from watchdog_daemon.watch.log import Redactor, describe_exc
+from watchdog_daemon.watch.metrics import Metrics, MetricsServer
+from watchdog_daemon.watch.sdnotify import Notifier
+from watchdog_daemon.watch.trigger import Trigger
+from watchdog_daemon.watch.unit import packaged_unit_path, render_unit
 
 
 class Clock:
@@ -59,7 +64,7 @@ class Clock:
 # -- config ------------------------------------------------------------------------------------
 
 def test_missing_default_file_means_defaults(monkeypatch, tmp_path):
-    monkeypatch.setattr("watchdog_daemon.watchconfig.DEFAULT_CONFIG_PATH", tmp_path / "none")
+    monkeypatch.setattr("watchdog_daemon.watch.config.DEFAULT_CONFIG_PATH", tmp_path / "none")
     cfg = load_watch_config()
     assert cfg == WatchConfig()
     assert cfg.key_path == Path("/var/spool/slurm/jwt_hs256.key")
@@ -438,7 +443,7 @@ import tempfile, time
 from watchdog.events import FileSystemEventHandler
 from watchdog.observers import Observer
 import jwt, requests_unixsocket, structlog
-import watchdog_daemon.watchdaemon, watchdog_daemon.watchverify, watchdog_daemon.check
+import watchdog_daemon.watch.daemon, watchdog_daemon.watch.verify, watchdog_daemon.check.run
 o = Observer(); o.schedule(FileSystemEventHandler(), tempfile.gettempdir()); o.start(); o.stop()
 jwt.encode({"sun": "x"}, b"k" * 32, algorithm="HS256")
 print("ok")

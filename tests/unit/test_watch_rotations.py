@@ -24,10 +24,10 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
     write_key,
 )
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.pipeline import Pipeline
-from watchdog_daemon.watchconfig import WatchConfig
-from watchdog_daemon.watchhealth import health
-from watchdog_daemon.watchtrigger import Batch
+from watchdog_daemon.watch.config import WatchConfig
+from watchdog_daemon.watch.health import health
+from watchdog_daemon.watch.pipeline import Pipeline
+from watchdog_daemon.watch.trigger import Batch
 
 
 class Clock:
@@ -186,7 +186,7 @@ def test_slurmdbd_restarted_minutes_after_reconfigure_is_followed_too(tmp_path):
 
 
 def test_slurmctld_restart_while_waiting_is_not_a_switch_until_it_answers(tmp_path):
-    from watchdog_daemon.pipeline import Verdict
+    from watchdog_daemon.watch.pipeline import Verdict
 
     w = World(tmp_path)
     key = new_key("ctldrestart")
@@ -246,7 +246,7 @@ def test_a_check_failing_after_the_restart_counts_as_a_failed_restart(tmp_path):
     def flaky_check():
         calls["n"] += 1
         if calls["n"] == 1:
-            from watchdog_daemon.pipeline import Verdict
+            from watchdog_daemon.watch.pipeline import Verdict
 
             return Verdict(False, "controller_unreachable", ExitCode.CONTROLLER_UNREACHABLE,
                            "no answer")

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.pipeline import ProbeResult, RealKeyStore, Verdict
-from watchdog_daemon.secret import SecretBytes
-from watchdog_daemon.systemctl import SystemctlError, UnitState
-from watchdog_daemon.watchconfig import WatchConfig
-from watchdog_daemon.watchdaemon import WatchDaemon
+from watchdog_daemon.keys.secret import SecretBytes
+from watchdog_daemon.system.systemctl import SystemctlError, UnitState
+from watchdog_daemon.watch.config import WatchConfig
+from watchdog_daemon.watch.daemon import WatchDaemon
+from watchdog_daemon.watch.pipeline import ProbeResult, RealKeyStore, Verdict
 
 OWNER, GROUP = "nobody", "nogroup"
 AGENT = "slurm-web-agent.service"

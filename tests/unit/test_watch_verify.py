@@ -13,9 +13,9 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
     refuse_gevent_patched_process,
 )
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.secret import SecretBytes
-from watchdog_daemon.watchconfig import WatchConfig
-from watchdog_daemon.watchverify import CheckVerifier
+from watchdog_daemon.keys.secret import SecretBytes
+from watchdog_daemon.watch.config import WatchConfig
+from watchdog_daemon.watch.verify import CheckVerifier
 
 OLD, NEW = os.urandom(32), os.urandom(32)
 

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from tests.unit.test_watch_support import make_harness, wait_for
-from watchdog_daemon.wakeup import Wakeup
+from watchdog_daemon.watch.wakeup import Wakeup
 
 
 def test_wait_times_out_when_nobody_wakes_it() -> None:

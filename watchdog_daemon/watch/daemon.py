@@ -26,8 +26,12 @@ from typing import Any
 
 from watchdog.observers import Observer
 
-from watchdog_daemon.metrics import Metrics, MetricsServer
-from watchdog_daemon.pipeline import (
+from watchdog_daemon.system.systemctl import SubprocessSystemctl, Systemctl
+from watchdog_daemon.watch.config import WatchConfig
+from watchdog_daemon.watch.events import KeyWatcher
+from watchdog_daemon.watch.log import EventLog, Redactor, describe_exc
+from watchdog_daemon.watch.metrics import Metrics, MetricsServer
+from watchdog_daemon.watch.pipeline import (
     AgentCheck,
     KeyStore,
     Pipeline,
@@ -35,14 +39,10 @@ from watchdog_daemon.pipeline import (
     RealKeyStore,
     Verifier,
 )
-from watchdog_daemon.sdnotify import Notifier
-from watchdog_daemon.systemctl import SubprocessSystemctl, Systemctl
-from watchdog_daemon.wakeup import Wakeup
-from watchdog_daemon.watchconfig import WatchConfig
-from watchdog_daemon.watchevents import KeyWatcher
-from watchdog_daemon.watchlog import EventLog, Redactor, describe_exc
-from watchdog_daemon.watchstate import read_state, write_state
-from watchdog_daemon.watchtrigger import Trigger
+from watchdog_daemon.watch.sdnotify import Notifier
+from watchdog_daemon.watch.state import read_state, write_state
+from watchdog_daemon.watch.trigger import Trigger
+from watchdog_daemon.watch.wakeup import Wakeup
 
 # Main-loop ticks in a row that end in an OSError (the journal's pipe gone, inotify or the
 # wake-up pipe failing) before the daemon gives up: it then exits with IO_ERROR, which systemd
@@ -75,7 +75,7 @@ class WatchDaemon:
         self.first_run_done = threading.Event()
         self.trigger = Trigger(clock=clock)
         if verifier is None or agent_check is None:
-            from watchdog_daemon.watchverify import CheckVerifier
+            from watchdog_daemon.watch.verify import CheckVerifier
 
             checker = CheckVerifier(config)
             verifier = verifier or checker.verify_new_key

@@ -1,6 +1,6 @@
 """Checks on the slurmrestd host before the deploy changes anything.
 
-The drop-in (dropin.py) replaces the vendor unit's ExecStart= and Environment= but not its
+The drop-in (config/dropin.py) replaces the vendor unit's ExecStart= and Environment= but not its
 `EnvironmentFile=-/etc/default/slurmrestd` (Debian) / `/etc/sysconfig/slurmrestd` (RHEL), so
 what these files set still reaches slurmrestd:
 
@@ -13,7 +13,7 @@ what these files set still reaches slurmrestd:
   argument) adds a listener as above. Both are refused; `-u`/`-g` are only warned about
   (with DynamicUser=yes slurmrestd is not root and cannot switch users).
 
-It also refuses a Slurm older than Slurm-web's agent can use (slurmrelease.py), unless told
+It also refuses a Slurm older than Slurm-web's agent can use (config/slurmrelease.py), unless told
 `--allow-unsupported-slurm`. (The deploy decides that on every host from its own survey, before
 it asks the tool for a plan: `plan` does not decide it again.)
 
@@ -29,8 +29,8 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-from watchdog_daemon import slurmrelease
-from watchdog_daemon.dropin import DEFAULT_SOCKET
+from watchdog_daemon.config import slurmrelease
+from watchdog_daemon.config.dropin import DEFAULT_SOCKET
 
 ERROR = "error"
 WARNING = "warning"

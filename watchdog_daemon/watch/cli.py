@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.watchconfig import (
+from watchdog_daemon.watch.config import (
     DEFAULT_CONFIG_PATH,
     WatchConfig,
     WatchConfigError,
@@ -65,8 +65,8 @@ def configure_logging() -> None:
 
 def validate(config: WatchConfig) -> tuple[str, str, ExitCode, str] | None:
     """Start-time checks that turn a silent months-long misbehaviour into a clear error."""
-    from watchdog_daemon.agentconf import ConfigError, load_agent_settings
-    from watchdog_daemon.keyfile import KeyFileError, resolve_owner
+    from watchdog_daemon.config.agentconf import ConfigError, load_agent_settings
+    from watchdog_daemon.keys.keyfile import KeyFileError, resolve_owner
 
     try:
         settings = load_agent_settings(config.agent_ini)
@@ -93,7 +93,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     except WatchConfigError as exc:
         return _error("config_invalid", str(exc), ExitCode.CONFIG_INVALID)
     if args.print_unit:
-        from watchdog_daemon.watchunit import render_unit
+        from watchdog_daemon.watch.unit import render_unit
 
         sys.stdout.write(render_unit(config))
         return int(ExitCode.OK)
@@ -106,7 +106,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                           "warnings": list(config.warnings)}))
         return int(ExitCode.OK)
 
-    from watchdog_daemon.watchdaemon import StartConfigError, WatchDaemon
+    from watchdog_daemon.watch.daemon import StartConfigError, WatchDaemon
 
     try:
         daemon = WatchDaemon(config)
@@ -125,7 +125,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from watchdog_daemon.watchstate import pid_alive, read_state
+    from watchdog_daemon.watch.state import pid_alive, read_state
 
     state_file = args.state_file
     if state_file is None:
@@ -140,7 +140,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "message": "no state: is slurmrestd-access-watch.service running?"},
                          indent=2))
         return int(ExitCode.WATCH_NOT_READY)
-    from watchdog_daemon.watchhealth import health
+    from watchdog_daemon.watch.health import health
 
     state["running"] = pid_alive(state.get("pid"))
     # 0 only while the agent can be serving (in sync, or waiting for Slurm while Slurm still

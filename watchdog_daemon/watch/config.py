@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on the 3.9 testbed host
     import tomli as tomllib
 
-from watchdog_daemon.agentunits import AGENT_UNITS
+from watchdog_daemon.system.agentunits import AGENT_UNITS
 
 DEFAULT_CONFIG_PATH = Path("/etc/slurmrestd-access/watch.toml")
 DEFAULT_AGENT_UNITS: tuple[str, ...] = AGENT_UNITS

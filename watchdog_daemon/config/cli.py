@@ -28,8 +28,8 @@ import json
 import sys
 from collections.abc import Callable
 
-from watchdog_daemon.atomicwrite import ChangeError, MergeResult
-from watchdog_daemon.dropin import DEFAULT_SOCKET
+from watchdog_daemon.config.atomicwrite import ChangeError, MergeResult
+from watchdog_daemon.config.dropin import DEFAULT_SOCKET
 from watchdog_daemon.exitcodes import ExitCode
 
 
@@ -128,14 +128,14 @@ def _positive_int(text: str) -> int:
 
 
 def _conf_merge(file: str, jwt_key: str) -> Callable[[bool], MergeResult]:
-    from watchdog_daemon.slurmconf import apply_merge
+    from watchdog_daemon.config.slurmconf import apply_merge
 
     return lambda dry_run: apply_merge(file, jwt_key, dry_run=dry_run)
 
 
 def _agent_ini_merge(file: str, uri: str, jwt_key: str, jwt_user: str | None,
                      jwt_lifespan: int | None) -> Callable[[bool], MergeResult]:
-    from watchdog_daemon.agentini import apply_agent_ini
+    from watchdog_daemon.config.agentini import apply_agent_ini
 
     return lambda dry_run: apply_agent_ini(
         file, uri=uri, jwt_key=jwt_key, jwt_user=jwt_user, jwt_lifespan=jwt_lifespan,
@@ -225,8 +225,8 @@ def _print_human(action: str, result: MergeResult) -> None:
 def preflight_report(unit: str, socket_path: str, release: bool = False,
                      allow_unsupported: bool = False) -> tuple[dict[str, object], list]:
     """The preflight's findings; with `release`, also whether this host's Slurm is supported."""
-    from watchdog_daemon.preflight import failed, release_finding, run_preflight
-    from watchdog_daemon.slurmrelease import read_release
+    from watchdog_daemon.config.preflight import failed, release_finding, run_preflight
+    from watchdog_daemon.config.slurmrelease import read_release
 
     findings = run_preflight(unit=unit, socket_path=socket_path)
     version = None

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.keyfile import (
+from watchdog_daemon.keys.keyfile import (
     MIN_KEY_BYTES,
     KeyFileError,
     KeyProblem,
@@ -36,7 +36,7 @@ from watchdog_daemon.keyfile import (
     read_key,
     rotate_key,
 )
-from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.keys.secret import SecretBytes
 
 # base64 of a key is small; anything larger on stdin is not a key.
 MAX_STDIN = 64 * 1024

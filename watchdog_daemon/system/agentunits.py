@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from watchdog_daemon.systemctl import Systemctl, SystemctlError, UnitState, wait_active
+from watchdog_daemon.system.systemctl import Systemctl, SystemctlError, UnitState, wait_active
 
 AGENT_UNITS: tuple[str, ...] = ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service")
 

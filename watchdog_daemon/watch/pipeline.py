@@ -44,17 +44,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from watchdog_daemon.agentunits import agent_units_in_use
-from watchdog_daemon.backoff import Backoff
-from watchdog_daemon.circuit import CircuitBreaker, CircuitState
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.keyfile import KeyFileError, KeyProblem
-from watchdog_daemon.secret import SecretBytes
-from watchdog_daemon.systemctl import Systemctl, SystemctlError, wait_active
-from watchdog_daemon.watchconfig import WatchConfig
-from watchdog_daemon.watchhealth import AGENT_KEY_ACCEPTED, health
-from watchdog_daemon.watchlog import Redactor, describe_exc
-from watchdog_daemon.watchtrigger import Batch
+from watchdog_daemon.keys.keyfile import KeyFileError, KeyProblem
+from watchdog_daemon.keys.secret import SecretBytes
+from watchdog_daemon.system.agentunits import agent_units_in_use
+from watchdog_daemon.system.systemctl import Systemctl, SystemctlError, wait_active
+from watchdog_daemon.watch.backoff import Backoff
+from watchdog_daemon.watch.circuit import CircuitBreaker, CircuitState
+from watchdog_daemon.watch.config import WatchConfig
+from watchdog_daemon.watch.health import AGENT_KEY_ACCEPTED, health
+from watchdog_daemon.watch.log import Redactor, describe_exc
+from watchdog_daemon.watch.trigger import Batch
 
 
 @dataclass(frozen=True)
@@ -85,31 +85,31 @@ class KeyStore(Protocol):
 
 
 class RealKeyStore:
-    """keyfile.py's functions; Slurm's key is read under Slurm's rule (no "other" bit)."""
+    """keys/keyfile.py's functions; Slurm's key is read under Slurm's rule (no "other" bit)."""
 
     def read_key(self, path: Path) -> SecretBytes:
-        from watchdog_daemon.keyfile import read_key
+        from watchdog_daemon.keys.keyfile import read_key
 
         return read_key(path, allow_group=True, stable=True)
 
     def describe(self, path: Path) -> Any:
-        from watchdog_daemon.keyfile import describe_file
+        from watchdog_daemon.keys.keyfile import describe_file
 
         return describe_file(path)
 
     def install(self, secret: SecretBytes, dest: Path, *, owner: str, group: str,
                 mode: int) -> bool:
-        from watchdog_daemon.keyfile import install_key_atomically
+        from watchdog_daemon.keys.keyfile import install_key_atomically
 
         return install_key_atomically(secret, dest, owner=owner, group=group, mode=mode)
 
     def remove_stale(self, directory: Path) -> list[Path]:
-        from watchdog_daemon.keyfile import remove_stale_temp_files
+        from watchdog_daemon.keys.keyfile import remove_stale_temp_files
 
         return remove_stale_temp_files(directory)
 
     def owner_ids(self, owner: str, group: str, path: Path) -> tuple[int, int]:
-        from watchdog_daemon.keyfile import resolve_owner
+        from watchdog_daemon.keys.keyfile import resolve_owner
 
         return resolve_owner(owner, group, path)
 

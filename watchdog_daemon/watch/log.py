@@ -19,7 +19,7 @@ from typing import Any
 
 import structlog
 
-from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.keys.secret import SecretBytes
 
 LOGGER_NAME = "slurmrestd-access.watch"
 

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.keys.secret import SecretBytes
 
 MIN_KEY_BYTES = 32
 # A key is 32..a few hundred bytes; anything this large is the wrong file, not a key.

@@ -1,6 +1,6 @@
 """The systemd unit of `slurmrestd-access watch`, rendered from the daemon's config.
 
-The text lives here (not only in units/slurmrestd-access-watch.service, which is this function's
+The text lives here (not only in ../units/slurmrestd-access-watch.service, which is this function's
 output for the defaults and is kept equal by a test) so that the deploy can write a unit whose
 ReadWritePaths= match a non-default copy path: `slurmrestd-access watch --print-unit`.
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.watchconfig import DEFAULT_CONFIG_PATH, WatchConfig
+from watchdog_daemon.watch.config import DEFAULT_CONFIG_PATH, WatchConfig
 
 DEFAULT_EXEC = "/usr/local/bin/slurmrestd-access"
 UNIT_NAME = "slurmrestd-access-watch.service"
@@ -114,4 +114,4 @@ def render_unit(config: WatchConfig | None = None, *, exec_path: str = DEFAULT_E
 
 
 def packaged_unit_path() -> Path:
-    return Path(__file__).parent / "units" / UNIT_NAME
+    return Path(__file__).parent.parent / "units" / UNIT_NAME

@@ -28,7 +28,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.secret import SecretBytes
+from watchdog_daemon.keys.secret import SecretBytes
 
 DEFAULT_AGENT_INI = "/etc/slurm-web/agent.ini"
 DEFAULT_URI = "unix:///run/slurmrestd/slurmrestd.socket"

@@ -26,8 +26,8 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from watchdog_daemon.agentconf import agent_ini_problems, option_lines
-from watchdog_daemon.atomicwrite import (
+from watchdog_daemon.config.agentconf import agent_ini_problems, option_lines
+from watchdog_daemon.config.atomicwrite import (
     ChangeError,
     MergeResult,
     apply_change,

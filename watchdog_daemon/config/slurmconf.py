@@ -53,7 +53,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from watchdog_daemon.atomicwrite import (
+from watchdog_daemon.config.atomicwrite import (
     ChangeError,
     FileMissingError,
     MergeResult,

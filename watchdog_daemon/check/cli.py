@@ -13,15 +13,10 @@ import json
 import sys
 from typing import TextIO
 
-from watchdog_daemon.agentconf import DEFAULT_AGENT_INI, ConfigError, load_agent_settings
-from watchdog_daemon.check import (
-    DEFAULT_SLURM_CONF,
-    CheckResult,
-    failure,
-    run_check,
-    run_check_with_key,
-)
-from watchdog_daemon.keyfile import KeyFileError, read_key
+from watchdog_daemon.check.classify import DEFAULT_SLURM_CONF, CheckResult, failure
+from watchdog_daemon.check.run import run_check, run_check_with_key
+from watchdog_daemon.config.agentconf import DEFAULT_AGENT_INI, ConfigError, load_agent_settings
+from watchdog_daemon.keys.keyfile import KeyFileError, read_key
 
 
 def _positive_float(text: str) -> float:
@@ -90,8 +85,8 @@ def report(result: CheckResult, *, as_json: bool, out: TextIO, err: TextIO) -> i
 
 
 def _become(user: str) -> CheckResult | None:
-    from watchdog_daemon.check import import_dependencies
-    from watchdog_daemon.privdrop import NotPermittedError, UserMissingError, become
+    from watchdog_daemon.check.run import import_dependencies
+    from watchdog_daemon.system.privdrop import NotPermittedError, UserMissingError, become
 
     import_dependencies()
     try:

@@ -12,9 +12,9 @@ import argparse
 import json
 import sys
 
-from watchdog_daemon.agentunits import agent_units_in_use, restart_agent_units
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.systemctl import SubprocessSystemctl, SystemctlError
+from watchdog_daemon.system.agentunits import agent_units_in_use, restart_agent_units
+from watchdog_daemon.system.systemctl import SubprocessSystemctl, SystemctlError
 
 
 def _positive(text: str) -> float:

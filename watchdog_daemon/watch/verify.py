@@ -1,4 +1,4 @@
-"""The two checks the watchdog runs, on top of check.py.
+"""The two checks the watchdog runs, on top of check/run.py.
 
 * `verify_new_key`: before anything is installed, sign a token with the NEW key (held in memory
   only) and make the same authenticated calls as `slurmrestd-access check`. check.run_check reads
@@ -30,9 +30,9 @@ from typing import Any
 from urllib.parse import unquote
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.pipeline import ProbeResult, Verdict
-from watchdog_daemon.secret import SecretBytes
-from watchdog_daemon.watchconfig import WatchConfig
+from watchdog_daemon.keys.secret import SecretBytes
+from watchdog_daemon.watch.config import WatchConfig
+from watchdog_daemon.watch.pipeline import ProbeResult, Verdict
 
 # Check reasons meaning "slurmctld/slurmdbd answered and refused this key": Slurm has not
 # loaded it yet. Anything else (unreachable, socket missing...) is a plain failure to verify.
@@ -51,7 +51,7 @@ def _verdict(result: Any) -> Verdict:
 
 
 def load_settings(config: WatchConfig) -> Any:
-    from watchdog_daemon.agentconf import load_agent_settings
+    from watchdog_daemon.config.agentconf import load_agent_settings
 
     return load_agent_settings(config.agent_ini)
 
@@ -65,7 +65,7 @@ class CheckVerifier:
         self.api_version: str | None = None  # of the last verify/check: the probe's version
 
     def _settings(self) -> Any:
-        from watchdog_daemon.agentconf import ConfigError
+        from watchdog_daemon.config.agentconf import ConfigError
 
         try:
             return load_settings(self.config)
@@ -77,7 +77,7 @@ class CheckVerifier:
             settings = self._settings()
         except _ConfigProblem as exc:
             return Verdict(False, "config_invalid", ExitCode.CONFIG_INVALID, str(exc))
-        from watchdog_daemon.check import run_check_with_key
+        from watchdog_daemon.check.run import run_check_with_key
 
         result = run_check_with_key(
             settings, key, timeout=self.config.check_timeout,
@@ -87,7 +87,7 @@ class CheckVerifier:
         return _verdict(result)
 
     def check_agent(self) -> Verdict:
-        from watchdog_daemon.check import run_check
+        from watchdog_daemon.check.run import run_check
 
         try:
             settings = self._settings()
@@ -101,17 +101,15 @@ class CheckVerifier:
 
     def probe_copy(self, skip: frozenset) -> ProbeResult:
         """Ask the daemons not in `skip` about a token signed with the agent's copy."""
-        from watchdog_daemon.check import (
+        from watchdog_daemon.check.classify import (
             Outcome,
             classify_exception,
             classify_slurm_diag,
             classify_slurmdb_diag,
-            probe_socket_path,
             result_for_verdict,
-            sign_token,
-            socket_base_url,
         )
-        from watchdog_daemon.keyfile import KeyFileError, read_key
+        from watchdog_daemon.check.run import probe_socket_path, sign_token, socket_base_url
+        from watchdog_daemon.keys.keyfile import KeyFileError, read_key
 
         try:
             settings = self._settings()
@@ -174,7 +172,7 @@ class CheckVerifier:
 
     def _accounting(self) -> bool | None:
         """Whether slurmdbd must accept tokens: True/False, None when slurm.conf cannot tell."""
-        from watchdog_daemon.check import DEFAULT_SLURM_CONF, accounting_from_slurm_conf
+        from watchdog_daemon.check.classify import DEFAULT_SLURM_CONF, accounting_from_slurm_conf
 
         if self.config.accounting in ("yes", "no"):
             return self.config.accounting == "yes"
@@ -207,7 +205,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 def _unix_getter(socket_path: Path) -> Any:
     """check.Getter over http.client: a probe every half second must cost little CPU."""
-    from watchdog_daemon.check import MAX_BODY_TEXT, HttpAnswer
+    from watchdog_daemon.check.classify import MAX_BODY_TEXT, HttpAnswer
 
     def get(url: str, headers: dict[str, str], timeout: float) -> HttpAnswer:
         # url is check.socket_base_url(socket) + path: keep the path only.

@@ -1,0 +1,1 @@
+"""The connect check: does slurmrestd, and Slurm behind it, accept the agent's token."""

@@ -1,0 +1,1 @@
+"""JWT signing keys: key files read and installed safely, and the secret wrapper."""

@@ -1,0 +1,1 @@
+"""The key-rotation watchdog: daemon, events, pipeline, verification, state, metrics, sd_notify."""
