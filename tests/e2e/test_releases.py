@@ -85,8 +85,8 @@ def test_host_tool_runs_on_bullseyes_python_39(testbed):
     # it (watchdog 6, structlog 25, tomli).
     topo.ssh("bullseye1", "/opt/slurmrestd-access/current/bin/python3 -c '"
              "import importlib, pkgutil, watchdog_daemon as w\n"
-             "names = [m.name for m in pkgutil.iter_modules(w.__path__)]\n"
-             "[importlib.import_module(\"watchdog_daemon.\" + n) for n in names]\n"
+             "names = [m.name for m in pkgutil.walk_packages(w.__path__, \"watchdog_daemon.\")]\n"
+             "[importlib.import_module(n) for n in names]\n"
              "assert len(names) > 30, names'")
     for command in ("check", "watch", "status", "key", "conf", "agent-ini", "preflight", "plan"):
         topo.ssh("bullseye1", f"slurmrestd-access {command} --help >/dev/null")
