@@ -35,7 +35,7 @@ _KILLED_AT_RENAME = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     from watchdog_daemon.keys import keyfile
-    from watchdog_daemon.watch.pipeline import RealKeyStore
+    from watchdog_daemon.watch.keystore import RealKeyStore
     from watchdog_daemon.keys.secret import SecretBytes
 
     def die(src, dst):

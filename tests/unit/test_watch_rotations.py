@@ -186,7 +186,7 @@ def test_slurmdbd_restarted_minutes_after_reconfigure_is_followed_too(tmp_path):
 
 
 def test_slurmctld_restart_while_waiting_is_not_a_switch_until_it_answers(tmp_path):
-    from watchdog_daemon.watch.pipeline import Verdict
+    from watchdog_daemon.watch.verdict import Verdict
 
     w = World(tmp_path)
     key = new_key("ctldrestart")
@@ -246,7 +246,7 @@ def test_a_check_failing_after_the_restart_counts_as_a_failed_restart(tmp_path):
     def flaky_check():
         calls["n"] += 1
         if calls["n"] == 1:
-            from watchdog_daemon.watch.pipeline import Verdict
+            from watchdog_daemon.watch.verdict import Verdict
 
             return Verdict(False, "controller_unreachable", ExitCode.CONTROLLER_UNREACHABLE,
                            "no answer")

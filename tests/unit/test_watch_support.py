@@ -23,7 +23,8 @@ from watchdog_daemon.keys.secret import SecretBytes
 from watchdog_daemon.system.systemctl import SystemctlError, UnitState
 from watchdog_daemon.watch.config import WatchConfig
 from watchdog_daemon.watch.daemon import WatchDaemon
-from watchdog_daemon.watch.pipeline import ProbeResult, RealKeyStore, Verdict
+from watchdog_daemon.watch.keystore import RealKeyStore
+from watchdog_daemon.watch.verdict import ProbeResult, Verdict
 
 OWNER, GROUP = "nobody", "nogroup"
 AGENT = "slurm-web-agent.service"

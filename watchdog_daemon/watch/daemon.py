@@ -29,19 +29,14 @@ from watchdog.observers import Observer
 from watchdog_daemon.system.systemctl import SubprocessSystemctl, Systemctl
 from watchdog_daemon.watch.config import WatchConfig
 from watchdog_daemon.watch.events import KeyWatcher
+from watchdog_daemon.watch.keystore import KeyStore, RealKeyStore
 from watchdog_daemon.watch.log import EventLog, Redactor, describe_exc
 from watchdog_daemon.watch.metrics import Metrics, MetricsServer
-from watchdog_daemon.watch.pipeline import (
-    AgentCheck,
-    KeyStore,
-    Pipeline,
-    Probe,
-    RealKeyStore,
-    Verifier,
-)
+from watchdog_daemon.watch.pipeline import Pipeline
 from watchdog_daemon.watch.sdnotify import Notifier
 from watchdog_daemon.watch.state import read_state, write_state
 from watchdog_daemon.watch.trigger import Trigger
+from watchdog_daemon.watch.verdict import AgentCheck, Probe, Verifier
 from watchdog_daemon.watch.wakeup import Wakeup
 
 # Main-loop ticks in a row that end in an OSError (the journal's pipe gone, inotify or the

@@ -32,6 +32,12 @@ The order, and why:
    new key still gets one trial restart at once. At most one restart per `restart_spacing`.
    No agent unit in use: sync only.
 6. Check as the agent would (agent.ini + the copy). Success: in sync.
+
+Where the steps live: the run and steps 1-2 here; 3-4, the new key verified by Slurm and
+installed, in watch/newkey.py; 5-6, the agent restarted and checked, in watch/agentrestart.py.
+Pipeline takes those in as mixins: they share its state, all set in `Pipeline.__init__`. What the
+pipeline is given: watch/keystore.py (the key files), watch/verdict.py (Slurm's answers); what it
+reports: watch/status.py.
 """
 
 from __future__ import annotations
@@ -40,157 +46,29 @@ import os
 import stat
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keys.keyfile import KeyFileError, KeyProblem
-from watchdog_daemon.keys.secret import SecretBytes
-from watchdog_daemon.system.agentunits import agent_units_in_use
-from watchdog_daemon.system.systemctl import Systemctl, SystemctlError, wait_active
+from watchdog_daemon.system.systemctl import Systemctl
+from watchdog_daemon.watch.agentrestart import AgentRestartSteps
 from watchdog_daemon.watch.backoff import Backoff
-from watchdog_daemon.watch.circuit import CircuitBreaker, CircuitState
+from watchdog_daemon.watch.circuit import CircuitBreaker
 from watchdog_daemon.watch.config import WatchConfig
-from watchdog_daemon.watch.health import AGENT_KEY_ACCEPTED, health
+from watchdog_daemon.watch.keystore import KeyStore
 from watchdog_daemon.watch.log import Redactor, describe_exc
+from watchdog_daemon.watch.newkey import NewKeySteps
+from watchdog_daemon.watch.status import Sink, Status
 from watchdog_daemon.watch.trigger import Batch
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Outcome of asking slurmrestd about a key."""
-
-    accepted: bool
-    reason: str  # "ok", "rejected_by_slurmctld", "controller_unreachable", ...
-    exit_code: int = 0
-    message: str = ""
-    # Slurm answered and refused the key (it has not reloaded it yet): "waiting for Slurm".
-    # False for everything else (unreachable, socket missing...): a plain verify failure.
-    rejected: bool = False
-    details: dict[str, Any] = field(default_factory=dict)
-
-
-class KeyStore(Protocol):
-    def read_key(self, path: Path) -> SecretBytes: ...
-
-    def describe(self, path: Path) -> Any: ...  # keyfile.FileState
-
-    def install(self, secret: SecretBytes, dest: Path, *, owner: str, group: str,
-                mode: int) -> bool: ...
-
-    def remove_stale(self, directory: Path) -> list[Path]: ...
-
-    def owner_ids(self, owner: str, group: str, path: Path) -> tuple[int, int]: ...
-
-
-class RealKeyStore:
-    """keys/keyfile.py's functions; Slurm's key is read under Slurm's rule (no "other" bit)."""
-
-    def read_key(self, path: Path) -> SecretBytes:
-        from watchdog_daemon.keys.keyfile import read_key
-
-        return read_key(path, allow_group=True, stable=True)
-
-    def describe(self, path: Path) -> Any:
-        from watchdog_daemon.keys.keyfile import describe_file
-
-        return describe_file(path)
-
-    def install(self, secret: SecretBytes, dest: Path, *, owner: str, group: str,
-                mode: int) -> bool:
-        from watchdog_daemon.keys.keyfile import install_key_atomically
-
-        return install_key_atomically(secret, dest, owner=owner, group=group, mode=mode)
-
-    def remove_stale(self, directory: Path) -> list[Path]:
-        from watchdog_daemon.keys.keyfile import remove_stale_temp_files
-
-        return remove_stale_temp_files(directory)
-
-    def owner_ids(self, owner: str, group: str, path: Path) -> tuple[int, int]:
-        from watchdog_daemon.keys.keyfile import resolve_owner
-
-        return resolve_owner(owner, group, path)
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Slurm's answer to a token signed with the agent's copy (the key the agent runs with)."""
-
-    accepted: frozenset[str] = frozenset()  # daemons ("slurmctld", "slurmdbd") that accepted it
-    refused: frozenset[str] = frozenset()  # daemons that answered and refused it
-    error: Verdict | None = None  # a daemon could not be asked (unreachable, socket missing...)
-    # False: no probe was possible (copy unreadable, agent.ini invalid, no daemon left to ask).
-    usable: bool = True
-
-
-Verifier = Callable[[SecretBytes], Verdict]
-AgentCheck = Callable[[], Verdict]
-# Argument: the daemons not to ask (they already refused the copy: they switched).
-Probe = Callable[[frozenset], ProbeResult]
-
-
-class Sink(Protocol):
-    """Where the pipeline reports: log events, metric counters, state persistence."""
-
-    def log(self, level: str, event: str, **fields: Any) -> None: ...
-
-    def count(self, name: str, **labels: str) -> None: ...
-
-    def persist(self) -> None: ...
+from watchdog_daemon.watch.verdict import AgentCheck, Probe, Verdict, Verifier
 
 
 def _default_sleep(seconds: float) -> None:
     time.sleep(seconds)
 
 
-@dataclass
-class Status:
-    """What `status`, metrics and STATUS= show. Fingerprints only."""
-
-    state: str = "starting"  # in_sync | waiting_for_slurm | verify_failed | key_invalid |
-    #  copy_insecure | restart_pending | circuit_open | agent_check_failed | error | syncing
-    reason: str = ""
-    message: str = ""
-    exit_code: int = 0
-    key_fingerprint: str | None = None
-    copy_fingerprint: str | None = None
-    restart_pending: str | None = None  # fingerprint of a copy the agent has not loaded yet
-    agent_units: list[str] = field(default_factory=list)
-    last_sync_at: float | None = None
-    last_success_at: float | None = None
-    last_restart_at: float | None = None
-    next_retry_in: float | None = None
-    circuit: str = "closed"
-    restart_failures: int = 0  # consecutive failed restarts (the circuit's count)
-    # What Slurm last said to a token signed with the agent's copy: "accepted",
-    # "refused_by_slurmctld", "refused_by_slurmdbd", or None (not known).
-    agent_key: str | None = None
-    waiting_since: float | None = None  # wall time the wait for Slurm's reload began
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    def health(self) -> tuple[int, str]:
-        """(exit code of `status`, reason): 0 only when the agent can be serving."""
-        return health(self.to_dict())
-
-    def line(self) -> str:
-        """One line for systemd's STATUS=."""
-        key = self.key_fingerprint or "-"
-        code, why = self.health()
-        if self.state == "in_sync" and code == 0:
-            return f"in sync (key sha256:{key})"
-        if self.state == "waiting_for_slurm":
-            text = f"waiting for Slurm to reload the key (new key sha256:{key})"
-            if code == 0:
-                return text + "; agent serving on the previous key"
-            return text + f"; AGENT NOT SERVING: {why.replace('_', ' ')}"
-        return f"{self.state}: {self.reason or why} (key sha256:{key}; exit {code})"
-
-
-class Pipeline:
+class Pipeline(NewKeySteps, AgentRestartSteps):
     def __init__(self, config: WatchConfig, *, keys: KeyStore, verifier: Verifier,
                  agent_check: AgentCheck, systemctl: Systemctl, sink: Sink,
                  probe: Probe | None = None,
@@ -347,7 +225,7 @@ class Pipeline:
             self._in_sync()
         return None
 
-    # -- steps ----------------------------------------------------------------------------
+    # -- steps 1-2: Slurm's key and the copy ----------------------------------------------
 
     def _wait_for_quiet(self, path: Path) -> None:
         """Until size, mtime and inode stay unchanged for `quiet` (at most `quiet_cap`)."""
@@ -405,276 +283,6 @@ class Pipeline:
             return None
         return copy
 
-    def _verify_and_install(self, key: SecretBytes, copy: Any, batch: Batch) -> float | None:
-        cfg = self.config
-        if self._announced_key != key.fingerprint:
-            self._announced_key = key.fingerprint
-            # Not "in_sync" any more, so that the end of this sync is reported as such.
-            self.status.state = "syncing"
-            self.sink.log("info", "key_change_detected", via=batch.via,
-                          key_fingerprint=key.fingerprint,
-                          copy_fingerprint=copy.sha256[:12] if copy.sha256 else None)
-            self.sink.count("detections_total", via=batch.via)
-            self._next_verify_at = 0.0
-            self.backoff.reset()
-            self._end_wait()
-        now = self.clock()
-        if now < self._next_verify_at and not batch.vias & {"signal", "retry"}:
-            # An unrelated event during a wait must not hammer slurmctld.
-            return self._next_verify_at - now
-        probe_usable = True
-        if self._probing and not self._verify_due:
-            outcome, delay = self._probe_step(key)
-            if outcome == "wait":
-                return delay
-            probe_usable = outcome != "unusable"
-        self._verify_due = False
-        verdict = self._safe_verify(key)
-        self.sink.count("checks_total", step="verify", result=verdict.reason)
-        if not verdict.accepted:
-            return self._not_accepted_yet(key, verdict, probe_usable)
-        self.backoff.reset()
-        self._next_verify_at = 0.0
-        self._end_wait()
-        self.sink.log("info", "verified", key_fingerprint=key.fingerprint, step="new_key",
-                      **_safe_details(verdict))
-
-        try:
-            self.keys.install(key, cfg.copy_path, owner=cfg.copy_owner, group=cfg.copy_group,
-                              mode=cfg.copy_mode)
-        except KeyFileError as exc:
-            delay = self.backoff.next_delay()
-            self._set_state("error", exc.reason, level="error", message=exc.message,
-                            hint=exc.hint, exit_code=exc.exit_code, retry_in=round(delay, 3))
-            return delay
-        self.status.copy_fingerprint = key.fingerprint
-        self.status.last_sync_at = self.wall_clock()
-        self.status.restart_pending = key.fingerprint
-        self.status.agent_key = None  # the agent still runs the previous key until restarted
-        self.sink.log("info", "synced", key_fingerprint=key.fingerprint, copy=str(cfg.copy_path),
-                      previous_fingerprint=copy.sha256[:12] if copy.sha256 else None)
-        self.sink.count("syncs_total")
-        self.sink.persist()  # restart_pending must survive our own crash
-        return None
-
-    def _not_accepted_yet(self, key: SecretBytes, verdict: Verdict,
-                          probe_usable: bool) -> float:
-        """Slurm does not accept the new key (yet): report, then probe or back off."""
-        self._wait_verdict = verdict
-        if self.status.waiting_since is None:
-            self.status.waiting_since = self.wall_clock()
-        if self.probe is not None and probe_usable:
-            self._probing = True
-            # Probe at once: it tells whether the agent still serves (for `status`), and
-            # notices a daemon that switched before the other.
-            outcome, delay = self._probe_step(key)
-            if outcome == "wait":
-                return delay
-            if outcome == "switched":
-                self._verify_due = True  # a daemon reloaded meanwhile: verify again at once
-                return 0.0
-        delay = self.backoff.next_delay()
-        self._next_verify_at = self.clock() + delay
-        self._report_wait(key, verdict, delay)
-        return delay
-
-    def _probe_step(self, key: SecretBytes) -> tuple[str, float]:
-        """One probe with the agent's copy: ("wait", delay) while Slurm did not switch,
-        ("switched", 0) when a daemon newly refuses it, ("unusable", 0) without a probe."""
-        assert self.probe is not None
-        try:
-            result = self.probe(frozenset(self._switched))
-        except Exception as exc:  # a bug in the probe must not stop the sync: verify instead
-            info = describe_exc(exc, self.redactor)
-            self.sink.log("warning", "probe_error", **info)
-            result = ProbeResult(usable=False)
-        newly = result.refused - self._switched
-        self._switched |= result.refused
-        if self._switched:
-            self.status.agent_key = "refused_by_" + sorted(self._switched)[0]
-        elif result.usable and result.error is None and result.accepted:
-            self.status.agent_key = AGENT_KEY_ACCEPTED
-        else:
-            self.status.agent_key = None
-        self.sink.count("probes_total", result="unusable" if not result.usable else
-                        "refused" if newly else "error" if result.error else "accepted")
-        if newly:
-            self.sink.log("info", "slurm_switched", daemons=sorted(newly),
-                          key_fingerprint=key.fingerprint,
-                          message="Slurm refuses the agent's copy now: verifying the new key")
-            return "switched", 0.0
-        if not result.usable:
-            return "unusable", 0.0
-        delay = self.config.probe_interval
-        self._next_verify_at = self.clock() + delay
-        if result.error is not None:
-            # Slurm cannot be asked right now (a daemon restarting, slurmrestd down): keep
-            # probing; whatever comes back first, old key accepted or refused, tells.
-            self._set_state("verify_failed", result.error.reason, level="warning",
-                            message=result.error.message or "could not ask Slurm",
-                            exit_code=result.error.exit_code,
-                            key_fingerprint=key.fingerprint, retry_in=round(delay, 3))
-        elif self._wait_verdict is not None:
-            self._report_wait(key, self._wait_verdict, delay)
-        return "wait", delay
-
-    def _report_wait(self, key: SecretBytes, verdict: Verdict, delay: float) -> None:
-        if verdict.rejected:
-            self._set_state("waiting_for_slurm", verdict.reason,
-                            message="waiting for Slurm to reload the key",
-                            exit_code=verdict.exit_code, key_fingerprint=key.fingerprint,
-                            detail=verdict.message, agent_key=self.status.agent_key,
-                            retry_in=round(delay, 3))
-        else:
-            self._set_state("verify_failed", verdict.reason, level="warning",
-                            message=verdict.message or "could not verify the new key",
-                            exit_code=verdict.exit_code, key_fingerprint=key.fingerprint,
-                            retry_in=round(delay, 3))
-
-    def _end_wait(self) -> None:
-        self._probing = False
-        self._verify_due = False
-        self._switched = set()
-        self._wait_verdict = None
-        self.status.waiting_since = None
-
-    def _safe_verify(self, key: SecretBytes) -> Verdict:
-        try:
-            return self.verifier(key)
-        except Exception as exc:
-            info = describe_exc(exc, self.redactor)
-            return Verdict(False, "verify_error", ExitCode.INTERNAL_ERROR,
-                           f"{info['error_type']}: {info['error']}")
-
-    def _restart_agent(self, key: SecretBytes) -> float | None:
-        cfg = self.config
-        if self._restart_targets:
-            # A previous attempt failed: that unit was in use when we decided to restart it
-            # and our failed restart is why it is down now; keep at it (circuit permitting).
-            units = list(self._restart_targets)
-        else:
-            try:
-                units, _states = agent_units_in_use(self.systemctl, cfg.agent_units)
-            except SystemctlError as exc:
-                delay = self.restart_backoff.next_delay()
-                self._set_state("restart_pending", "systemctl_failed", level="warning",
-                                message=str(exc), retry_in=round(delay, 3))
-                return delay
-            self._restart_targets = list(units)
-        self.status.agent_units = units
-        if not units:
-            # Nobody runs the agent: the copy is what it will read when started. Sync only.
-            self.sink.log("info", "agent_not_running", key_fingerprint=key.fingerprint,
-                          units=list(cfg.agent_units or ()) or "auto")
-            self.status.restart_pending = None
-            self._restart_targets = []
-            self._recheck_pending = False
-            self.sink.persist()
-            return None
-        if not self.circuit.allows():
-            if self._circuit_key != key.fingerprint:
-                # The failures were for another key; this one Slurm accepts and the agent's
-                # current key it refuses: not restarting would be a sure outage. One trial.
-                self.circuit.trial_now()
-                self.sink.log("info", "circuit_trial", reason="new_key",
-                              key_fingerprint=key.fingerprint)
-            else:
-                wait = self.circuit.seconds_until_trial()
-                self._set_state("circuit_open", "restarts_keep_failing", level="error",
-                                message="agent restarts keep failing: not restarting until "
-                                f"the cool-down ends ({wait:.0f} s) or the key changes",
-                                exit_code=ExitCode.CIRCUIT_OPEN, retry_in=round(wait, 3))
-                return max(wait, 0.001)
-        wait = self._next_restart_at - self.clock()
-        if wait > 0:
-            self._set_state("restart_pending", "restart_spacing", level="info",
-                            message=f"previous restart less than {self.restart_spacing:g} s "
-                            f"ago; next in {wait:.1f} s", retry_in=round(wait, 3))
-            return wait
-        for unit in units:
-            self._next_restart_at = self.clock() + self.restart_spacing
-            try:
-                self.systemctl.restart(unit, timeout=cfg.restart_timeout)
-                wait_active(self.systemctl, unit, timeout=cfg.restart_timeout,
-                            clock=self.clock, sleep=self.sleep)
-            except (SystemctlError, OSError) as exc:
-                self.sink.count("restarts_total", result="failed")
-                return self._restart_failed(key, unit, "restart", str(exc))
-            self.sink.count("restarts_total", result="ok")
-            self.status.last_restart_at = self.wall_clock()
-            self.sink.log("info", "agent_restarted", unit=unit, key_fingerprint=key.fingerprint)
-        self.status.restart_pending = None
-        self._restart_targets = []
-        self._recheck_pending = True
-        self._check_after_restart = True
-        self.sink.persist()
-        return None
-
-    def _restart_failed(self, key: SecretBytes, unit: str, step: str, error: str) -> float:
-        """Count a failed restart in the circuit; report; return when to try again."""
-        opened = self.circuit.record_failure()
-        self._circuit_key = key.fingerprint
-        self.status.circuit = self.circuit.state.value
-        self.status.restart_failures = self.circuit.failures
-        self.sink.log("error", "agent_restart_failed", unit=unit, step=step, error=error,
-                      consecutive_failures=self.circuit.failures)
-        if opened:
-            wait = self.circuit.seconds_until_trial()
-            self._set_state("circuit_open", "restarts_keep_failing", level="error",
-                            message="agent restarts keep failing: stopped restarting until "
-                            "the cool-down ends or the key changes",
-                            exit_code=ExitCode.CIRCUIT_OPEN, unit=unit,
-                            failures=self.circuit.failures,
-                            cooldown=self.config.circuit_cooldown)
-            return max(wait, 0.001)
-        delay = max(self.restart_spacing, self.restart_backoff.next_delay())
-        self._set_state("restart_pending", "restart_failed", level="warning", message=error,
-                        exit_code=ExitCode.RESTART_PENDING, retry_in=round(delay, 3))
-        return delay
-
-    def _check_agent(self, key: SecretBytes) -> float | None:
-        try:
-            verdict = self.agent_check()
-        except Exception as exc:
-            info = describe_exc(exc, self.redactor)
-            verdict = Verdict(False, "check_error", ExitCode.INTERNAL_ERROR,
-                              f"{info['error_type']}: {info['error']}")
-        self.sink.count("checks_total", step="agent", result=verdict.reason)
-        after_restart, self._check_after_restart = self._check_after_restart, False
-        if not verdict.accepted:
-            self.status.agent_key = None
-            if verdict.rejected:
-                self.status.agent_key = ("refused_by_slurmdbd"
-                                         if verdict.reason == "rejected_by_slurmdbd"
-                                         else "refused_by_slurmctld")
-            if after_restart:
-                # The unit came back but does not work as the agent: that restart failed too.
-                # Another restart would load the same copy: re-check with backoff instead.
-                opened = self.circuit.record_failure()
-                self._circuit_key = key.fingerprint
-                self.sink.count("restarts_total", result="check_failed")
-                self.sink.log("error", "agent_restart_failed", step="check",
-                              error=verdict.message, reason=verdict.reason,
-                              consecutive_failures=self.circuit.failures, circuit_opened=opened)
-            delay = self.backoff.next_delay()
-            self._set_state("agent_check_failed", verdict.reason, level="error",
-                            message=verdict.message, exit_code=verdict.exit_code,
-                            retry_in=round(delay, 3))
-            return delay
-        self._recheck_pending = False
-        self.status.agent_key = AGENT_KEY_ACCEPTED
-        was_open = self.circuit.state is not CircuitState.CLOSED
-        self.circuit.record_success()
-        self.restart_backoff.reset()
-        self._circuit_key = None
-        if was_open:
-            self.sink.log("info", "circuit_closed", key_fingerprint=key.fingerprint)
-        self.backoff.reset()
-        self.sink.log("info", "verified", key_fingerprint=key.fingerprint, step="agent",
-                      **_safe_details(verdict))
-        self._in_sync()
-        return None
-
     # -- state and reporting ----------------------------------------------------------------
 
     def _key_invalid(self, exc: KeyFileError) -> float | None:
@@ -720,8 +328,3 @@ def _stat_id(path: Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _safe_details(verdict: Verdict) -> dict[str, Any]:
-    keep = ("slurm", "cluster", "api", "accounting")
-    return {k: verdict.details[k] for k in keep if k in verdict.details}

@@ -32,7 +32,7 @@ from urllib.parse import unquote
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keys.secret import SecretBytes
 from watchdog_daemon.watch.config import WatchConfig
-from watchdog_daemon.watch.pipeline import ProbeResult, Verdict
+from watchdog_daemon.watch.verdict import ProbeResult, Verdict
 
 # Check reasons meaning "slurmctld/slurmdbd answered and refused this key": Slurm has not
 # loaded it yet. Anything else (unreachable, socket missing...) is a plain failure to verify.

@@ -1,0 +1,65 @@
+"""What the sync pipeline reports: its `Status` (what `status`, metrics and STATUS= show;
+fingerprints only) and the `Sink` it reports to (log events, metric counters, the state file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from watchdog_daemon.watch.health import health
+
+
+class Sink(Protocol):
+    """Where the pipeline reports: log events, metric counters, state persistence."""
+
+    def log(self, level: str, event: str, **fields: Any) -> None: ...
+
+    def count(self, name: str, **labels: str) -> None: ...
+
+    def persist(self) -> None: ...
+
+
+@dataclass
+class Status:
+    """What `status`, metrics and STATUS= show. Fingerprints only."""
+
+    state: str = "starting"  # in_sync | waiting_for_slurm | verify_failed | key_invalid |
+    #  copy_insecure | restart_pending | circuit_open | agent_check_failed | error | syncing
+    reason: str = ""
+    message: str = ""
+    exit_code: int = 0
+    key_fingerprint: str | None = None
+    copy_fingerprint: str | None = None
+    restart_pending: str | None = None  # fingerprint of a copy the agent has not loaded yet
+    agent_units: list[str] = field(default_factory=list)
+    last_sync_at: float | None = None
+    last_success_at: float | None = None
+    last_restart_at: float | None = None
+    next_retry_in: float | None = None
+    circuit: str = "closed"
+    restart_failures: int = 0  # consecutive failed restarts (the circuit's count)
+    # What Slurm last said to a token signed with the agent's copy: "accepted",
+    # "refused_by_slurmctld", "refused_by_slurmdbd", or None (not known).
+    agent_key: str | None = None
+    waiting_since: float | None = None  # wall time the wait for Slurm's reload began
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    def health(self) -> tuple[int, str]:
+        """(exit code of `status`, reason): 0 only when the agent can be serving."""
+        return health(self.to_dict())
+
+    def line(self) -> str:
+        """One line for systemd's STATUS=."""
+        key = self.key_fingerprint or "-"
+        code, why = self.health()
+        if self.state == "in_sync" and code == 0:
+            return f"in sync (key sha256:{key})"
+        if self.state == "waiting_for_slurm":
+            text = f"waiting for Slurm to reload the key (new key sha256:{key})"
+            if code == 0:
+                return text + "; agent serving on the previous key"
+            return text + f"; AGENT NOT SERVING: {why.replace('_', ' ')}"
+        return f"{self.state}: {self.reason or why} (key sha256:{key}; exit {code})"
