@@ -7,16 +7,16 @@ import stat
 
 import pytest
 
-from watchdog_daemon.config import slurmconf
+from watchdog_daemon.config import authalt
 from watchdog_daemon.config.atomicwrite import FileMissingError, WriteError
-from watchdog_daemon.config.slurmconf import (
+from watchdog_daemon.config.authalt import (
     ADDED_COMMENT,
-    ConfigParseError,
     ConflictError,
     InvalidArgumentError,
-    apply_merge,
     merge_authalt,
 )
+from watchdog_daemon.config.slurmconf import apply_merge
+from watchdog_daemon.config.slurmparse import ConfigParseError
 from watchdog_daemon.exitcodes import ExitCode
 
 KEY = "/var/spool/slurm/jwt_hs256.key"
@@ -436,7 +436,7 @@ def test_unparseable_include_refused_naming_it():
     ],
 )
 def test_merged_types(value, expected):
-    assert slurmconf.merged_types(value) == expected
+    assert authalt.merged_types(value) == expected
 
 
 @pytest.mark.parametrize(
@@ -451,7 +451,7 @@ def test_merged_types(value, expected):
     ],
 )
 def test_merged_params(value, expected):
-    assert slurmconf.merged_params(value, "/k") == expected
+    assert authalt.merged_params(value, "/k") == expected
 
 
 # ---------------------------------------------------------------------------------- I/O
