@@ -14,13 +14,15 @@ from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keys import keyfile
 from watchdog_daemon.keys.keyfile import (
     MIN_KEY_BYTES,
-    TEMP_PREFIX,
     KeyFileError,
     KeyProblem,
     describe_file,
+    read_key,
+)
+from watchdog_daemon.keys.keywrite import (
+    TEMP_PREFIX,
     ensure_key,
     install_key_atomically,
-    read_key,
     remove_stale_temp_files,
 )
 from watchdog_daemon.keys.secret import SecretBytes

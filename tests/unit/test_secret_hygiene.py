@@ -16,7 +16,8 @@ from watchdog_daemon.check.run import run_check, run_check_with_key
 from watchdog_daemon.cli import main
 from watchdog_daemon.config.agentconf import AgentSettings
 from watchdog_daemon.keys import keyfile
-from watchdog_daemon.keys.keyfile import KeyFileError, install_key_atomically, read_key
+from watchdog_daemon.keys.keyfile import KeyFileError, read_key
+from watchdog_daemon.keys.keywrite import install_key_atomically
 from watchdog_daemon.keys.secret import SecretBytes
 from watchdog_daemon.logging_setup import configure_logging, get_logger
 

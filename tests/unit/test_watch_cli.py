@@ -24,7 +24,7 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
     write_key,
 )
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.keys.keyfile import TEMP_PREFIX
+from watchdog_daemon.keys.keywrite import TEMP_PREFIX
 
 REPO = Path(__file__).resolve().parents[2]
 

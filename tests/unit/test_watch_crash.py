@@ -23,7 +23,7 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
     wait_for,
     write_key,
 )
-from watchdog_daemon.keys.keyfile import TEMP_PREFIX
+from watchdog_daemon.keys.keywrite import TEMP_PREFIX
 from watchdog_daemon.system.systemctl import SystemctlError
 from watchdog_daemon.watch.state import write_state
 
@@ -34,14 +34,14 @@ REPO = Path(__file__).resolve().parents[2]
 _KILLED_AT_RENAME = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
-    from watchdog_daemon.keys import keyfile
+    from watchdog_daemon.keys import keywrite
     from watchdog_daemon.watch.keystore import RealKeyStore
     from watchdog_daemon.keys.secret import SecretBytes
 
     def die(src, dst):
         os.kill(os.getpid(), signal.SIGKILL)
 
-    keyfile.os.rename = die
+    keywrite.os.rename = die
     key = Path(sys.argv[1]).read_bytes()
     RealKeyStore().install(SecretBytes(key), Path(sys.argv[2]), owner="nobody",
                            group="nogroup", mode=0o400)

@@ -23,7 +23,7 @@ from tests.unit.test_watch_support import (
     write_key,
 )
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.keys.keyfile import TEMP_PREFIX
+from watchdog_daemon.keys.keywrite import TEMP_PREFIX
 from watchdog_daemon.watch import events as watchevents
 from watchdog_daemon.watch.state import read_state
 

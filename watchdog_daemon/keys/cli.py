@@ -30,10 +30,12 @@ from watchdog_daemon.keys.keyfile import (
     KeyFileError,
     KeyProblem,
     describe_file,
+    read_key,
+)
+from watchdog_daemon.keys.keywrite import (
     ensure_key,
     install_key_atomically,
     make_parent_dirs,
-    read_key,
     rotate_key,
 )
 from watchdog_daemon.keys.secret import SecretBytes

@@ -66,7 +66,8 @@ def configure_logging() -> None:
 def validate(config: WatchConfig) -> tuple[str, str, ExitCode, str] | None:
     """Start-time checks that turn a silent months-long misbehaviour into a clear error."""
     from watchdog_daemon.config.agentconf import ConfigError, load_agent_settings
-    from watchdog_daemon.keys.keyfile import KeyFileError, resolve_owner
+    from watchdog_daemon.keys.keyfile import KeyFileError
+    from watchdog_daemon.keys.keywrite import resolve_owner
 
     try:
         settings = load_agent_settings(config.agent_ini)

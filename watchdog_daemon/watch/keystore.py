@@ -1,5 +1,5 @@
 """The key files as the sync pipeline uses them: `KeyStore`, an interface tests can fake, and
-`RealKeyStore`, keys/keyfile.py behind it.
+`RealKeyStore`, keys/keyfile.py and keys/keywrite.py behind it.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ class KeyStore(Protocol):
 
 
 class RealKeyStore:
-    """keys/keyfile.py's functions; Slurm's key is read under Slurm's rule (no "other" bit)."""
+    """keys/keyfile.py's and keywrite.py's functions; Slurm's key is read under Slurm's rule."""
 
     def read_key(self, path: Path) -> SecretBytes:
         from watchdog_daemon.keys.keyfile import read_key
@@ -38,16 +38,16 @@ class RealKeyStore:
 
     def install(self, secret: SecretBytes, dest: Path, *, owner: str, group: str,
                 mode: int) -> bool:
-        from watchdog_daemon.keys.keyfile import install_key_atomically
+        from watchdog_daemon.keys.keywrite import install_key_atomically
 
         return install_key_atomically(secret, dest, owner=owner, group=group, mode=mode)
 
     def remove_stale(self, directory: Path) -> list[Path]:
-        from watchdog_daemon.keys.keyfile import remove_stale_temp_files
+        from watchdog_daemon.keys.keywrite import remove_stale_temp_files
 
         return remove_stale_temp_files(directory)
 
     def owner_ids(self, owner: str, group: str, path: Path) -> tuple[int, int]:
-        from watchdog_daemon.keys.keyfile import resolve_owner
+        from watchdog_daemon.keys.keywrite import resolve_owner
 
         return resolve_owner(owner, group, path)

@@ -23,7 +23,7 @@ The order, and why:
    once. So the agent is back on a key Slurm accepts within about probe_interval + a restart
    of Slurm's reload, however long the administrator took. Without a usable probe (the copy
    unreadable, both keys refused): verify again with capped exponential backoff and jitter.
-4. Install atomically (keyfile.install_key_atomically: temp file in the copy's directory, owner
+4. Install atomically (keywrite.install_key_atomically: temp file in the copy's directory, owner
    and mode set before rename, fsync, rename, fsync directory). Remember `restart_pending` (also
    in the state file, so a crash between install and restart still restarts the agent).
 5. Restart the agent unit(s) in use (agentunits), always for a new key Slurm accepts: there is
