@@ -9,20 +9,22 @@ import requests
 import urllib3
 
 from watchdog_daemon.check.classify import (
-    REASON_EXIT_CODES,
-    CheckResult,
-    DeadlineExceeded,
     HttpAnswer,
     Outcome,
     PingUse,
     Verdict,
     accounting_from_slurm_conf,
-    classify_exception,
     classify_ping,
     classify_slurm_diag,
     classify_slurmdb_diag,
-    failure,
     parse_meta,
+)
+from watchdog_daemon.check.result import (
+    REASON_EXIT_CODES,
+    CheckResult,
+    DeadlineExceeded,
+    classify_exception,
+    failure,
     result_for_verdict,
     scrub,
 )

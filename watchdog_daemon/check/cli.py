@@ -13,7 +13,8 @@ import json
 import sys
 from typing import TextIO
 
-from watchdog_daemon.check.classify import DEFAULT_SLURM_CONF, CheckResult, failure
+from watchdog_daemon.check.classify import DEFAULT_SLURM_CONF
+from watchdog_daemon.check.result import CheckResult, failure
 from watchdog_daemon.check.run import run_check, run_check_with_key
 from watchdog_daemon.config.agentconf import DEFAULT_AGENT_INI, ConfigError, load_agent_settings
 from watchdog_daemon.keys.keyfile import KeyFileError, read_key

@@ -7,7 +7,8 @@ daemons to accept the token: `GET /slurm/vX/diag` (slurmctld) and `GET /slurmdb/
 sends one token signed with a random key, which must be refused (the "decoy").
 
 This module does the I/O (socket, HTTP, key file, signing): `run_check`, `run_check_with_key`.
-The pure part, answers in and a `CheckResult` out, is `watchdog_daemon.check.classify`.
+The pure part, answers in and a `CheckResult` out, is `watchdog_daemon.check.classify` and
+`watchdog_daemon.check.result`.
 """
 
 from __future__ import annotations
@@ -23,22 +24,24 @@ from typing import Any
 from urllib.parse import quote
 
 from watchdog_daemon.check.classify import (
-    _HINTS,
     DEFAULT_SLURM_CONF,
     KNOWN_VERSIONS,
     MAX_BODY_TEXT,
     Accounting,
-    CheckResult,
-    DeadlineExceeded,
     HttpAnswer,
     Outcome,
     PingUse,
     Stage,
     accounting_from_slurm_conf,
-    classify_exception,
     classify_ping,
     classify_slurm_diag,
     classify_slurmdb_diag,
+)
+from watchdog_daemon.check.result import (
+    _HINTS,
+    CheckResult,
+    DeadlineExceeded,
+    classify_exception,
     failure,
     result_for_verdict,
     scrub,

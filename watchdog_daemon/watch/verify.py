@@ -103,11 +103,10 @@ class CheckVerifier:
         """Ask the daemons not in `skip` about a token signed with the agent's copy."""
         from watchdog_daemon.check.classify import (
             Outcome,
-            classify_exception,
             classify_slurm_diag,
             classify_slurmdb_diag,
-            result_for_verdict,
         )
+        from watchdog_daemon.check.result import classify_exception, result_for_verdict
         from watchdog_daemon.check.run import probe_socket_path, sign_token, socket_base_url
         from watchdog_daemon.keys.keyfile import KeyFileError, read_key
 
