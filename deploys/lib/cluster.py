@@ -36,6 +36,17 @@ class ClusterPlan:
         """Hosts whose daemons load Slurm's key: every slurmctld and slurmdbd host."""
         return list(dict.fromkeys(self.controllers + self.dbd_hosts))
 
+    def watchdog_hosts(self) -> list[str]:
+        """Agent hosts that get the rotation watchdog: those that hold Slurm's key themselves.
+
+        The watchdog follows the key file on its own host; it cannot follow a key it cannot
+        see. On an agent host without the key (slurmrestd apart from slurmctld and slurmdbd)
+        the copy is pushed from the workstation's memory by the deploy and by
+        `deploys/rotate_key.py`, and a watchdog there would only report `key_missing` forever.
+        """
+        holders = set(self.hosts_needing_key())
+        return [h for h in self.rest_hosts if h in holders]
+
     def all_hosts(self) -> list[str]:
         return list(
             dict.fromkeys(self.controllers + self.dbd_hosts + self.rest_hosts + self.compute_hosts)

@@ -41,3 +41,19 @@ def test_cluster_without_accounting():
 def test_incomplete_cluster_is_refused(entries, needle):
     with pytest.raises(InventoryError, match=needle):
         plan_clusters(entries)
+
+
+def test_the_watchdog_goes_only_to_agent_hosts_that_hold_the_key():
+    plans = plan_clusters([
+        entry("ctl", "split", "slurmctld", "compute"),
+        entry("db", "split", "slurmdbd"),
+        entry("rest", "split", "slurmrestd"),
+        entry("one", "hpc", "slurmctld", "slurmdbd", "slurmrestd", "compute"),
+        # an agent beside slurmdbd holds the key; a second agent host apart does not
+        entry("c2", "mixed", "slurmctld"),
+        entry("dbrest", "mixed", "slurmdbd", "slurmrestd"),
+        entry("rest2", "mixed", "slurmrestd"),
+    ])
+    assert plans["split"].watchdog_hosts() == []
+    assert plans["hpc"].watchdog_hosts() == ["one"]
+    assert plans["mixed"].watchdog_hosts() == ["dbrest"]
