@@ -84,8 +84,11 @@ def slurmrestd_access() -> None:
     slow = {"_timeout": settings.restart_wait + 60}
     check = {"_timeout": settings.check_timeout * 4 + 30}
 
+    # The rotation watchdog runs only on agent hosts that hold Slurm's key: it follows the key
+    # file on its own host (see ClusterPlan.watchdog_hosts).
+    watchdog = host.name in plan.watchdog_hosts()
     tool = ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
-                            agent_host="slurmrestd" in roles, _timeout=600)
+                            agent_host=watchdog, _timeout=600)
     ops.preflight(name="Preflight", settings=settings, roles=roles, **quick)
 
     # 1-2. The key: created on the controller, or pushed from the workstation's key source;
@@ -143,26 +146,36 @@ def slurmrestd_access() -> None:
     if "slurmrestd" not in roles:
         return
 
-    # 5. slurmrestd with the documentation's drop-in; the watchdog's files are written with it,
-    # so that one daemon-reload covers every unit file this run changes.
+    # 5. slurmrestd with the documentation's drop-in; the watchdog's files are written (or, on a
+    # host without the key, removed) with it, so that one daemon-reload covers every unit file
+    # this run changes.
     unit = settings.slurmrestd_unit
     socket_up = f"test -S {q(settings.slurmrestd_socket)}"
     no_socket = f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}"
     dropin = ops.text_file(name="slurmrestd drop-in", settings=settings,
                            path=settings.slurmrestd_dropin,
                            text=render_dropin(socket_path=settings.slurmrestd_socket), **quick)
-    watch_files = [
-        ops.text_file(name=f"Watchdog config {WATCH_CONFIG_PATH}", settings=settings,
-                      path=WATCH_CONFIG_PATH, text=render_watch_toml(settings), **quick),
-        ops.text_file(name=f"Watchdog unit {WATCH_UNIT}", settings=settings,
-                      path=WATCH_UNIT_PATH, text=render_watch_unit(settings), **quick),
-    ]
+    if watchdog:
+        watch_files = [
+            ops.text_file(name=f"Watchdog config {WATCH_CONFIG_PATH}", settings=settings,
+                          path=WATCH_CONFIG_PATH, text=render_watch_toml(settings), **quick),
+            ops.text_file(name=f"Watchdog unit {WATCH_UNIT}", settings=settings,
+                          path=WATCH_UNIT_PATH, text=render_watch_unit(settings), **quick),
+        ]
+        unit_files = [dropin, watch_files[1]]
+        units = (unit, WATCH_UNIT)
+    else:
+        # No key here to follow: the copy is pushed by the deploy and by rotate_key.py. A
+        # watchdog an earlier deploy installed is stopped, disabled and removed.
+        unit_files = [dropin, ops.remove_watchdog(
+            name=f"No {WATCH_UNIT} on a host without Slurm's key", settings=settings, **quick)]
+        units = (unit,)
     # Enabled before the reload: links written after it would leave every unit of the host
     # with NeedDaemonReload=yes (see enable_units).
-    enabled = ops.enable_units(name=f"Enable {unit} and {WATCH_UNIT}", settings=settings,
-                               units=(unit, WATCH_UNIT), **quick)
+    enabled = ops.enable_units(name=f"Enable {' and '.join(units)}", settings=settings,
+                               units=units, **quick)
     ops.daemon_reload(name="systemctl daemon-reload", settings=settings,
-                      _if=any_changed(dropin, watch_files[1], enabled), **quick)
+                      _if=any_changed(*unit_files, enabled), **quick)
     started = ops.start_unit(name=f"Start {unit}", settings=settings, unit=unit,
                              wait_for=socket_up, failure=no_socket, **slow)
     ops.restart_unit(
@@ -182,16 +195,18 @@ def slurmrestd_access() -> None:
     ini = ops.merge_agent_ini(name=f"slurmrestd settings in {settings.agent_ini}",
                               settings=settings, **quick)
 
-    # 11. The rotation watchdog, always on. Its start (Python's start-up, then a first look that
-    # finds key and copy in sync) runs while the checks below do; it is waited for at the end.
+    # 11. The rotation watchdog, always on where it runs. Its start (Python's start-up, then a
+    # first look that finds key and copy in sync) runs while the checks below do; it is waited
+    # for at the end.
     watch_failed = f"{WATCH_UNIT} did not become active: see journalctl -u {WATCH_UNIT}"
-    watch_started = ops.start_unit(
-        name=f"Start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
-        wait_for=None, failure=watch_failed, no_block=True, **quick)
-    watch_restarted = ops.restart_unit(
-        name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT, wait_for=None,
-        wait_seconds=settings.restart_wait, failure=watch_failed, no_block=True,
-        _if=changed_unless_just_started(watch_started, tool, *watch_files), **quick)
+    if watchdog:
+        watch_started = ops.start_unit(
+            name=f"Start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
+            wait_for=None, failure=watch_failed, no_block=True, **quick)
+        watch_restarted = ops.restart_unit(
+            name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT, wait_for=None,
+            wait_seconds=settings.restart_wait, failure=watch_failed, no_block=True,
+            _if=changed_unless_just_started(watch_started, tool, *watch_files), **quick)
 
     # 8-10. Prove it works before touching the agent, restart the agent, prove it again.
     ops.connect_check(name="Connect check", settings=settings, when="before the agent restart",
@@ -201,6 +216,7 @@ def slurmrestd_access() -> None:
     ops.connect_check(name="Connect check after the agent restart", settings=settings,
                       when="after the agent restart", _if=any_changed(copy, ini), **check)
 
-    ops.wait_until_active(name=f"{WATCH_UNIT} is running", settings=settings, unit=WATCH_UNIT,
-                          failure=watch_failed, _if=any_changed(watch_started, watch_restarted),
-                          **slow)
+    if watchdog:
+        ops.wait_until_active(name=f"{WATCH_UNIT} is running", settings=settings,
+                              unit=WATCH_UNIT, failure=watch_failed,
+                              _if=any_changed(watch_started, watch_restarted), **slow)

@@ -18,10 +18,12 @@ from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, Stri
 from deploys.lib import hostpython, survey
 from deploys.lib.facts import HostState
 from deploys.lib.hostfail import ClusterStopped, host_local
+from deploys.lib.hoststate import RemoteFile, UnitState
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
 from deploys.lib.rotation_plan import check_args
 from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, plan_problems
+from deploys.lib.watchconf import WATCH_UNIT, removal_script, watchdog_leftover
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
 from watchdog_daemon.config import slurmrelease
 from watchdog_daemon.system.agentunits import choose as choose_agent_units
@@ -93,9 +95,10 @@ def install_tool(settings: Settings, agent_host: bool = True):
     """Install the host-side tool from the workstation's wheels into a venv (no network needed).
 
     Byte code: every command the deploy runs as root writes the .pyc of what it imports (each
-    by an atomic rename). Only the agent host runs code that cannot (the watchdog, sandboxed
-    read-only), so only there is everything compiled ahead, in the background at idle
-    priority: about 0.4 s of CPU that no step waits for. Without setsid, in the foreground.
+    by an atomic rename). Only the watchdog's host (`agent_host`: an agent host holding Slurm's
+    key) runs code that cannot (the watchdog, sandboxed read-only), so only there is everything
+    compiled ahead, in the background at idle priority: about 0.4 s of CPU that no step waits
+    for. Without setsid, in the foreground.
     """
     hs = survey.survey(settings)
     try:
@@ -366,6 +369,24 @@ def text_file(settings: Settings, path: str, text: str, mode: int = 0o644):
     yield FileUploadCommand(BytesIO(text.encode()), temp)
     yield StringCommand("chown", "root:root", q(temp), "&&", "chmod", f"{mode:04o}", q(temp),
                         "&&", "mv", "-f", q(temp), q(path))
+
+
+@operation()
+@host_local
+def remove_watchdog(settings: Settings):
+    """On an agent host that does not hold Slurm's key: take away a watchdog an earlier deploy
+    installed there (it has no key to follow). Decided from the survey: no trace, no command."""
+    stop_if_cluster_failed(settings)
+    hs = survey.survey(settings)
+    leftover = watchdog_leftover(hs)
+    if leftover is None:
+        host.noop(f"no {WATCH_UNIT} (not needed: this host does not hold Slurm's key)")
+        return
+    host.noop(f"{WATCH_UNIT} is not needed on a host without Slurm's key: "
+              f"{leftover.describe()}")
+    survey.record(files={p: RemoteFile(p, exists=False) for p in leftover.files},
+                  units={WATCH_UNIT: UnitState(WATCH_UNIT)})
+    yield StringCommand("sh", "-c", q(removal_script(leftover)))
 
 
 @operation()

@@ -54,7 +54,7 @@ def rotate_key() -> None:
     settings = settings_of(host.name)
     plan = cluster_plans()[settings.cluster]
     ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
-                     agent_host="slurmrestd" in roles_of(host.groups), _timeout=600)
+                     agent_host=host.name in plan.watchdog_hosts(), _timeout=600)
     # Bounds the whole rotation: 2 restarts per daemon (rotation + rollback) and the checks.
     budget = (settings.restart_wait + 60) * 8 + (settings.check_timeout * 4 + 30) * 6
     rotate_cluster_key(name=f"Rotate the JWT key of cluster {plan.name}", settings=settings,

@@ -1,5 +1,18 @@
+import pytest
+
+from deploys.lib.hoststate import HostState, RemoteFile, UnitState
 from deploys.lib.settings import settings_from_host_data
-from deploys.lib.watchconf import render_watch_toml, render_watch_unit, watch_config
+from deploys.lib.watchconf import (
+    WATCH_CONFIG_PATH,
+    WATCH_STATE_FILE,
+    WATCH_UNIT,
+    WATCH_UNIT_PATH,
+    removal_script,
+    render_watch_toml,
+    render_watch_unit,
+    watch_config,
+    watchdog_leftover,
+)
 
 
 def test_watch_config_follows_the_host_data():
@@ -29,3 +42,66 @@ def test_rendered_watch_config_has_nothing_deprecated_and_restarts_every_key():
     assert cfg.warnings == ()
     assert "restart_budget" not in text and "restart_window" not in text
     assert cfg.restart_spacing <= 3.0 and cfg.probe_interval <= 1.0
+
+
+# -- what is left of a watchdog on an agent host that must not run it (no key there) ----------
+
+
+def host_with(unit=None, unit_file_kind="regular file", config=True) -> HostState:
+    hs = HostState()
+    if unit:
+        hs.units[WATCH_UNIT] = UnitState(WATCH_UNIT, *unit)
+    if unit_file_kind:
+        hs.files[WATCH_UNIT_PATH] = RemoteFile(WATCH_UNIT_PATH, True, unit_file_kind, "root",
+                                               "root", 0o644, "0" * 64)
+    if config:
+        hs.files[WATCH_CONFIG_PATH] = RemoteFile(WATCH_CONFIG_PATH, True, "regular file", "root",
+                                                 "root", 0o644, "1" * 64)
+    return hs
+
+
+def test_no_trace_of_the_watchdog_means_nothing_to_do():
+    hs = host_with(unit=("not-found", "inactive", ""), unit_file_kind=None, config=False)
+    assert watchdog_leftover(hs) is None
+    assert watchdog_leftover(HostState()) is None  # not even in the survey
+
+
+def test_what_an_earlier_deploy_installed_is_stopped_disabled_and_removed():
+    leftover = watchdog_leftover(host_with(unit=("loaded", "active", "enabled")))
+    assert leftover is not None and leftover.stop and leftover.disable
+    assert leftover.files == (WATCH_UNIT_PATH, WATCH_CONFIG_PATH)
+    script = removal_script(leftover).splitlines()
+    assert script[0] == "set -e"
+    disable = script.index(f"systemctl disable --no-reload {WATCH_UNIT}")
+    stop = next(i for i, line in enumerate(script)
+                if line.startswith(f"systemctl stop {WATCH_UNIT}"))
+    remove = script.index(f"rm -f {WATCH_UNIT_PATH} {WATCH_CONFIG_PATH}")
+    assert disable < remove and stop < remove  # systemctl needs the unit file to disable it
+    assert f"rm -f {WATCH_STATE_FILE}" in script
+    assert "daemon-reload" not in "\n".join(script)  # the deploy's one reload follows
+
+
+@pytest.mark.parametrize(("unit", "stop", "disable"), [
+    (("not-found", "failed", ""), True, False),  # file gone without a reload, failed in memory
+    (("not-found", "active", ""), True, False),  # still running from a deleted file
+    (("loaded", "inactive", "enabled"), False, True),  # a unit file elsewhere (not ours)
+    (("loaded", "inactive", "disabled"), None, None),  # stopped and disabled: nothing to do
+])
+def test_a_unit_is_stopped_and_disabled_by_its_states_not_by_its_file(unit, stop, disable):
+    leftover = watchdog_leftover(host_with(unit=unit, unit_file_kind=None, config=False))
+    if stop is None:
+        assert leftover is None  # e.g. its file lives elsewhere: a re-run does not touch it
+        return
+    assert leftover is not None and (leftover.stop, leftover.disable) == (stop, disable)
+    assert leftover.files == ()
+    script = removal_script(leftover)
+    assert ("systemctl disable" in script) is disable
+    assert ("systemctl stop" in script) is stop
+
+
+def test_a_masked_watchdog_keeps_its_mask_only_the_config_goes():
+    hs = host_with(unit=("masked", "inactive", "masked"), unit_file_kind="symbolic link")
+    leftover = watchdog_leftover(hs)
+    assert leftover is not None and not leftover.stop and not leftover.disable
+    assert leftover.files == (WATCH_CONFIG_PATH,)
+    assert WATCH_UNIT_PATH not in removal_script(leftover)
