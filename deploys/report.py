@@ -57,9 +57,10 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
 
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
     from deploys.lib.facts import HostState, ToolReport
-    from deploys.lib.fleet_report import WATCH_UNIT, HostFacts
+    from deploys.lib.fleet_report import HostFacts
     from deploys.lib.rotation_plan import check_args
     from deploys.lib.settings import settings_from_host_data
+    from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
     from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
     # The same set-up as pyinfra's CLI: an inventory file is executed in the state's context.
@@ -88,7 +89,7 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
         try:
             facts.state = get_fact(state, host, HostState, kwargs=dict(
                 files=(s.jwt_key_path, s.agent_key_path, s.slurmrestd_dropin, s.slurm_conf,
-                       s.slurmdbd_conf, s.agent_ini),
+                       s.slurmdbd_conf, s.agent_ini, WATCH_CONFIG_PATH, WATCH_UNIT_PATH),
                 units=(s.slurmctld_unit, s.slurmdbd_unit, s.slurmrestd_unit,
                        *agent_candidates(s.agent_unit), WATCH_UNIT),
                 users=(s.jwt_key_owner, s.agent_user), groups=(s.jwt_key_group, s.agent_group),

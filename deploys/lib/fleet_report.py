@@ -12,10 +12,11 @@ from typing import Any
 from deploys.lib.cluster import ClusterPlan
 from deploys.lib.hoststate import HostState, RemoteFile
 from deploys.lib.settings import Settings
+from deploys.lib.watchconf import WATCH_UNIT, watchdog_leftover
 from watchdog_daemon.config.dropin import render_dropin
 from watchdog_daemon.system.agentunits import choose as choose_agent_units
 
-WATCH_UNIT = "slurmrestd-access-watch.service"
+NO_WATCHDOG = "not needed (no key here)"
 FP = 12  # hex digits of a fingerprint
 
 COLUMNS = ("cluster", "host", "roles", "key", "copy", "authalt", "dropin", "slurmrestd", "agent",
@@ -115,6 +116,32 @@ def _unit_cell(hs: HostState, name: str) -> str:
     return unit.active if unit.exists else "not installed"
 
 
+def _judge_watchdog(hs: HostState, wanted: bool) -> tuple[str, str | None]:
+    """(cell, problem) for the rotation watchdog, which the deploy runs on the agent hosts that
+    hold Slurm's key (ClusterPlan.watchdog_hosts) and on no other."""
+    if wanted:
+        watch = hs.unit(WATCH_UNIT)
+        if not watch.exists:
+            return "not installed", (
+                f"{WATCH_UNIT} is not installed: a change of Slurm's key on this host would not "
+                "reach the agent; run the deploy (it installs the watchdog on agent hosts that "
+                "hold the key)")
+        if watch.active != "active":
+            return watch.active, (
+                f"{WATCH_UNIT} is {watch.active}: a change of Slurm's key on this host would not "
+                f"reach the agent; see journalctl -u {WATCH_UNIT}, then systemctl start it or "
+                "run the deploy")
+        return "active", None
+    leftover = watchdog_leftover(hs)
+    if leftover is None:
+        return NO_WATCHDOG, None
+    # What an older deploy installed here: it has no key to follow and says key_missing.
+    return _unit_cell(hs, WATCH_UNIT) + " (not needed)", (
+        f"{WATCH_UNIT} is installed on an agent host that does not hold Slurm's key: it has no "
+        "key to follow (its status stays key_missing); run the deploy, which removes it "
+        f"({leftover.describe()}); rotate the key with deploys/rotate_key.py")
+
+
 def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
     s, roles = facts.settings, facts.roles
     cells = {c: "-" for c in COLUMNS[3:]}
@@ -168,12 +195,10 @@ def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
                 if _unit_cell(hs, unit) != "active":
                     problems.append(f"{unit} is {_unit_cell(hs, unit)}")
 
-        # The watchdog is optional (the deploy restarts the agent itself): reported, and a
-        # problem only when it is installed but not running.
-        watch = hs.unit(WATCH_UNIT)
-        cells["watchdog"] = _unit_cell(hs, WATCH_UNIT)
-        if watch.exists and watch.active != "active" and watch.unit_file == "enabled":
-            problems.append(f"{WATCH_UNIT} is enabled but {watch.active}")
+        cells["watchdog"], watch_problem = _judge_watchdog(
+            hs, facts.name in plan.watchdog_hosts())
+        if watch_problem:
+            problems.append(watch_problem)
 
         check = facts.check
         if check is None:

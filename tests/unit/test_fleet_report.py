@@ -7,6 +7,7 @@ import json
 
 from deploys.lib.cluster import ClusterPlan
 from deploys.lib.fleet_report import (
+    NO_WATCHDOG,
     WATCH_UNIT,
     HostFacts,
     evaluate,
@@ -72,7 +73,8 @@ def test_a_healthy_cluster():
     assert exit_code(reports) == 0
     rest = reports[0].rows[2]
     assert rest.cells["copy"] == "aaaaaaaaaaaa slurm-web:slurm-web 0400"
-    assert rest.cells["watchdog"] == "not installed" and rest.cells["check"] == "ok"
+    # The agent host does not hold Slurm's key: no watchdog there, and that is right.
+    assert rest.cells["watchdog"] == NO_WATCHDOG and rest.cells["check"] == "ok"
     assert "beta: OK" in render_table(reports)
 
 
@@ -112,3 +114,42 @@ def test_an_unreachable_host_and_json():
     data = json.loads(json.dumps(to_dict(reports)))
     assert data["ok"] is False
     assert data["clusters"][0]["hosts"][0]["check"] == "unreachable"
+
+
+def one_host(watch=None) -> list:
+    """alpha: one host with every role, which holds the key: the watchdog belongs there."""
+    plan = ClusterPlan("alpha", ["a1"], ["a1"], ["a1"], ["a1"])
+    units = [active("slurmrestd.service"), active("slurm-web-agent.service")]
+    if watch:
+        units.append(watch)
+    facts = {"a1": HostFacts(
+        "a1", "alpha", frozenset({"slurmctld", "slurmdbd", "slurmrestd", "compute"}), S,
+        state=state([key_file(), copy_file(), RemoteFile(S.slurmrestd_dropin, True,
+                     "regular file", "root", "root", 0o644, DROPIN)], units),
+        conf={S.slurm_conf: present(), S.slurmdbd_conf: present()}, check={"exit_code": 0})}
+    return evaluate({"alpha": plan}, facts)
+
+
+def test_the_watchdog_is_required_on_an_agent_host_that_holds_the_key():
+    (ok,) = one_host(watch=active(WATCH_UNIT))
+    assert ok.ok and ok.rows[0].cells["watchdog"] == "active"
+    (missing,) = one_host()
+    assert missing.rows[0].cells["watchdog"] == "not installed"
+    assert [p for p in missing.all_problems() if WATCH_UNIT in p] == [
+        f"a1: {WATCH_UNIT} is not installed: a change of Slurm's key on this host would not "
+        "reach the agent; run the deploy (it installs the watchdog on agent hosts that hold the "
+        "key)"]
+    (stopped,) = one_host(watch=UnitState(WATCH_UNIT, "loaded", "inactive", "disabled"))
+    assert not stopped.ok and stopped.rows[0].cells["watchdog"] == "inactive"
+
+
+def test_a_watchdog_left_on_an_agent_host_without_the_key_is_named_with_the_fix():
+    # What an older deploy installed on beta's agent host: running, saying key_missing.
+    (report,) = beta(watch=active(WATCH_UNIT))
+    assert not report.ok
+    assert report.rows[2].cells["watchdog"] == "active (not needed)"
+    (problem,) = report.all_problems()
+    assert problem.startswith(f"rest: {WATCH_UNIT} is installed on an agent host that does not "
+                              "hold Slurm's key")
+    assert "run the deploy, which removes it (stop, disable)" in problem
+    assert "deploys/rotate_key.py" in problem
