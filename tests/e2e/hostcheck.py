@@ -90,6 +90,36 @@ def unit_state(tb, host: str, unit: str) -> str:
     return _text(res).strip()
 
 
+WATCH_UNIT = "slurmrestd-access-watch.service"
+WATCH_FILES = ("/etc/systemd/system/slurmrestd-access-watch.service",
+               "/etc/slurmrestd-access/watch.toml")
+
+
+def watchdog(tb, host: str) -> dict:
+    """The rotation watchdog on a host: systemd's view of its unit, its files, and what
+    `slurmrestd-access status` says (exit code and reason)."""
+    show = _text(tb.ssh(host, f"systemctl show -p LoadState,ActiveState,UnitFileState "
+                              f"{WATCH_UNIT}"))
+    unit = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
+    status = tb.ssh(host, "slurmrestd-access status", check=False)
+    try:
+        reason = json.loads(_text(status) or "{}").get("status_reason")
+    except ValueError:
+        reason = None
+    return {"load": unit.get("LoadState"), "active": unit.get("ActiveState"),
+            "unit_file": unit.get("UnitFileState"),
+            "files": [p for p in WATCH_FILES if stat(tb, host, p) is not None],
+            "status_exit": status.returncode, "status_reason": reason}
+
+
+# What `watchdog` reads where the deploy runs the watchdog (an agent host holding Slurm's key),
+# and where it must not (an agent host without the key: no state file, no process).
+WATCHDOG_HEALTHY = {"load": "loaded", "active": "active", "unit_file": "enabled",
+                    "files": list(WATCH_FILES), "status_exit": 0, "status_reason": "in_sync"}
+WATCHDOG_ABSENT = {"load": "not-found", "active": "inactive", "unit_file": "", "files": [],
+                   "status_exit": 50, "status_reason": None}
+
+
 def journal(tb, host: str, unit: str) -> str:
     return _text(tb.ssh(host, f"journalctl -b -u {shlex.quote(unit)} --no-pager -o cat"))
 # ---- systemd: no reload left pending, and how many reloads a run made ---------------------------

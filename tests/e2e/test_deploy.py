@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import shlex
 import shutil
+import subprocess
+import sys
 
 import pytest
 
+from deploys.lib.settings import Settings
+from deploys.lib.watchconf import render_watch_toml
 from deploys.lib.wheelhouse import source_digest
 from tests.e2e import hostcheck
 from tests.e2e.pyinfra_run import ROOT, run_deploy
@@ -59,6 +65,11 @@ def assert_deployed(tb) -> None:
                 status = hostcheck.standin_status(tb, h.name)
                 assert status["accepted"] is True, status
                 assert status["cluster"] == cluster
+                # The rotation watchdog runs where the agent host holds Slurm's key, and only
+                # there: elsewhere it would have no key to follow (status key_missing, forever).
+                wanted = (hostcheck.WATCHDOG_HEALTHY if h.name in key_hosts
+                          else hostcheck.WATCHDOG_ABSENT)
+                assert hostcheck.watchdog(tb, h.name) == wanted, h.name
             if {"slurmctld", "slurmrestd", "compute"} & set(h.roles):
                 assert hostcheck.grep_lines(tb, h.name, "/etc/slurm/slurm.conf",
                                             "^authalttypes") == ["AuthAltTypes=auth/jwt"]
@@ -124,15 +135,12 @@ def test_a_rerun_from_another_workstation_changes_nothing(deployed, tmp_path):
     other.mkdir()
     for deps in cache.glob("deps-*"):  # the same files the package index would give
         shutil.copytree(deps, other / deps.name)
-    watch = "slurmrestd-access-watch.service"
-    rest = hosts_with(topo, "slurmrestd")[0]
 
     def state():
-        return ({h.name: (hostcheck.unit_starts(topo, h.name),
-                          hostcheck.stat(topo, h.name, "/opt/slurmrestd-access/INSTALLED"))
-                 for h in topo.hosts},
-                topo.ssh(rest, f"systemctl show -p MainPID,ActiveEnterTimestampMonotonic {watch}"
-                         ).stdout)
+        # unit_starts covers the watchdog too (start time and PID), where it runs.
+        return {h.name: (hostcheck.unit_starts(topo, h.name),
+                         hostcheck.stat(topo, h.name, "/opt/slurmrestd-access/INSTALLED"))
+                for h in topo.hosts}
 
     before = state()
     run = run_deploy(topo.inventory_path, env={"SRA_WHEELHOUSE": str(other),
@@ -283,3 +291,65 @@ def test_the_agent_unit_is_found_with_or_without_agent_unit_in_the_inventory(dep
         assert ("'agent_unit'" in line) is rest.agent_unit_in_inventory
         assert rest.agent_unit_in_inventory is (topo.name != "split")
         assert hostcheck.unit_state(topo, rest.name, cluster.agent_unit) == "active"
+
+
+def test_split_a_watchdog_left_on_the_agent_host_without_the_key_is_removed_once(testbed):
+    """split-rest holds only the agent's copy (Slurm's key is on split-ctl and split-db): the
+    deploy runs no watchdog there, and takes away one an older deploy installed, once."""
+    topo = testbed.up("split")
+    run = run_deploy(topo.inventory_path)  # deployed (or a no-change re-run)
+    assert run.returncode == 0, run.output[-6000:]
+    rest, watch = "split-rest", hostcheck.WATCH_UNIT
+    assert hostcheck.watchdog(topo, rest) == hostcheck.WATCHDOG_ABSENT
+
+    def report() -> tuple[int, dict]:
+        done = subprocess.run([sys.executable, "-m", "deploys.report", str(topo.inventory_path),
+                               "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                              check=False)
+        return done.returncode, json.loads(done.stdout)
+
+    code, data = report()
+    assert code == 0 and data["ok"] is True, data
+    (row,) = [r for c in data["clusters"] for r in c["hosts"] if r["host"] == rest]
+    assert row["watchdog"] == "not needed (no key here)"
+
+    # What the deploy used to install on every agent host, by hand: its unit and watch.toml,
+    # enabled and started. It has no key to follow: its status says key_missing (11).
+    toml = render_watch_toml(Settings(cluster="split"))
+    topo.ssh(rest, f"mkdir -p /etc/slurmrestd-access && printf %s {shlex.quote(toml)} > "
+                   f"{hostcheck.WATCH_FILES[1]} && slurmrestd-access watch --print-unit > "
+                   f"{hostcheck.WATCH_FILES[0]} && systemctl daemon-reload && "
+                   f"systemctl enable --now {watch}")
+    leftover = hostcheck.watchdog(topo, rest)
+    assert (leftover["active"], leftover["status_exit"], leftover["status_reason"]) == (
+        "active", 11, "key_missing"), leftover
+    code, data = report()
+    assert code == 1 and any(f"{rest}: {watch} is installed on an agent host that does not "
+                             "hold Slurm's key" in p for p in data["clusters"][0]["problems"]), data
+
+    # --dry names the removal and changes nothing.
+    before = hostcheck.snapshot(topo)
+    dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
+    assert dry.returncode == 0, dry.output[-4000:]
+    changes = dry.planned_changes()
+    assert len(changes) == 1 and changes[0].endswith(f"No {watch} on a host without Slurm's "
+                                                     "key"), dry.output[-4000:]
+    assert hostcheck.snapshot(topo) == before
+
+    # The deploy removes it (stopped, disabled, files and state gone, one daemon-reload, no
+    # other unit restarted); a second run changes nothing; the report is clean again.
+    reloads = hostcheck.reload_counts(topo)
+    starts = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    removed = run_deploy(topo.inventory_path)
+    assert removed.returncode == 0, removed.output[-6000:]
+    assert removed.totals()["changed"] >= 1
+    assert hostcheck.watchdog(topo, rest) == hostcheck.WATCHDOG_ABSENT
+    hostcheck.assert_systemd_settled(topo, reloads, most=1)
+    after = {h.name: hostcheck.unit_starts(topo, h.name) for h in topo.hosts}
+    for units in (starts[rest], after[rest]):
+        units.pop(watch)
+    assert after == starts
+    again = run_deploy(topo.inventory_path)
+    assert again.returncode == 0 and again.totals()["changed"] == 0, again.output[-4000:]
+    code, data = report()
+    assert code == 0 and data["ok"] is True, data
