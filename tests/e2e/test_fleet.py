@@ -105,6 +105,9 @@ def test_the_report_of_a_healthy_fleet_is_ok_and_changes_nothing(fleet):
     assert data["ok"] is True
     rows = {r["host"]: r for c in data["clusters"] for r in c["hosts"]}
     assert rows["gamma1"]["agent"] == "slurm-web-agent-uwsgi active"
+    # The watchdog where the agent host holds the key; beta-rest holds only the copy.
+    assert {h: rows[h]["watchdog"] for h in ("alpha1", "beta-rest", "gamma1")} == {
+        "alpha1": "active", "beta-rest": "not needed (no key here)", "gamma1": "active"}
     assert rows["beta-ctl"]["key"][:12] == rows["beta-rest"]["copy"][:12]
     assert snapshot(topo) == before  # read-only: same files, no unit restarted
 
@@ -260,6 +263,9 @@ def test_the_report_catches_a_wrong_copy_mode_and_keys_that_differ(fleet):
     assert re.search(r"Slurm's key differs between the cluster's hosts: beta-ctl \w{12}, "
                      r"beta-db \w{12}", bad.stdout), bad.stdout
     assert "gamma: OK" in bad.stdout
+    # ...and the watchdog stopped where it belongs (alpha1 holds the key).
+    assert f"alpha1: {WATCH} is inactive: a change of Slurm's key on this host would not " \
+           "reach the agent" in bad.stdout
     data = json.loads(report(topo, "--json", "--limit", "beta").stdout)
     assert [c["cluster"] for c in data["clusters"]] == ["beta"] and data["ok"] is False
     assert snapshot(topo) == before
