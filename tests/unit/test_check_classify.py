@@ -373,3 +373,34 @@ def test_classify_ping_for_any_client_takes_2205():
     answer = HttpAnswer(200, "application/json", "",
                         {"meta": {"Slurm": {"release": "22.05.8"}}, "errors": []})
     assert classify_ping(answer, as_agent=False)[0] is PingUse.USE
+
+
+# Measured on Slurm 22.05.8 (bookworm1): a token signed with another key, and the right token
+# with slurmctld stopped, both get exactly this from /slurm/v0.0.38/diag.
+ANSWER_2205_UNSPECIFIED = {
+    "meta": {"Slurm": {"version": {"major": 22, "minor": 5, "micro": 8}, "release": "22.05.8"}},
+    "errors": [{"description": "request failed", "error_number": -1,
+                "error": "Unspecified error", "source": "slurm_get_statistics"}]}
+
+
+def test_2205s_unspecified_error_stays_slurmrestd_error_with_a_hint_that_says_why():
+    verdict = classify_slurm_diag(answer(500, ANSWER_2205_UNSPECIFIED))
+    assert verdict.outcome is Outcome.ERROR and verdict.unspecified
+    r = result_for_verdict("slurm", verdict, api_version="0.0.38")
+    assert r is not None and r.reason == "slurmrestd_error" and r.exit_code == 24
+    assert r.message == ("/slurm/v0.0.38/diag: HTTP 500: Unspecified error: request failed "
+                         "[-1]")
+    assert "a key copy that differs from the key slurmctld loaded, and an unreachable " \
+           "slurmctld, answer alike" in r.hint
+    assert "`scontrol ping`" in r.hint
+    db = result_for_verdict("slurmdb", classify_slurmdb_diag(answer(500, {"errors": [
+        {"error_number": -1, "error": "Unspecified error", "source": "slurmdb_get_stats"}]})),
+        api_version="0.0.38")
+    assert db is not None and db.exit_code == 24 and "key slurmdbd loaded" in db.hint
+
+
+def test_an_error_with_its_reason_gets_the_plain_hint():
+    verdict = classify_slurm_diag(answer(500, {"errors": [err(-1, "x"), err(9999, "y")]}))
+    assert not verdict.unspecified
+    r = result_for_verdict("slurm", verdict, api_version="0.0.42")
+    assert r is not None and "answer alike" not in r.hint

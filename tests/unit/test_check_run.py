@@ -289,7 +289,20 @@ def test_2205_meta_and_fallback_cluster(env):
     assert r.cluster == "hpc"  # from agent.ini: 22.05 reports none
 
 
+def test_2205_wrong_copy_as_measured_is_24_with_the_hint_that_says_why(env):
+    # 22.05.8 answers a refused token with HTTP 500 "Unspecified error" [-1], as it answers a
+    # stopped slurmctld (measured): nothing tells a refusal, so 24, not 30.
+    settings, sock, conf = env
+    with FakeSlurmrestd(sock, slurmctld_key=OTHER, versions=("0.0.38",), release="22.05.8",
+                        meta_style="22.05", bad_token_2205="unspecified"):
+        r = check(settings, conf, accounting="no", agent_discovery=False)
+    assert r.exit_code == 24 and r.reason == "slurmrestd_error"
+    assert "Unspecified error: request failed [-1]" in r.message
+    assert "answer alike" in r.hint
+
+
 def test_2205_bad_token_in_errors_with_200_is_30(env):
+    # (A 22.05 that gave the reason, 1007; the 22.05.8 measured does not: the test above.)
     settings, sock, conf = env
     with FakeSlurmrestd(sock, slurmctld_key=OTHER, versions=("0.0.38",), release="22.05.8",
                         meta_style="22.05", bad_token_status_2205=200):

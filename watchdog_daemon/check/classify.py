@@ -84,6 +84,9 @@ class Verdict:
     detail: str = ""
     release: str | None = None
     cluster: str | None = None
+    # Every entry of errors[] is SLURM_ERROR (-1), "Unspecified error": the answer does not say
+    # why the call failed (Slurm 22.05: see check/result.py).
+    unspecified: bool = False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -150,7 +153,8 @@ def _classify(answer: HttpAnswer, *, dbd: bool) -> Verdict:
     text = _errors_text(errors)
 
     def verdict(outcome: Outcome, detail: str) -> Verdict:
-        return Verdict(outcome, detail, release, cluster)
+        return Verdict(outcome, detail, release, cluster,
+                       unspecified=bool(errors) and all(num == -1 for num, _ in errors))
 
     if answer.status == 404:
         # Unknown URL: "Unable find requested URL" in text/plain; a version (or the slurmdbd

@@ -121,6 +121,19 @@ _CODES: dict[str, ExitCode] = {
     "internal_error": ExitCode.INTERNAL_ERROR,
 }
 
+# Slurm 22.05's handlers (openapi/v0.0.38: diag, ping, jobs, slurmdb diag...) put the return
+# value of the Slurm API call in errors[], which is SLURM_ERROR (-1) whatever failed, and drop
+# errno, where the reason is (measured on 22.05.8: a token slurmctld refuses and a stopped
+# slurmctld both answer HTTP 500 "Unspecified error" [-1]; 24.11 answers 1007 for the first).
+# Nothing in the answer tells them apart, so it stays slurmrestd_error, with this hint.
+_UNSPECIFIED_HINT = (
+    "this slurmrestd reports any failed call to {daemon} as \"Unspecified error\" [-1] "
+    "without the reason (Slurm 22.05 does): a key copy that differs from the key {daemon} "
+    "loaded, and an unreachable {daemon}, answer alike. {daemon}'s log says \"authentication "
+    "error\" for the first; compare `slurmrestd-access key fingerprint --path COPY` with the "
+    "key's on the {daemon} host, and check {reach}"
+)
+
 # Public: reason -> exit code, for documentation and the deploy.
 REASON_EXIT_CODES: dict[str, ExitCode] = dict(_CODES)
 
@@ -178,6 +191,11 @@ def result_for_verdict(stage: Stage, verdict: Verdict, *, api_version: str | Non
             return failure("slurmdbd_not_served",
                            f"{where}: {verdict.detail or outcome.value}", **meta)
         return failure("slurmrestd_error", f"{where} is not served: {verdict.detail}", **meta)
+    if verdict.unspecified:
+        daemon, reach = (("slurmdbd", "`systemctl status slurmdbd`") if stage == "slurmdb"
+                         else ("slurmctld", "`scontrol ping`"))
+        return failure("slurmrestd_error", f"{where}: {verdict.detail}",
+                       _UNSPECIFIED_HINT.format(daemon=daemon, reach=reach), **meta)
     return failure("slurmrestd_error", f"{where}: {verdict.detail}", **meta)
 
 
