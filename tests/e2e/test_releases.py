@@ -4,6 +4,9 @@
   them, so the deploy must stop at preflight with the release, the minimum and why, exit
   non-zero, and leave slurm.conf, slurmdbd.conf and the slurmrestd drop-in directory byte for
   byte as they were, with no daemon restarted. On bullseye1 the host tool runs on Python 3.9.
+- bookworm with `allow_unsupported_slurm: True` in host data: the deploy goes on, its checks
+  speak for the API 22.05 serves (v0.0.38) and pass; a wrong agent copy is caught (exit 24,
+  with why 22.05 cannot say 30).
 - forky (Slurm 26.05, Python 3.14), split over a controller, an agent host and a compute-only
   host: deploy, check, rotation, the watchdog after it, the fleet report, and slurmd on the
   compute host surviving restarts and serving jobs after the deploy and after the rotation.
@@ -106,6 +109,72 @@ def test_host_tool_runs_on_bullseyes_python_39(testbed):
     allowed = topo.ssh("bullseye1", "slurmrestd-access preflight --json --allow-unsupported-slurm",
                        check=False)
     assert "not supported" not in allowed.stdout
+
+
+# --------------------------------------------------------------------- opting in on 22.05
+
+
+@pytest.fixture(scope="module")
+def bookworm_opted_in(testbed, tmp_path_factory):
+    """bookworm1 deployed with `allow_unsupported_slurm: True` in its host data (the testbed's
+    inventory, with that one setting added as a site would write it)."""
+    topo = testbed.up("bookworm", fresh=True)
+    inventory = tmp_path_factory.mktemp("optin") / "bookworm_optin.py"
+    inventory.write_text(topo.inventory_path.read_text() + "\nbookworm = [(name, {**data, "
+                         "'allow_unsupported_slurm': True}) for name, data in bookworm]\n")
+    run = run_deploy(inventory, "deploys/slurmrestd_access.py", "-v")
+    assert run.returncode == 0, run.output[-6000:]
+    return topo, inventory, run
+
+
+def test_bookworm_opt_in_deploys_and_the_check_speaks_for_2205s_api(bookworm_opted_in):
+    topo, inventory, run = bookworm_opted_in
+    for text in ("Slurm 22.05.8 is older than 24.05, which Slurm-web's agent needs; going on "
+                 "because allow_unsupported_slurm is set; 22.05 serves v0.0.36 to v0.0.38",
+                 "connect check before the agent restart: ✅ connection successful "
+                 "(slurm: 22.05.8, cluster: bookworm)"):
+        assert text in run.output, run.output[-4000:]
+    # JWT is set up as on a supported release; the check with the newest API 22.05 serves
+    # (v0.0.38), slurmctld and slurmdbd accepting the agent's token, the random key refused.
+    assert hostcheck.grep_lines(topo, "bookworm1", "/etc/slurm/slurm.conf",
+                                "^authalttypes") == ["AuthAltTypes=auth/jwt"]
+    assert hostcheck.stat(topo, "bookworm1", COPY)["sha256"] == \
+        hostcheck.stat(topo, "bookworm1", KEY)["sha256"]
+    done = topo.ssh("bookworm1", "slurmrestd-access check --as-user slurm-web "
+                    "--any-api-version --json")
+    result = json.loads(done.stdout)
+    assert (result["ok"], result["slurm"], result["api_version"], result["accounting"]) == (
+        True, "22.05.8", "0.0.38", True), result
+    # Without the opt-in's --any-api-version the check fails as the agent would.
+    agent = topo.ssh("bookworm1", "slurmrestd-access check --as-user slurm-web", check=False)
+    assert agent.returncode == 23, agent.stdout + agent.stderr  # no_api_version
+    again = run_deploy(inventory)
+    assert again.returncode == 0 and again.totals()["changed"] == 0, again.output[-4000:]
+
+
+def test_bookworm_a_wrong_copy_is_caught_with_2205s_answer_then_repaired(bookworm_opted_in):
+    """22.05 drops the reason of a failed call (HTTP 500 "Unspecified error" [-1], for a refused
+    token as for a stopped slurmctld): the check says slurmrestd_error (24), not 30, and why."""
+    topo, inventory, _ = bookworm_opted_in
+    topo.ssh("bookworm1", f"systemctl stop {WATCH}; head -c 32 /dev/urandom > {COPY}.new && "
+                          f"chown slurm-web:slurm-web {COPY}.new && chmod 0400 {COPY}.new && "
+                          f"mv -f {COPY}.new {COPY}")
+    try:
+        done = topo.ssh("bookworm1", "slurmrestd-access check --as-user slurm-web "
+                        "--any-api-version --json", check=False)
+        result = json.loads(done.stdout)
+        assert done.returncode == 24 and result["reason"] == "slurmrestd_error", result
+        assert result["message"] == ("/slurm/v0.0.38/diag: HTTP 500: Unspecified error: "
+                                     "request failed [-1]"), result
+        assert "answer alike" in result["hint"], result
+        # slurmctld itself did refuse the token: its log says so.
+        log = topo.ssh("bookworm1", "journalctl -u slurmctld --since -2min -o cat --no-pager")
+        assert "REQUEST_STATS_INFO has authentication error" in log.stdout, log.stdout[-2000:]
+        repair = run_deploy(inventory)
+        assert repair.returncode == 0, repair.output[-6000:]
+    finally:
+        topo.ssh("bookworm1", f"systemctl start {WATCH}")
+    topo.ssh("bookworm1", "slurmrestd-access check --as-user slurm-web --any-api-version")
 
 
 # --------------------------------------------------------------------- Slurm 26.05
