@@ -38,20 +38,21 @@ def _sudo_n(topo: RunningTopology, host: str, user: str = "admin") -> subprocess
     return topo.ssh(host, "sudo -n id -u", user=user, check=False)
 
 
-def _pyinfra_exec_id(inventory: Path) -> subprocess.CompletedProcess[str]:
+def _pyinfra_exec_id(inventory: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     """`pyinfra -y INVENTORY exec -- id -u`, with no terminal and nothing on stdin: when sudo
-    says "a password is required", pyinfra prompts, and that prompt must fail, not wait."""
+    says "a password is required", pyinfra prompts, and that prompt must fail, not wait. In cwd:
+    pyinfra writes its pyinfra-debug.log there when it fails."""
     return subprocess.run(
         [sys.executable, "-m", "pyinfra", "-y", str(inventory), "exec", "--", "id", "-u"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        cwd=cwd, capture_output=True, text=True, timeout=300, check=False,
         stdin=subprocess.DEVNULL, start_new_session=True,
         env={**os.environ, "NO_COLOR": "1", "PYTHONUNBUFFERED": "1"},
     )
 
 
-def _pyinfra_id(topo: RunningTopology, inventory: Path | None = None) -> dict[str, str]:
+def _pyinfra_id(topo: RunningTopology, cwd: Path, inventory: Path | None = None) -> dict[str, str]:
     """What each host printed for `id -u` run by pyinfra over sudo."""
-    run = _pyinfra_exec_id(inventory or topo.sudo_inventory_path)
+    run = _pyinfra_exec_id(inventory or topo.sudo_inventory_path, cwd)
     output = run.stdout + run.stderr
     assert run.returncode == 0, output[-3000:]
     return dict(re.findall(r"^\[([a-z0-9-]+)\]\s+(\d+)\s*$", output, re.MULTILINE))
@@ -112,8 +113,8 @@ def test_sudo_neither_requires_a_tty_nor_caches_credentials(split_sudo):
         assert "timestamp_timeout=0" in admin and "!requiretty" in admin
 
 
-def test_pyinfra_over_sudo_is_root_on_every_host_with_both_rules(split_sudo):
-    printed = _pyinfra_id(split_sudo)
+def test_pyinfra_over_sudo_is_root_on_every_host_with_both_rules(split_sudo, tmp_path):
+    printed = _pyinfra_id(split_sudo, tmp_path)
     assert printed == {"split-ctl": "0", "split-db": "0", "split-rest": "0"}
 
 
@@ -139,7 +140,7 @@ def test_switching_the_rule_at_run_time(split_sudo, tmp_path):
     with split_sudo.sudo_mode("password", NOPASSWD_HOST):
         assert "a password is required" in _sudo_n(split_sudo, NOPASSWD_HOST).stderr
         assert "_sudo_password" in dict(_inventory_hosts(split_sudo))[NOPASSWD_HOST]
-        assert _pyinfra_id(split_sudo) == dict.fromkeys(
+        assert _pyinfra_id(split_sudo, tmp_path) == dict.fromkeys(
             ("split-ctl", "split-db", "split-rest"), "0")
     assert _sudo_n(split_sudo, NOPASSWD_HOST).returncode == 0
     assert "_sudo_password" not in dict(_inventory_hosts(split_sudo))[NOPASSWD_HOST]
@@ -152,7 +153,7 @@ def test_switching_the_rule_at_run_time(split_sudo, tmp_path):
     for host in split_sudo.hosts:
         assert _sudo_n(split_sudo, host.name).stdout.strip() == "0"
     no_password = split_sudo.write_sudo_inventory(tmp_path / "nopw.py", password_hosts=[])
-    assert _pyinfra_id(split_sudo, no_password) == dict.fromkeys(
+    assert _pyinfra_id(split_sudo, tmp_path, no_password) == dict.fromkeys(
         ("split-ctl", "split-db", "split-rest"), "0")
     subprocess.run([*cli, "default"], cwd=ROOT, capture_output=True, check=True)
     shown = subprocess.run(cli, cwd=ROOT, capture_output=True, text=True, check=True).stdout
@@ -164,10 +165,14 @@ def test_switching_the_rule_at_run_time(split_sudo, tmp_path):
 def test_pyinfra_as_nosudo_fails_on_every_host(split_sudo, tmp_path):
     inventory = split_sudo.write_sudo_inventory(tmp_path / "nosudo.py", user="nosudo",
                                                 password_hosts=[])
-    run = _pyinfra_exec_id(inventory)
+    run = _pyinfra_exec_id(inventory, tmp_path)
     output = run.stdout + run.stderr
     assert run.returncode != 0, output[-3000:]
     assert not re.findall(r"^\[[a-z0-9-]+\]\s+0\s*$", output, re.MULTILINE), output
+    # What pyinfra 3.10 itself makes of it, without a terminal: sudo's "a password is required"
+    # makes it prompt, and the prompt ends in EOFError (an "internal exception"). A clear message
+    # is the deploy's job (issue 11), not the testbed's.
+    assert "sudo password" in output or "a password is required" in output, output[-3000:]
 
 
 def _inventory_hosts(topo: RunningTopology) -> list[tuple[str, dict]]:
