@@ -122,10 +122,13 @@ class Testbed:
             if booted:
                 say(f"testbed: booted {', '.join(h.name for h in booted)}; waiting for SSH")
             self._wait_ssh_or_reboot(bases, key, hosts)
-            self._set_up_accounts(key, hosts)
             say("testbed: waiting for munge, MariaDB, slurmdbd, slurmctld, slurmd and the agent")
-            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-                list(pool.map(lambda h: provision.settle_host(key, h), hosts))
+            # admin's password and rule need only sshd: set while the daemons settle (~0.5 s).
+            with ThreadPoolExecutor(max_workers=1) as side:
+                accounts_set = side.submit(self._set_up_accounts, key, hosts)
+                with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                    list(pool.map(lambda h: provision.settle_host(key, h), hosts))
+                accounts_set.result()
             clusters = [c for t in topologies for c in t.clusters.values()]
             with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
                 list(pool.map(lambda c: provision.cluster_ready(key, c), clusters))
