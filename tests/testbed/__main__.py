@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="bullseye, bookworm, trixie, forky")
     sub.add_parser("status", help="each host, its roles, whether it is up")
     ssh = sub.add_parser("ssh", help="run a command on a host; its exit code is passed through")
+    ssh.add_argument("-u", "--user", default="root",
+                     help="root (default), admin (sudo) or nosudo; all take the testbed key")
     ssh.add_argument("host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
     sudo = sub.add_parser(
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
                 print("usage: python -m tests.testbed ssh HOST -- COMMAND", file=sys.stderr)
                 return 2
             # Like ssh(1): the words are joined into one remote shell command line.
-            res = testbed.ssh(args.host, " ".join(cmd), stream=True)
+            res = testbed.ssh(args.host, " ".join(cmd), stream=True, user=args.user)
             return res.returncode
         elif args.command == "sudo-mode":
             if args.mode is None:

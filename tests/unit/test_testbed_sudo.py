@@ -349,6 +349,16 @@ def test_sudo_mode_command_line(tb, monkeypatch, capsys):
     assert "hpc1 is not up" in capsys.readouterr().err
 
 
+def test_ssh_command_line_logs_in_as_the_user_asked(tb, monkeypatch):
+    seen = []
+    monkeypatch.setattr(cli, "Testbed", lambda: tb)
+    monkeypatch.setattr(testbed_mod, "ssh", lambda key, address, command, **kw: seen.append(
+        (address, command, kw["user"])) or subprocess.CompletedProcess([], 3))
+    assert cli.main(["ssh", "--user", "admin", "split-db", "--", "sudo", "-n", "true"]) == 3
+    assert cli.main(["ssh", "split-db", "--", "id"]) == 3
+    assert seen == [("10.213.47.22", "sudo -n true", "admin"), ("10.213.47.22", "id", "root")]
+
+
 def test_down_forgets_switched_rules_and_removes_the_sudo_inventories(tb, monkeypatch):
     tb._set_up_accounts(tb.key_path, tb.catalog.topology("split").hosts)
     tb._write_inventories(tb.key_path)
