@@ -50,7 +50,8 @@ class FakeHost:
     uid: int = 0  # who the survey runs as
 
     def survey_lines(self) -> list[str]:
-        lines = [f"uid {self.uid}", "python 3.13", "machine x86_64", "slurm slurm 24.11.5", f"tool {self.tool}",
+        lines = [f"uid {self.uid}", "python 3.13", "machine x86_64", "slurm slurm 24.11.5",
+                 f"tool {self.tool}",
                  "jwtplugin /usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so"]
         for path, (owner, group, mode, digest) in self.files.items():
             lines.append(f"file|{path}|1|{owner}|{group}|{mode:o}|regular file|{digest}")

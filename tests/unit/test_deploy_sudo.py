@@ -27,7 +27,7 @@ def assert_all_under_sudo(run, hosts=("ctl", "db", "rest")) -> None:
         # First the probe, as the SSH user (sudo itself is what it tests); then only sudo.
         assert PROBE in commands[0] and sudo[0] is False, commands[:2]
         assert len([c for c in commands if PROBE in c]) == 1
-        assert all(sudo[1:]), [c for c, s in zip(commands, sudo) if not s]
+        assert all(sudo[1:]), [c for c, s in zip(commands, sudo, strict=True) if not s]
 
 
 def test_sudo_from_host_data_reaches_every_command_the_key_transfers_included(tmp_path):
