@@ -1,11 +1,13 @@
 """Fleet report: a read-only audit of every cluster of an inventory.
 
     python -m deploys.report INVENTORY [--json] [--limit CLUSTER_OR_HOST ...]
+                             [--sudo [--sudo-user USER] [--same-sudo-password]]
 
 Connects to every host in parallel with pyinfra's own API (the inventory is loaded exactly as
 `pyinfra INVENTORY ...` loads it) and gathers only read-only facts: the deploy's HostState
 survey (stat and sha256sum of files, `systemctl show`, getent), `slurmrestd-access conf plan`
 (never writes) and `slurmrestd-access check` as the agent user. Nothing on any host is changed.
+Over a non-root SSH user, `--sudo` (or `_sudo` in the inventory's data) as with pyinfra.
 
 Exit: 0 everything right, 1 something wrong (listed), 2 usage or inventory error.
 """
@@ -31,7 +33,26 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--limit", action="append", default=[], metavar="NAME",
                    help="a cluster, group or host (pattern); may be repeated")
+    # The same switches as pyinfra's, so that one inventory and habit serve both.
+    p.add_argument("--sudo", action="store_true", help="run the read-only commands with sudo")
+    p.add_argument("--sudo-user", metavar="USER", help="sudo to this user (default: root)")
+    p.add_argument("--same-sudo-password", action="store_true",
+                   help="every host has the same sudo password: ask for it once")
     return p
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from getpass import getpass
+
+    from pyinfra.api import Config
+
+    config = Config()
+    config.SUDO = bool(args.sudo)
+    if args.sudo_user:
+        config.SUDO_USER = args.sudo_user
+    if args.same_sudo_password:
+        config.SUDO_PASSWORD = getpass("sudo password: ")
+    return config
 
 
 def _limited(inventory: Any, patterns: list[str]) -> list[Any] | None:
@@ -45,7 +66,7 @@ def _limited(inventory: Any, patterns: list[str]) -> list[Any] | None:
     return list(dict.fromkeys(hosts))
 
 
-def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
+def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[dict, dict]:
     # pyinfra_cli patches gevent into this process, as the pyinfra command does.
     import gevent
     from pyinfra.api import Config, State
@@ -55,6 +76,7 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
     from pyinfra.context import ctx_config, ctx_inventory, ctx_state
     from pyinfra_cli.inventory import make_inventory
 
+    from deploys.lib import privilege
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
     from deploys.lib.facts import HostState, ToolReport
     from deploys.lib.fleet_report import HostFacts
@@ -64,7 +86,7 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
     from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
     # The same set-up as pyinfra's CLI: an inventory file is executed in the state's context.
-    state, config = State(check_for_changes=False), Config()
+    state, config = State(check_for_changes=False), config or Config()
     ctx_state.set(state)
     ctx_config.set(config)
     inventory = make_inventory(inventory_path, cwd=os.getcwd())
@@ -86,6 +108,10 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
         if not host.connected:
             facts.error = "could not connect over SSH"
             return facts
+        blocked = privilege.ensure_root(state, host)
+        if blocked:
+            facts.no_root = blocked
+            return facts
         try:
             facts.state = get_fact(state, host, HostState, kwargs=dict(
                 files=(s.jwt_key_path, s.agent_key_path, s.slurmrestd_dropin, s.slurm_conf,
@@ -94,6 +120,10 @@ def gather(inventory_path: str, limit: list[str]) -> tuple[dict, dict]:
                        *agent_candidates(s.agent_unit), WATCH_UNIT),
                 users=(s.jwt_key_owner, s.agent_user), groups=(s.jwt_key_group, s.agent_group),
                 tool_prefix=s.tool_prefix, slurm_conf=s.slurm_conf), apply_failed_hosts=False)
+            blocked = privilege.not_root(host.name, facts.state.uid)
+            if blocked:
+                facts.no_root = blocked
+                return facts
             if not facts.state.tool_digest:
                 return facts
             paths = []
@@ -136,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from deploys.lib.settings import SettingsError
 
     try:
-        plans, facts = gather(args.inventory, args.limit)
+        plans, facts = gather(args.inventory, args.limit, _config(args))
     except (InventoryError, SettingsError, ValueError) as exc:
         print(f"report: {exc}", file=sys.stderr)
         return EXIT_USAGE

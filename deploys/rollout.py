@@ -49,7 +49,10 @@ def run_stage(stage: rp.Stage, args: argparse.Namespace, extra: list[str]) -> rp
         summaries = tuple(from_json(out.read_text())) if out.exists() else None
     if args.dry and summaries is None:
         summaries = ()  # a dry run changes nothing and has nothing to summarise
-    return rp.StageResult(stage, done.returncode, summaries)
+    result = rp.settle_empty_rest(rp.StageResult(stage, done.returncode, summaries))
+    if result.summaries == () and summaries is None:
+        print("--> rollout: no cluster outside the canaries: nothing more to deploy", flush=True)
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:

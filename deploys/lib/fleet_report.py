@@ -32,6 +32,7 @@ class HostFacts:
     roles: frozenset[str]
     settings: Settings
     error: str | None = None  # could not connect / gather
+    no_root: str | None = None  # connected, but its commands cannot run as root (sudo)
     state: HostState | None = None
     conf: dict[str, dict[str, Any]] = field(default_factory=dict)  # path -> `conf plan` report
     check: dict[str, Any] | None = None  # `check --json` as the agent user
@@ -147,6 +148,10 @@ def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
     cells = {c: "-" for c in COLUMNS[3:]}
     problems: list[str] = []
     row = HostRow(facts.cluster, facts.name, ",".join(sorted(roles)), cells, problems)
+    if facts.no_root:
+        problems.append(facts.no_root)
+        cells["check"] = "no root"
+        return row
     if facts.error or facts.state is None:
         problems.append(f"unreachable: {facts.error or 'no data'}")
         cells["check"] = "unreachable"

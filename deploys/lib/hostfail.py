@@ -24,6 +24,11 @@ class ClusterStopped(OperationError):
     """This host stops because another host of its cluster failed (not a cause of its own)."""
 
 
+class HostBlocked(OperationError):
+    """This host cannot be worked on at all (e.g. its commands cannot run as root): every
+    operation of the host raises it, and it is said once."""
+
+
 @dataclass(frozen=True)
 class Failure:
     reason: str
@@ -49,6 +54,9 @@ def fail_command(exc: OperationError) -> FunctionCommand:
     return FunctionCommand(_fail, (str(exc), isinstance(exc, ClusterStopped)), {})
 
 
+_said: set[tuple[str, str]] = set()
+
+
 def host_local(func: Callable[..., Generator]) -> Callable[..., Generator]:
     """Wrap an operation body (under @operation) so that its OperationError fails this host only.
 
@@ -63,6 +71,11 @@ def host_local(func: Callable[..., Generator]) -> Callable[..., Generator]:
         except OperationError as exc:
             from pyinfra import host, state
 
+            said = (host.name, str(exc))
+            if isinstance(exc, HostBlocked) and said in _said:
+                yield fail_command(exc)  # already said; the host stops at its first one
+                return
+            _said.add(said)
             if not state.is_executing:
                 host.log_styled(f"would fail: {exc}", fg="red", log_func=logger.warning)
             yield fail_command(exc)

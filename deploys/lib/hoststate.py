@@ -68,6 +68,7 @@ class HostState:
     machine: str = ""
     tool_digest: str = ""
     jwt_plugin: str = ""  # path of Slurm's auth_jwt.so, "" when not installed
+    uid: int | None = None  # who the commands run as: must be 0 (root, directly or by sudo)
     files: dict[str, RemoteFile] = field(default_factory=dict)
     units: dict[str, UnitState] = field(default_factory=dict)
     users: dict[str, bool] = field(default_factory=dict)
@@ -93,6 +94,7 @@ def survey_script(
     q = shlex.quote
     lines = [
         "export LC_ALL=C",
+        'echo "uid $(id -u)"',
         "echo \"python $(python3 -c 'import sys;print(\"%d.%d\"%sys.version_info[:2])' "
         "2>/dev/null)\"",
         'echo "machine $(uname -m)"',
@@ -184,5 +186,7 @@ def parse_survey(lines: list[str]) -> HostState:
             state.jwt_plugin = line[10:].strip()
         elif line.startswith("tool "):
             state.tool_digest = line[5:].strip()
+        elif line.startswith("uid ") and line[4:].strip().isdigit():
+            state.uid = int(line[4:])
     flush_unit()
     return state

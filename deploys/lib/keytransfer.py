@@ -22,6 +22,8 @@ from pathlib import Path
 
 from pyinfra.api import OperationError, StringCommand
 
+from deploys.lib import privilege
+
 
 class KeySourceError(RuntimeError):
     pass
@@ -85,8 +87,11 @@ def read_host_key(state, source: KeySource) -> bytes:
     src = state.inventory.get_host(source.where)
     if not src.connected:
         src.connect(raise_exceptions=True)
+    # Under sudo the redirection is the root shell's (pyinfra wraps the whole command in
+    # `sudo sh -c`), and the key comes back on stdout, into memory.
     ok, output = src.run_shell_command(
-        StringCommand("base64", "-w0", "<", shlex.quote(source.path)), print_output=False
+        StringCommand("base64", "-w0", "<", shlex.quote(source.path)), print_output=False,
+        **privilege.arguments(state, src),
     )
     if not ok:
         raise KeySourceError(f"cannot read the key {source.path} on {source.where}")
@@ -134,7 +139,10 @@ def install_key(
     )
     encoded = base64.b64encode(key).decode()
     del key
-    ok, output = host.run_shell_command(command, print_output=False, _stdin=encoded)
+    # Under sudo, stdin still reaches the tool: sudo reads no password from it (NOPASSWD, or
+    # pyinfra's askpass helper with -A).
+    ok, output = host.run_shell_command(command, print_output=False, _stdin=encoded,
+                                        **privilege.arguments(state, host))
     if not ok:
         # The tool's own reason (stderr, or its JSON on stdout); a lost connection or a timeout
         # leaves neither, and the reason must still name the host and the step.

@@ -85,6 +85,20 @@ def _systemctl(action: str, unit: str, *flags: str) -> StringCommand:
     return StringCommand("sh", "-c", q(f"{command} || echo {q(note)} >&2"))
 
 
+def _verified(path: str, digest: str) -> str:
+    """Shell test that an uploaded file, now root's, holds what was sent. Under sudo pyinfra
+    uploads through a file of the SSH user in /tmp with a predictable name (pyinfra#1085):
+    whatever happened to it there, root installs nothing but what the workstation sent."""
+    return (f'[ "$(sha256sum < {q(path)} | cut -c1-64)" = {digest} ] || '
+            f'{{ echo "{path}: the uploaded file does not match what was sent '
+            f'(sha256 {digest[:12]}…): run the deploy again" >&2; rm -f {q(path)}; exit 1; }}')
+
+
+def file_sha256(path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _unit_down(unit: str) -> str:
     return f"systemctl is-failed -q {q(unit)}"
 
@@ -131,6 +145,7 @@ else
   {compile_all} >/dev/null
 fi""" if agent_host else ""
     script = f"""set -e; umask 022
+{_verified(bundle, file_sha256(house.bundle))}
 rm -rf {q(venv)}
 {q(interpreter.command)} -m venv --without-pip {q(venv)}
 site=$({q(python)} -c 'import sysconfig; print(sysconfig.get_path("purelib"))')
@@ -367,8 +382,9 @@ def text_file(settings: Settings, path: str, text: str, mode: int = 0o644):
     temp = f"{path}.slurmrestd-access-new"
     yield StringCommand("mkdir", "-p", "-m", "0755", q(directory))
     yield FileUploadCommand(BytesIO(text.encode()), temp)
-    yield StringCommand("chown", "root:root", q(temp), "&&", "chmod", f"{mode:04o}", q(temp),
-                        "&&", "mv", "-f", q(temp), q(path))
+    install = (f"chown root:root {q(temp)} && chmod {mode:04o} {q(temp)} "
+               f"&& mv -f {q(temp)} {q(path)}")
+    yield StringCommand("sh", "-c", q(f"{_verified(temp, digest)} && {install}"))
 
 
 @operation()

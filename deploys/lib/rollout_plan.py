@@ -65,6 +65,15 @@ def final_exit(results: list[StageResult]) -> int:
     return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
 
 
+def settle_empty_rest(result: StageResult) -> StageResult:
+    """A rest stage that selected no host (every cluster was a canary) ends with pyinfra's exit
+    0 and no summary, since no deploy ran: that is success with nothing to do, not a missing
+    summary. Any other stage without a summary stays unknown (None)."""
+    if result.stage.name == "rest" and result.returncode == 0 and result.summaries is None:
+        return StageResult(result.stage, 0, ())
+    return result
+
+
 def missing_summary_note(result: StageResult) -> str:
     return (f"the {result.stage.name} run ended (pyinfra exit {result.returncode}) without a "
             "per-cluster summary: see its output above (inventory error, nothing reachable...)")

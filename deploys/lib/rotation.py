@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
+from deploys.lib import privilege
 from deploys.lib import rotation_plan as rp
 from deploys.lib.facts import EXIT_MARK, ToolReport
 from deploys.lib.hostfail import record_failure
@@ -54,8 +55,9 @@ class Rotation:
         """run_shell_command on a host of the cluster; a lost connection (SSHException...)
         becomes a StepFailed that names the step and the host."""
         try:
-            return self._host(name).run_shell_command(command, print_output=False,
-                                                      _timeout=timeout, **kwargs)
+            host = self._host(name)
+            return host.run_shell_command(command, print_output=False, _timeout=timeout,
+                                          **privilege.arguments(self.state, host), **kwargs)
         except Exception as exc:
             raise StepFailed(f"{what} on {name}: {describe(exc)}") from None
 

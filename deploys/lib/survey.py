@@ -16,8 +16,10 @@ from dataclasses import replace
 
 from pyinfra import host, state
 
+from deploys.lib import privilege
 from deploys.lib.cluster import roles_of
 from deploys.lib.facts import HostState, ToolReport
+from deploys.lib.hostfail import HostBlocked
 from deploys.lib.hoststate import HostState as HostStateData
 from deploys.lib.hoststate import RemoteFile, UnitState
 from deploys.lib.settings import Settings
@@ -35,6 +37,11 @@ def _key() -> tuple[str, bool]:
 
 
 def survey(settings: Settings) -> HostStateData:
+    """The host as it is (or will be, see `record`). Raises HostBlocked when this host's
+    commands cannot run as root: nothing is asked of it under sudo before that is proven."""
+    blocked = privilege.ensure_root(state, host)
+    if blocked:
+        raise HostBlocked(blocked)
     if _key() not in _cache:
         _cache[_key()] = host.get_fact(
             HostState,
@@ -48,6 +55,9 @@ def survey(settings: Settings) -> HostStateData:
             tool_prefix=settings.tool_prefix,
             slurm_conf=settings.slurm_conf,
         )
+    blocked = privilege.not_root(host.name, _cache[_key()].uid)
+    if blocked:
+        raise HostBlocked(blocked)
     return _cache[_key()]
 
 

@@ -1,4 +1,4 @@
-"""`python -m tests.testbed up|down|status|ssh`: the testbed's command line."""
+"""`python -m tests.testbed up|down|base|status|ssh|sudo-mode`: the testbed's command line."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 
+from tests.testbed.accounts import SUDO_MODES
 from tests.testbed.errors import TestbedError
 from tests.testbed.testbed import Testbed
 
@@ -29,8 +30,18 @@ def _parser() -> argparse.ArgumentParser:
                       help="bullseye, bookworm, trixie, forky")
     sub.add_parser("status", help="each host, its roles, whether it is up")
     ssh = sub.add_parser("ssh", help="run a command on a host; its exit code is passed through")
+    ssh.add_argument("-u", "--user", default="root",
+                     help="root (default), admin (sudo) or nosudo; all take the testbed key")
     ssh.add_argument("host")
     ssh.add_argument("cmd", nargs=argparse.REMAINDER, help="-- COMMAND [ARGS...]")
+    sudo = sub.add_parser(
+        "sudo-mode",
+        help="switch the admin account's sudo rule on a topology's hosts or one host "
+             "(without MODE: show it)",
+    )
+    sudo.add_argument("target", metavar="TOPOLOGY|HOST")
+    sudo.add_argument("mode", nargs="?", choices=[*SUDO_MODES, "default"],
+                      help="default: each host's `sudo` in topologies.toml")
     return p
 
 
@@ -62,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
                 print("usage: python -m tests.testbed ssh HOST -- COMMAND", file=sys.stderr)
                 return 2
             # Like ssh(1): the words are joined into one remote shell command line.
-            res = testbed.ssh(args.host, " ".join(cmd), stream=True)
+            res = testbed.ssh(args.host, " ".join(cmd), stream=True, user=args.user)
             return res.returncode
+        elif args.command == "sudo-mode":
+            if args.mode is None:
+                modes = testbed.sudo_modes(args.target)
+            else:
+                modes = testbed.set_sudo_mode(args.target, args.mode)
+            for host, mode in modes.items():
+                print(f"{host} {mode or 'unknown (no testbed rule on the host)'}")
     except TestbedError as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)
         return 1

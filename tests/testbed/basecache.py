@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.testbed.accounts import ACCOUNTS
 from tests.testbed.errors import TestbedError
 from tests.testbed.hostconfig import DB_NAME, DB_PASSWORD, DB_USER
 from tests.testbed.mounts import remove_tree, unmount_below
@@ -39,9 +40,12 @@ PACKAGES = (
     "iproute2",
     "procps",
     "less",
+    # Not in debootstrap's minbase: the unprivileged admin account deploys through it.
+    "sudo",
 )
 # Bump when the build steps below change in a way the package list does not show.
-RECIPE = 1
+# 2: the unprivileged accounts (accounts.ACCOUNTS).
+RECIPE = 2
 # Units the packages enable that only some roles want: each host enables its own.
 DISABLED_IN_BASE = (
     "slurmctld.service",
@@ -206,6 +210,7 @@ def _build(root: Path, spec: BaseSpec) -> None:
          "/var/lib/slurm-web", "--create-home", "--shell", "/usr/sbin/nologin", "slurm-web"],
         what="create the slurm-web user in the base",
     )
+    _create_accounts(root)
     # Small buffers: several MariaDB servers share one machine in the fleet topology.
     (root / "etc/mysql/mariadb.conf.d/90-testbed.cnf").write_text(
         "# testbed: keep MariaDB small, several run on one machine\n"
@@ -213,6 +218,16 @@ def _build(root: Path, spec: BaseSpec) -> None:
     )
     # Each host writes its own machine-id; an empty one here keeps the base neutral.
     (root / "etc/machine-id").write_text("")
+
+
+def _create_accounts(root: Path) -> None:
+    """admin and nosudo: ordinary login accounts, no password and no sudo rule yet (each host
+    gets its authorized_keys before boot, admin's password and rule at `up`: accounts.py)."""
+    for user in ACCOUNTS:
+        run(["chroot", str(root), "useradd", "--create-home", "--user-group", "--shell",
+             "/bin/bash", user], what=f"create the {user} account in the base")
+        run(["chroot", str(root), "install", "-d", "-m", "700", "-o", user, "-g", user,
+             f"/home/{user}/.ssh"], what=f"create {user}'s ~/.ssh in the base")
 
 
 def _create_db_user(root: Path) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tests.testbed.accounts import ACCOUNTS
 from tests.testbed.topology import AGENT_UNITS, Catalog, Cluster, Host
 
 # Baked into the base's MariaDB by basecache; slurmdbd.conf must carry the same one.
@@ -201,6 +202,9 @@ def host_files(
         HostFile("/etc/hosts", etc_hosts(catalog)),
         HostFile(f"/etc/systemd/system/{NET_UNIT}", network_unit(host, catalog.network.prefixlen)),
         HostFile("/root/.ssh/authorized_keys", authorized_key.strip() + "\n", 0o600),
+        # The unprivileged accounts log in with the same key (their ~/.ssh is in the base).
+        *(HostFile(f"/home/{user}/.ssh/authorized_keys", authorized_key.strip() + "\n", 0o600,
+                   user, user) for user in ACCOUNTS),
         HostFile("/etc/munge/munge.key", munge_key, 0o400, "munge", "munge"),
         HostFile("/etc/slurm/slurm.conf", slurm_conf(cluster)),
     ]

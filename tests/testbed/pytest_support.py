@@ -7,17 +7,33 @@ Used by tests/e2e/conftest.py. A test asks `testbed.up("single")` and gets a Run
     topo.clusters         {"hpc": Cluster(name, agent_unit, hosts, ctl_host, db_host, rest_host)}
     topo.host(name)       one Host
     topo.kill(name) / topo.boot(name)   power failure of one host, and its boot on the same disk
-    topo.ssh(host, cmd, check=True, input=None, text=True, timeout=120)
+    topo.ssh(host, cmd, check=True, input=None, text=True, timeout=120, user="root")
                           -> subprocess.CompletedProcess; stdout/stderr are str when text=True
                           (the default, UTF-8 with replacement), bytes when text=False; input is
                           always bytes (or None). check=True raises SSHCommandError (a
                           CalledProcessError whose message carries the output) on non-zero exit.
+                          user="admin" or "nosudo": the unprivileged accounts (same key).
+
+Over sudo (tests/testbed/accounts.py): every host has `admin` (sudo by a rule per host,
+"nopasswd" or "password", from topologies.toml) and `nosudo` (no sudo rights).
+
+    topo.sudo_inventory_path   .testbed/<topology>-sudo.py: as admin, _sudo=True, and
+                          _sudo_password (read from the password file at load time) on the hosts
+                          whose rule asks for one
+    topo.sudo_password_path / topo.sudo_password()   admin's password file (0600) and its content
+    topo.set_sudo_mode(mode, host=None)   "nopasswd" | "password" | "default", on one host or all
+                          of the topology; the -sudo inventory follows
+    with topo.sudo_mode(mode, host=None): ...   the same, back to "default" afterwards
+    topo.write_sudo_inventory(path, user="admin", password_hosts=None)   a variant (another
+                          user, e.g. "nosudo"; password_hosts=[] for --same-sudo-password)
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +86,36 @@ class RunningTopology:
         self.topology.host(host_name)
         self._testbed.boot_host(host_name)
 
+    @property
+    def sudo_inventory_path(self) -> Path:
+        return Path(self._testbed.sudo_inventory_path(self.name))
+
+    @property
+    def sudo_password_path(self) -> Path:
+        return Path(self._testbed.sudo_password_path)
+
+    def sudo_password(self) -> str:
+        """admin's sudo password (the same on every host)."""
+        return str(self._testbed.sudo_password())
+
+    def set_sudo_mode(self, mode: str, host: str | None = None) -> dict[str, str]:
+        """admin's rule on one host, or every host of this topology ("default": topologies.toml)."""
+        if host is not None:
+            self.topology.host(host)
+        return dict(self._testbed.set_sudo_mode(host or self.name, mode))
+
+    @contextmanager
+    def sudo_mode(self, mode: str, host: str | None = None) -> Iterator[dict[str, str]]:
+        """set_sudo_mode for the `with` block, then the default rule again (even on failure)."""
+        try:
+            yield self.set_sudo_mode(mode, host)
+        finally:
+            self.set_sudo_mode("default", host)
+
+    def write_sudo_inventory(self, path: Path, user: str = "admin",
+                             password_hosts: Collection[str] | None = None) -> Path:
+        return Path(self._testbed.write_sudo_inventory(self.name, path, user, password_hosts))
+
     def ssh(
         self,
         host_name: str,
@@ -78,10 +124,11 @@ class RunningTopology:
         input: bytes | None = None,
         text: bool = True,
         timeout: float | None = 120,
+        user: str = "root",
     ) -> subprocess.CompletedProcess[Any]:
-        """Run a shell command line as root on a host of this topology."""
+        """Run a shell command line on a host of this topology, as root unless told."""
         self.topology.host(host_name)  # only hosts of this topology
-        res = self._testbed.ssh(host_name, cmd, input=input, timeout=timeout)
+        res = self._testbed.ssh(host_name, cmd, input=input, timeout=timeout, user=user)
         out: Any = res.stdout
         err: Any = res.stderr
         if text:
@@ -89,7 +136,8 @@ class RunningTopology:
             err = err.decode("utf-8", "replace")
         done = subprocess.CompletedProcess(res.args, res.returncode, out, err)
         if check and res.returncode != 0:
-            raise SSHCommandError(res.returncode, f"[{host_name}] {cmd}", out, err)
+            where = host_name if user == "root" else f"{user}@{host_name}"
+            raise SSHCommandError(res.returncode, f"[{where}] {cmd}", out, err)
         return done
 
 

@@ -27,7 +27,8 @@ def ensure_keypair(state_dir: Path) -> Path:
     return key
 
 
-def ssh_command(key: Path, address: str, command: str, *, connect_timeout: int = 5) -> list[str]:
+def ssh_command(key: Path, address: str, command: str, *, connect_timeout: int = 5,
+                user: str = "root") -> list[str]:
     return [
         "ssh",
         "-i", str(key),
@@ -37,7 +38,7 @@ def ssh_command(key: Path, address: str, command: str, *, connect_timeout: int =
         "-o", "UserKnownHostsFile=/dev/null",
         "-o", "LogLevel=ERROR",
         "-o", f"ConnectTimeout={connect_timeout}",
-        f"root@{address}",
+        f"{user}@{address}",
         "--",
         command,
     ]
@@ -51,14 +52,15 @@ def ssh(
     input: bytes | None = None,
     timeout: float | None = 120,
     capture: bool = True,
+    user: str = "root",
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run a shell command line on the host; never raises on a non-zero exit.
+    """Run a shell command line on the host as user; never raises on a non-zero exit.
 
     With capture=False the command's output goes straight to this process's stdout/stderr.
     """
     try:
         return subprocess.run(
-            ssh_command(key, address, command),
+            ssh_command(key, address, command, user=user),
             input=input,
             stdin=None if input is not None else subprocess.DEVNULL,
             capture_output=capture,

@@ -3,20 +3,21 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import secrets
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.testbed import basecache, hostconfig, machine, provision
+from tests.testbed import accounts, basecache, hostconfig, machine, provision
 from tests.testbed.errors import TestbedError
-from tests.testbed.inventory import render_inventory
+from tests.testbed.inventory import password_hosts, render_inventory, render_sudo_inventory
 from tests.testbed.mounts import mounts_below, remove_tree, unmount_below
 from tests.testbed.proc import say
 from tests.testbed.sshrun import ensure_keypair, port_open, ssh, wait_ssh
@@ -64,6 +65,27 @@ class Testbed:
     def inventory_path(self, topology: str | None = None) -> Path:
         return self.state_dir / (f"{topology}.py" if topology else "inventory.py")
 
+    def sudo_inventory_path(self, topology: str) -> Path:
+        """The topology's inventory as `admin` over sudo (see accounts.py)."""
+        return self.state_dir / f"{topology}-sudo.py"
+
+    @property
+    def sudo_password_path(self) -> Path:
+        """admin's sudo password on every host, in a file only root can read (0600)."""
+        return self.state_dir / accounts.PASSWORD_FILE_NAME
+
+    def sudo_password(self) -> str:
+        try:
+            return accounts.read_password(self.sudo_password_path)
+        except FileNotFoundError:
+            raise TestbedError(f"no {self.sudo_password_path} yet: run "
+                               "`python -m tests.testbed up TOPOLOGY`") from None
+
+    @property
+    def _sudo_modes_path(self) -> Path:
+        # Hosts whose rule was switched away from their topology's default since their `up`.
+        return self.state_dir / "sudo-modes.json"
+
     def dirs(self, host: Host) -> machine.HostDirs:
         return machine.HostDirs(self.hosts_dir / host.name)
 
@@ -101,8 +123,12 @@ class Testbed:
                 say(f"testbed: booted {', '.join(h.name for h in booted)}; waiting for SSH")
             self._wait_ssh_or_reboot(bases, key, hosts)
             say("testbed: waiting for munge, MariaDB, slurmdbd, slurmctld, slurmd and the agent")
-            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-                list(pool.map(lambda h: provision.settle_host(key, h), hosts))
+            # admin's password and rule need only sshd: set while the daemons settle (~0.5 s).
+            with ThreadPoolExecutor(max_workers=1) as side:
+                accounts_set = side.submit(self._set_up_accounts, key, hosts)
+                with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                    list(pool.map(lambda h: provision.settle_host(key, h), hosts))
+                accounts_set.result()
             clusters = [c for t in topologies for c in t.clusters.values()]
             with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
                 list(pool.map(lambda c: provision.cluster_ready(key, c), clusters))
@@ -237,6 +263,124 @@ class Testbed:
                 "(SRA_TESTBED_SSH_TIMEOUT raises the wait)"
             )
 
+    # --- admin's password and sudo rule ---------------------------------------------------
+
+    def _set_up_accounts(self, key: Path, hosts: list[Host]) -> None:
+        """admin's password and its topology's default sudo rule on every host being brought up
+        (booted or reused: `up` resets a switched rule); a newly generated password also goes to
+        the hosts of the other topologies still up, so every running host matches the file."""
+        password, created = accounts.ensure_password_file(self.sudo_password_path)
+        modes = self._load_sudo_modes()
+        for host in hosts:
+            modes.pop(host.name, None)
+        targets = {h.name: h for h in hosts}
+        if created:
+            targets.update((h.name, h) for t in self.running_topologies() for h in t.hosts)
+        with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+            list(pool.map(lambda h: self._apply_sudo(key, h, modes.get(h.name, h.sudo), password),
+                          targets.values()))
+        self._save_sudo_modes(modes)
+
+    def _apply_sudo(self, key: Path, host: Host, mode: str, password: str | None) -> None:
+        script = accounts.apply_script(mode, set_password=password is not None)
+        stdin = accounts.chpasswd_input(password) if password is not None else None
+        res = ssh(key, host.address, script, input=stdin, timeout=60)
+        if res.returncode != 0:
+            out = (res.stdout + res.stderr).decode(errors="replace").strip()
+            raise TestbedError(f"{host.name}: setting admin's sudo rule ({mode}) "
+                               f"failed (exit {res.returncode}):\n{out}")
+
+    def _sudo_targets(self, target: str) -> list[Host]:
+        """A topology's hosts, or one host, each of them running."""
+        if target in self.catalog.topologies:
+            hosts = self.catalog.topology(target).hosts
+        else:
+            try:
+                hosts = [self.catalog.host(target)]
+            except TestbedError:
+                known = ", ".join(self.catalog.topologies)
+                raise TestbedError(
+                    f"{target!r} is neither a topology ({known}) nor a host of one"
+                ) from None
+        for host in hosts:
+            if machine.running_pid(self.dirs(host)) is None:
+                topo = self.catalog.topology_of(host.name).name
+                raise TestbedError(
+                    f"host {host.name} is not up: `python -m tests.testbed up {topo}`"
+                )
+        return hosts
+
+    def set_sudo_mode(self, target: str, mode: str) -> dict[str, str]:
+        """Switch admin's sudo rule on a host or on every host of a topology: "nopasswd",
+        "password", or "default" (each host's `sudo` in topologies.toml). The topology's
+        `-sudo.py` inventory follows (`_sudo_password` exactly where a password is asked).
+        Returns each host's rule now."""
+        hosts = self._sudo_targets(target)
+        wanted = {h.name: h.sudo if mode == "default" else accounts.check_mode(mode)
+                  for h in hosts}
+        if not self.key_path.is_file():
+            raise TestbedError("no testbed key yet: run `python -m tests.testbed up TOPOLOGY`")
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            list(pool.map(lambda h: self._apply_sudo(self.key_path, h, wanted[h.name], None),
+                          hosts))
+        with self._locked():
+            modes = self._load_sudo_modes()
+            for host in hosts:
+                if wanted[host.name] == host.sudo:
+                    modes.pop(host.name, None)
+                else:
+                    modes[host.name] = wanted[host.name]
+            self._save_sudo_modes(modes)
+            self._write_inventories(self.key_path)
+        return wanted
+
+    def sudo_modes(self, target: str) -> dict[str, str | None]:
+        """admin's rule as each host has it now (read on the host; None: not the testbed's)."""
+        hosts = self._sudo_targets(target)
+
+        def read(host: Host) -> str | None:
+            res = ssh(self.key_path, host.address, f"cat {accounts.SUDOERS_PATH}", timeout=30)
+            return accounts.mode_of(res.stdout.decode(errors="replace")) if (
+                res.returncode == 0) else None
+
+        with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+            return dict(zip((h.name for h in hosts), pool.map(read, hosts), strict=True))
+
+    def _load_sudo_modes(self) -> dict[str, str]:
+        try:
+            data = json.loads(self._sudo_modes_path.read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(data, dict):
+            return {}
+        return {k: v for k, v in data.items() if v in accounts.SUDO_MODES}
+
+    def _save_sudo_modes(self, modes: dict[str, str]) -> None:
+        if modes:
+            _write_text(self._sudo_modes_path, json.dumps(modes, indent=2, sort_keys=True) + "\n")
+        else:
+            self._sudo_modes_path.unlink(missing_ok=True)
+
+    def write_sudo_inventory(
+        self,
+        topology: str,
+        path: Path,
+        user: str = accounts.ADMIN_USER,
+        password_hosts: Collection[str] | None = None,
+    ) -> Path:
+        """A variant of `<topology>-sudo.py` for a test: another user (e.g. accounts.NOSUDO_USER)
+        and/or `_sudo_password` on other hosts (empty: none, for `--same-sudo-password` or
+        pyinfra's prompt). None: the hosts whose current rule asks for a password."""
+        topo = self.catalog.topology(topology)
+        hosts = (self._password_hosts([topo]) if password_hosts is None
+                 else list(password_hosts))
+        _write_text(path, render_sudo_inventory([topo], self.key_path, self.sudo_password_path,
+                                                hosts, user))
+        return path
+
+    def _password_hosts(self, topologies: list[Topology]) -> list[str]:
+        return password_hosts(topologies, self._load_sudo_modes())
+
     # --- inventories -----------------------------------------------------------------------
 
     def running_topologies(self) -> list[Topology]:
@@ -250,10 +394,14 @@ class Testbed:
         running = self.running_topologies()
         for topo in self.catalog.topologies.values():
             path = self.inventory_path(topo.name)
+            sudo_path = self.sudo_inventory_path(topo.name)
             if topo in running:
                 _write_text(path, render_inventory([topo], key))
+                _write_text(sudo_path, render_sudo_inventory(
+                    [topo], key, self.sudo_password_path, self._password_hosts([topo])))
             else:
                 path.unlink(missing_ok=True)
+                sudo_path.unlink(missing_ok=True)
         if running:
             _write_text(self.inventory_path(), render_inventory(running, key))
         else:
@@ -276,6 +424,9 @@ class Testbed:
                 hosts = [h for n in dict.fromkeys(names) for h in self.catalog.topology(n).hosts]
                 stopped = [h.name for h in hosts if machine.running_pid(self.dirs(h))]
                 self._destroy(hosts)
+                modes = self._load_sudo_modes()
+                self._save_sudo_modes({k: v for k, v in modes.items()
+                                       if k not in {h.name for h in hosts}})
                 for name in names:
                     for cluster in self.catalog.topology(name).clusters:
                         remove_tree(self.clusters_dir / cluster)
@@ -307,7 +458,10 @@ class Testbed:
         machine.remove_bridge(self.catalog.network)
         for topo in self.catalog.topologies:
             self.inventory_path(topo).unlink(missing_ok=True)
+            self.sudo_inventory_path(topo).unlink(missing_ok=True)
         self.inventory_path().unlink(missing_ok=True)
+        # Nothing is up any more: no rule is switched. The password file stays, like the key.
+        self._sudo_modes_path.unlink(missing_ok=True)
         left = mounts_below(self.hosts_dir)
         if left or machine.nspawn_pids_below(self.hosts_dir, bridge):
             raise TestbedError(f"down left mounts or processes behind: {left}")
@@ -349,6 +503,7 @@ class Testbed:
         input: bytes | None = None,
         timeout: float | None = None,
         stream: bool = False,
+        user: str = "root",
     ) -> subprocess.CompletedProcess[bytes]:
         host = self.catalog.host(host_name)
         if not self.key_path.is_file():
@@ -357,7 +512,7 @@ class Testbed:
             topo = self.catalog.topology_of(host.name).name
             raise TestbedError(f"host {host.name} is not up: `python -m tests.testbed up {topo}`")
         return ssh(self.key_path, host.address, command, input=input, timeout=timeout,
-                   capture=not stream)
+                   capture=not stream, user=user)
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.testbed.accounts import DEFAULT_SUDO_MODE, SUDO_MODES
 from tests.testbed.errors import TestbedError
 
 ROLES = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
@@ -36,6 +37,8 @@ class Host:
     agent_unit_in_inventory: bool = True
     # Debian release the host boots (its base; see basecache.RELEASES).
     release: str = "trixie"
+    # admin's sudo rule `up` installs (accounts.SUDO_MODES); switchable at run time.
+    sudo: str = DEFAULT_SUDO_MODE
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -239,10 +242,19 @@ def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any, release: st
         ipaddress.IPv4Address(str(address))
     except ValueError:
         raise TestbedError(f"{where}, host {name}: bad address {address!r}") from None
+    sudo = raw.get("sudo", DEFAULT_SUDO_MODE)
+    if sudo not in SUDO_MODES:
+        raise TestbedError(
+            f"{where}, host {name}: sudo must be one of {', '.join(SUDO_MODES)}, not {sudo!r}"
+        )
+    unknown_keys = sorted(set(raw) - {"name", "roles", "address", "sudo"})
+    if unknown_keys:
+        raise TestbedError(f"{where}, host {name}: unknown setting(s) {', '.join(unknown_keys)}")
     # Keep roles in the canonical order so rendering is stable.
     ordered = tuple(r for r in ROLES if r in roles)
     return Host(name=name, cluster=cluster, roles=ordered, address=str(address),
-                agent_unit=agent_unit, release=release, agent_unit_in_inventory=in_inventory)
+                agent_unit=agent_unit, release=release, agent_unit_in_inventory=in_inventory,
+                sudo=sudo)
 
 
 def _check_unique(topologies: dict[str, Topology], network: Network) -> None:

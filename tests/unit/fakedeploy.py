@@ -47,9 +47,11 @@ class FakeHost:
     data: dict = field(default_factory=dict)  # extra host data (settings)
     plan_changed: bool = False  # the tool's plan: conf files / agent.ini need a merge
     responses: dict = field(default_factory=dict)  # more canned answers (fake_responses)
+    uid: int = 0  # who the survey runs as
 
     def survey_lines(self) -> list[str]:
-        lines = ["python 3.13", "machine x86_64", "slurm slurm 24.11.5", f"tool {self.tool}",
+        lines = [f"uid {self.uid}", "python 3.13", "machine x86_64", "slurm slurm 24.11.5",
+                 f"tool {self.tool}",
                  "jwtplugin /usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so"]
         for path, (owner, group, mode, digest) in self.files.items():
             lines.append(f"file|{path}|1|{owner}|{group}|{mode:o}|regular file|{digest}")
@@ -110,6 +112,7 @@ class FakeRun:
     returncode: int
     output: str
     commands: dict[str, list[str]]
+    sudo: dict[str, list[bool]] = field(default_factory=dict)  # per command: run with _sudo
 
     def ran(self, host: str, text: str) -> list[int]:
         """Indexes of this host's commands that contain `text`."""
@@ -122,6 +125,7 @@ def _inventory(hosts: dict[str, FakeHost]) -> str:
     entries = []
     for name, h in hosts.items():
         responses = {
+            "sudo -n true": ["rc=0", "user=admin"],  # sudo works without a password
             **h.responses,
             "export LC_ALL=C": h.survey_lines(),
             "slurmrestd-access plan": [json.dumps(h.plan()), f"{EXIT_MARK}0"],
@@ -150,9 +154,12 @@ def deploy(tmp_path: Path, hosts: dict[str, FakeHost], *args: str,
         [sys.executable, "-m", "tests.unit.fakedeploy", str(out), *yes, str(inventory),
          deploy_file, *args],
         cwd=ROOT, capture_output=True, text=True, timeout=120, check=False,
+        stdin=subprocess.DEVNULL,  # as in CI: no terminal to prompt on
         env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(ROOT), **(env or {})})
-    commands = json.loads(out.read_text()) if out.exists() else {}
-    return FakeRun(done.returncode, done.stdout + done.stderr, commands)
+    logged = json.loads(out.read_text()) if out.exists() else {}
+    commands = {h: [c for c, _s in entries] for h, entries in logged.items()}
+    sudo = {h: [s for _c, s in entries] for h, entries in logged.items()}
+    return FakeRun(done.returncode, done.stdout + done.stderr, commands, sudo)
 
 
 def _main(out: str, argv: list[str]) -> None:
@@ -169,12 +176,12 @@ def _main(out: str, argv: list[str]) -> None:
     operations.ensure_wheelhouse = lambda python, machine: wheelhouse.Wheelhouse(
         bundle.parent, (), DIGEST, bundle)
 
-    log: dict[str, list[str]] = {}
+    log: dict[str, list[tuple[str, bool]]] = {}
     original = FakeConnector.run_shell_command
 
     def logged(self, command, *a, **kw):
         text = command if isinstance(command, str) else command.get_masked_value()
-        log.setdefault(self.host.name, []).append(text)
+        log.setdefault(self.host.name, []).append((text, bool(kw.get("_sudo"))))
         return original(self, command, *a, **kw)
 
     FakeConnector.run_shell_command = logged

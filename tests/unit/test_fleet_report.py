@@ -105,6 +105,15 @@ def test_missing_authalt_lines_and_a_stopped_watchdog():
     assert any(WATCH_UNIT in p for p in report.all_problems())
 
 
+def test_a_host_whose_commands_cannot_run_as_root_says_why_not_unreachable():
+    plan = ClusterPlan("alpha", ["a1"], ["a1"], ["a1"], ["a1"])
+    why = "admin may not become root with sudo on a1 (sudo said: x): grant it"
+    (report,) = evaluate({"alpha": plan}, {"a1": HostFacts(
+        "a1", "alpha", frozenset({"slurmctld"}), S, no_root=why)})
+    assert report.rows[0].cells["check"] == "no root"
+    assert report.all_problems() == [f"a1: {why}"]
+
+
 def test_an_unreachable_host_and_json():
     plan = ClusterPlan("alpha", ["a1"], ["a1"], ["a1"], ["a1"])
     reports = evaluate({"alpha": plan, "other": ClusterPlan("other", ["o"], [], ["o"])},

@@ -51,6 +51,19 @@ def test_exit_codes_after_good_canaries():
     assert rp.final_exit([result("all", 0, OK)]) == rp.EXIT_OK
 
 
+def test_a_rest_stage_that_selected_nothing_is_success_with_nothing_to_do():
+    """Every cluster of the inventory was a canary: pyinfra's rest run has no host, exits 0,
+    and no deploy ran to write a summary."""
+    canary = result("canary", 0, OK)
+    empty = rp.settle_empty_rest(result("rest", 0, None))
+    assert empty.summaries == () and empty.ok
+    assert rp.final_exit([canary, empty]) == rp.EXIT_OK
+    # Anything else without a summary is still unknown, hence a failure.
+    assert rp.settle_empty_rest(result("rest", 1, None)).summaries is None
+    assert rp.settle_empty_rest(result("canary", 0, None)).summaries is None
+    assert rp.final_exit([canary, rp.settle_empty_rest(result("rest", 1, None))]) == 1
+
+
 def test_usage_errors_exit_2(tmp_path, capsys):
     assert rollout.main(["--nonsense"]) == rp.EXIT_USAGE
     assert rollout.main([str(tmp_path / "absent.py")]) == rp.EXIT_USAGE

@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
@@ -29,10 +30,16 @@ class Output:
 class FakeHost:
     def __init__(self, name: str, world: World) -> None:
         self.name, self.world, self.connected = name, world, True
+        # What pyinfra's argument lookup reads: host data, deploy kwargs, connector data.
+        self.data = SimpleNamespace(**world.host_data.get(name, {}))
+        self.current_deploy_kwargs = None
+        self.connector_data: dict = {}
 
-    def run_shell_command(self, command, print_output=False, _timeout=None, _stdin=None):
+    def run_shell_command(self, command, print_output=False, _timeout=None, _stdin=None,
+                          **privilege):
         text = command.get_raw_value()
         self.world.log.append((self.name, text))
+        self.world.privileges.append((self.name, text, privilege))
         assert "kkkk" not in text and base64.b64encode(KEY).decode() not in text
         if " key install " in text and self.world.on_install:
             self.world.on_install(self.name)
@@ -58,6 +65,8 @@ class World:
         self.dead: set[str] = set()  # hosts whose connection is gone
         self.silent: dict[str, tuple[str, ...]] = {}  # host -> commands that end with no output
         self.on_install = None  # called at each `key install` (e.g. to kill a host)
+        self.host_data: dict[str, dict] = {}  # host -> pyinfra host data (e.g. _sudo)
+        self.privileges: list[tuple[str, str, dict]] = []  # privilege arguments of each command
 
     def answer(self, host: str, text: str, stdin):
         mark = "__slurmrestd_access_exit="
@@ -98,7 +107,10 @@ class FakeInventory:
 
 class FakeState:
     def __init__(self, world: World) -> None:
+        from pyinfra.api import Config
+
         self.inventory = FakeInventory(world)
+        self.config = Config()
 
 
 def beta() -> tuple[Rotation, World]:
@@ -151,6 +163,31 @@ def test_a_successful_rotation_in_order():
     # The old-key proof signs with the agent's previous copy, kept on the agent host.
     assert "--key /var/lib/slurm-web/slurmrestd.key.previous" in world.commands("rest", "--key")[0]
     assert world.commands("rest", "runuser -u slurm-web -- .* check")  # as the agent
+
+
+def test_every_command_of_the_rotation_runs_with_each_hosts_own_sudo_settings():
+    """The rotation runs its commands itself (not as pyinfra operations), so pyinfra's sudo is
+    not added for it: each host's own `_sudo` data must reach every command, the key's
+    transfers through stdin included, and a host without `_sudo` gets none."""
+    rotation, world = beta()
+    world.host_data = {"ctl": {"_sudo": True}, "db": {"_sudo": True, "_sudo_password": "pw"},
+                       "rest": {}}
+    rotation.rotate()
+    assert {h for h, _t, _p in world.privileges} == {"ctl", "db", "rest"}
+    for name, text, privilege in world.privileges:
+        assert privilege.get("_sudo") is (name != "rest"), (name, text)
+        assert (privilege.get("_sudo_password") == "pw") is (name == "db"), (name, text)
+    assert any("key install" in t and p.get("_sudo") for h, t, p in world.privileges
+               if h == "db")
+    assert any(t.startswith("base64 -w0") and p.get("_sudo") for h, t, p in world.privileges
+               if h == "ctl")
+
+
+def test_the_rotation_takes_sudo_from_the_command_line_too():
+    rotation, world = beta()
+    rotation.state.config.SUDO = True  # what pyinfra's --sudo sets
+    rotation.rotate()
+    assert world.privileges and all(p.get("_sudo") for _h, _t, p in world.privileges)
 
 
 def test_an_old_key_still_accepted_rolls_everything_back():

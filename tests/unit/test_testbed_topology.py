@@ -122,6 +122,10 @@ def _single_host(data):
         (lambda d: d["network"].update(subnet="8.8.8.0/24", gateway="8.8.8.1"), "not private"),
         (lambda d: d["network"].update(bridge="a-very-long-bridge-name"), "bad bridge name"),
         (lambda d: d.pop("network"), r"\[network\] table is missing"),
+        (lambda d: _single_host(d).update(sudo="nopassword"),
+         "host hpc1: sudo must be one of nopasswd, password, not 'nopassword'"),
+        (lambda d: _single_host(d).update(sudo_mode="password"),
+         "host hpc1: unknown setting.s. sudo_mode"),
     ],
 )
 def test_bad_topologies_are_refused(raw, change, message):
