@@ -1,12 +1,16 @@
 """Benchmark of the deploy: wall time and remote commands per host, first run and no-change re-run.
 
     .venv/bin/python benchmarks/deploy_bench.py [single split ...] [--repeat N] [--first N]
+                                                [--sudo]
 
 For each topology: the workstation's wheelhouse made ready and timed apart (it is built once per
 workstation and tool version, not per deploy), then N first deploys, each on a fresh testbed
 (`down` then `up`: the state an administrator starts from), then N no-change re-runs. Remote
 commands are counted from pyinfra's --debug log ("Running command on HOST"). The yardstick
 (issue 3): an idempotent Ansible playbook took 8.7 s (first) and 6.8 s (no change) on one host.
+With --sudo, each topology is also deployed as the testbed's unprivileged `admin` through sudo
+(`.testbed/<topology>-sudo.py`: each host's own rule, with or without a password), and the
+re-run's median over sudo is given as a ratio of root's (issue 11: at most 1.2).
 Prints one JSON object; nothing is asserted.
 """
 
@@ -45,29 +49,34 @@ def commands_per_host(output: str) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def first_deploy(topology: str, *extra: str):
+def inventory_of(topology: str, sudo: bool) -> Path:
+    return ROOT / ".testbed" / f"{topology}{'-sudo' if sudo else ''}.py"
+
+
+def first_deploy(topology: str, *extra: str, sudo: bool = False):
     testbed("down", topology)
     testbed("up", topology)
-    inventory = ROOT / ".testbed" / f"{topology}.py"
+    inventory = inventory_of(topology, sudo)
     first = run_deploy(inventory, "deploys/slurmrestd_access.py", *extra)
     if first.returncode != 0:
         raise SystemExit(f"first deploy failed:\n{first.output[-4000:]}")
     return first
 
 
-def bench(topology: str, repeat: int, firsts: int) -> dict:
+def bench(topology: str, repeat: int, firsts: int, sudo: bool = False) -> dict:
     testbed("up", topology)
     # The testbed's hosts share one image: one Python version and machine.
     warm_s = warm_wheelhouse(load_catalog().topology(topology).hosts[0].name)
-    counted_first = first_deploy(topology, "--debug")  # --debug slows it: not timed
-    first_runs = [first_deploy(topology).seconds for _ in range(firsts)]
-    inventory = ROOT / ".testbed" / f"{topology}.py"
+    counted_first = first_deploy(topology, "--debug", sudo=sudo)  # --debug slows it: not timed
+    first_runs = [first_deploy(topology, sudo=sudo).seconds for _ in range(firsts)]
+    inventory = inventory_of(topology, sudo)
     reruns = [run_deploy(inventory) for _ in range(repeat)]
     if any(r.returncode != 0 or r.totals()["changed"] for r in reruns):
         raise SystemExit("a re-run failed or changed something")
     counted = run_deploy(inventory, "deploys/slurmrestd_access.py", "--debug")
     return {
         "topology": topology,
+        "as": "admin over sudo" if sudo else "root",
         "wheelhouse_ready_s": round(warm_s, 2),
         "first_run_s": [round(t, 2) for t in first_runs],
         "first_run_median_s": round(statistics.median(first_runs), 2),
@@ -83,8 +92,19 @@ def main() -> None:
     parser.add_argument("topologies", nargs="*", default=["single", "split"])
     parser.add_argument("--repeat", type=int, default=5, help="no-change re-runs")
     parser.add_argument("--first", type=int, default=3, help="first deploys, each on fresh hosts")
+    parser.add_argument("--sudo", action="store_true",
+                        help="also as the unprivileged admin through sudo, next to root")
     args = parser.parse_args()
-    results = [bench(t, args.repeat, args.first) for t in args.topologies]
+    results = []
+    for t in args.topologies:
+        results.append(bench(t, args.repeat, args.first))
+        if args.sudo:
+            over_sudo = bench(t, args.repeat, args.first, sudo=True)
+            over_sudo["rerun_vs_root"] = round(
+                over_sudo["rerun_median_s"] / results[-1]["rerun_median_s"], 2)
+            over_sudo["first_run_vs_root"] = round(
+                over_sudo["first_run_median_s"] / results[-1]["first_run_median_s"], 2)
+            results.append(over_sudo)
     testbed("down", *args.topologies)
     print(json.dumps(results, indent=2))
 
