@@ -78,12 +78,12 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
 
     from deploys.lib import privilege
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
-    from deploys.lib.facts import HostState, ToolReport
+    from deploys.lib.facts import ToolReport
     from deploys.lib.fleet_report import HostFacts
+    from deploys.lib.hoststate import parse_survey
     from deploys.lib.rotation_plan import check_args
     from deploys.lib.settings import settings_from_host_data
-    from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
-    from watchdog_daemon.system.agentunits import candidates as agent_candidates
+    from deploys.lib.survey import survey_script_for
 
     # The same set-up as pyinfra's CLI: an inventory file is executed in the state's context.
     state, config = State(check_for_changes=False), config or Config()
@@ -108,18 +108,12 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
         if not host.connected:
             facts.error = "could not connect over SSH"
             return facts
-        blocked = privilege.ensure_root(state, host)
+        lines, blocked = privilege.run_as_root(state, host, survey_script_for(s))
         if blocked:
             facts.no_root = blocked
             return facts
         try:
-            facts.state = get_fact(state, host, HostState, kwargs=dict(
-                files=(s.jwt_key_path, s.agent_key_path, s.slurmrestd_dropin, s.slurm_conf,
-                       s.slurmdbd_conf, s.agent_ini, WATCH_CONFIG_PATH, WATCH_UNIT_PATH),
-                units=(s.slurmctld_unit, s.slurmdbd_unit, s.slurmrestd_unit,
-                       *agent_candidates(s.agent_unit), WATCH_UNIT),
-                users=(s.jwt_key_owner, s.agent_user), groups=(s.jwt_key_group, s.agent_group),
-                tool_prefix=s.tool_prefix, slurm_conf=s.slurm_conf), apply_failed_hosts=False)
+            facts.state = parse_survey(lines)
             blocked = privilege.not_root(host.name, facts.state.uid)
             if blocked:
                 facts.no_root = blocked

@@ -4,10 +4,11 @@ pyinfra adds sudo to the commands of operations and facts by itself. It does not
 FunctionCommand runs (the key's transfer, the rotation driving its cluster's other hosts): those
 take the host's own privilege arguments from `arguments`, the same that pyinfra would apply.
 
-Before the first command that needs root, `ensure_root` proves that sudo works, so that a site
-whose SSH user may not become root gets one clear error on the first step, with nothing
-changed, instead of pyinfra's failed fact or its password prompt where nobody can answer it.
-The classification of what sudo answered is pure (`classify_probe`, `classify_sudo_run`).
+Each host's first command, the survey, runs through `run_as_root`, which proves in that same
+command that sudo works: a site whose SSH user may not become root gets one clear error on the
+first step, with nothing changed, instead of pyinfra's failed fact or its password prompt where
+nobody can answer it. Reading what sudo answered is pure (`classify_probe`,
+`classify_sudo_failure`).
 """
 
 from __future__ import annotations
@@ -24,15 +25,8 @@ _PRIVILEGE_PREFIXES = ("_sudo", "_use_sudo", "_preserve_sudo", "_su_", "_use_su"
                        "_doas", "_dzdo")
 PRIVILEGE_KEYS = tuple(k for k in CONNECTOR_ARGUMENT_KEYS if k.startswith(_PRIVILEGE_PREFIXES))
 
-# Run as the SSH user, never under sudo. sudo's own lines are prefixed so that pyinfra's connector
-# does not take "sudo: a password is required" for its cue to prompt for a password.
-PROBE = ('out=$(LC_ALL=C sudo -n true 2>&1); rc=$?; echo "rc=$rc"; '
-         'printf "%s\\n" "$out" | sed "s/^/said: /"; echo "user=$(id -un)"')
-SUDO_RUN_MARK = "__slurmrestd_access_uid="
 
 PASSWORD_LINES = ("a password is required", "interactive authentication is required")
-REFUSED_HINTS = ("not in the sudoers file", "is not allowed to", "may not run sudo",
-                 "not allowed to execute", "is not in the sudoers")
 BAD_PASSWORD_HINTS = ("incorrect password", "sorry, try again", "authentication failed",
                       "no password was provided")
 DOCS = "docs/sudo.md"
@@ -50,7 +44,7 @@ class Probe:
 
 
 def classify_probe(lines: list[str]) -> Probe:
-    """What `sudo -n true` said, run as the SSH user."""
+    """What `sudo -n` said (see sudo_wrapped), run as the SSH user."""
     rc, user, said = None, "", []
     for line in lines:
         if line.startswith("rc="):
@@ -92,18 +86,15 @@ def refused(host: str, who: str, said: str) -> str:
             f"grant it in /etc/sudoers.d/ (see {DOCS}), or log in as root")
 
 
-def classify_sudo_run(host: str, who: str, ok: bool, stdout: list[str],
-                      stderr: list[str]) -> str | None:
-    """The error for `id -u` run through pyinfra's sudo (with a password), or None: root."""
-    uid = next((line[len(SUDO_RUN_MARK):] for line in stdout if line.startswith(SUDO_RUN_MARK)),
-               None)
+def classify_sudo_failure(host: str, who: str, stderr: list[str]) -> str:
+    """The error for a command that failed through pyinfra's sudo with a password."""
     said = " ".join(line.strip() for line in stderr if line.strip())[-300:]
-    if ok and uid is not None:
-        return not_root(host, int(uid)) if uid.strip() != "0" else None
     if any(h in said.lower() for h in BAD_PASSWORD_HINTS):
         return (f"sudo on {host} did not accept the password given for {who} ({said}): check "
                 "_sudo_password in the host's data, or the password typed")
-    if any(h in said.lower() for h in REFUSED_HINTS) or said:
+    if "not found" in said and "sudo" in said:
+        return probe_error(host, Probe("missing", who, said), True, True) or said
+    if said:
         return refused(host, who, said)
     return f"sudo on {host} gave no answer (the connection was lost, or sudo timed out)"
 
@@ -126,46 +117,58 @@ def arguments(state: Any, host: Any) -> dict:
     return {k: found[k] for k in PRIVILEGE_KEYS if k in found}  # type: ignore[literal-required]
 
 
-_proven: dict[str, str | None] = {}
+def sudo_wrapped(script: str) -> str:
+    """`script` through `sudo -n`, run as the SSH user: its stdout as is, then sudo's (and the
+    script's) stderr prefixed `said: `, `user=` and `rc=` (see classify_probe). The prefix keeps
+    pyinfra's connector from taking "sudo: a password is required" for its cue to prompt."""
+    # fd 3: this shell's stdout, for the script's own; only stderr goes to the capture.
+    return (f'echo "user=$(id -un)"; exec 3>&1; '
+            f"err=$(LC_ALL=C sudo -H -n sh -c {shlex.quote(script)} 2>&1 1>&3 3>&-); "
+            'rc=$?; exec 3>&-; printf "%s\\n" "$err" | sed "s/^/said: /"; echo "rc=$rc"')
 
 
-def ensure_root(state: Any, host: Any) -> str | None:
-    """Once per host and run: None when this host's commands can run as root, else the error.
+def run_as_root(state: Any, host: Any, script: str,
+                timeout: int = 120) -> tuple[list[str], str | None]:
+    """Run a read-only script as root on `host`: (its stdout lines, None) or ([], the error).
 
-    Without sudo, nothing is run here (the survey reports the uid, see `not_root`). With sudo,
-    one command as the SSH user; when sudo asks for a password, one more through sudo.
+    It is each host's first command, so it proves root at no extra cost: as root, directly;
+    through sudo without a password, by `sudo -n` in the same command (a refusal comes back as
+    data, never as pyinfra's password prompt where nobody can answer it); with a password, by
+    pyinfra's own sudo (askpass). Only sudo asking for a password nobody gave, on a terminal,
+    costs a second command: pyinfra's prompt, on this first step.
     """
-    if host.name in _proven:
-        return _proven[host.name]
-    args = arguments(state, host)
-    error = None
-    if args.get("_sudo"):
-        error = _probe(host, args)
-    _proven[host.name] = error
-    return error
-
-
-def _probe(host: Any, args: dict) -> str | None:
     from pyinfra.api import StringCommand
 
+    args = arguments(state, host)
+    who = str(host.data.get("ssh_user") or "the SSH user")
+    if args.get("_sudo") and args.get("_sudo_user") not in (None, "", "root"):
+        return [], (f"sudo on {host.name} is set to become {args['_sudo_user']!r}: the deploy's "
+                    "commands must run as root; remove _sudo_user (or --sudo-user)")
+    password = bool(args.get("_sudo_password")
+                    or host.connector_data.get("prompted_sudo_password"))
     try:
-        _ok, output = host.run_shell_command(StringCommand("sh", "-c", shlex.quote(PROBE)),
-                                             print_output=False, _timeout=60)
+        if args.get("_sudo") and not password:
+            _ok, output = host.run_shell_command(StringCommand(sudo_wrapped(script)),
+                                                 print_output=False, _timeout=timeout)
+            lines = list(output.stdout_lines)
+            probe = classify_probe(lines)
+            error = probe_error(host.name, probe, False, sys.stdin.isatty())
+            if error:
+                return [], error
+            if probe.kind == "ok":
+                return [line for line in lines if not line.startswith(_PROBE_TAGS)], None
+            who = probe.user or who  # a password, asked on the terminal by pyinfra now
+        ok, output = host.run_shell_command(StringCommand(script), print_output=False,
+                                            _timeout=timeout, **args)
     except Exception as exc:
-        return f"cannot reach {host.name} to test sudo: {exc}"
-    probe = classify_probe(list(output.stdout_lines))
-    password_given = bool(args.get("_sudo_password")
-                          or host.connector_data.get("prompted_sudo_password"))
-    error = probe_error(host.name, probe, password_given, sys.stdin.isatty())
-    if error or probe.kind != "password":
-        return error
-    # A password: prove it (and the rights behind it) once, through pyinfra's own sudo. When
-    # none was given and a terminal is there, pyinfra asks for it now, on this first step.
-    try:
-        ok, output = host.run_shell_command(
-            StringCommand("sh", "-c", shlex.quote(f"echo {SUDO_RUN_MARK}$(id -u)")),
-            print_output=False, _timeout=60, **args)
-    except Exception as exc:
-        return f"cannot run sudo on {host.name}: {exc}"
-    return classify_sudo_run(host.name, probe.user or "the SSH user", ok,
-                             list(output.stdout_lines), list(output.stderr_lines))
+        return [], f"cannot run the survey on {host.name}: {exc}"
+    if ok:
+        return list(output.stdout_lines), None
+    stderr = list(output.stderr_lines)
+    if args.get("_sudo"):
+        return [], classify_sudo_failure(host.name, who, stderr)
+    said = " ".join(line.strip() for line in stderr if line.strip())[-300:]
+    return [], f"the survey failed on {host.name}: {said or 'no answer (connection lost?)'}"
+
+
+_PROBE_TAGS = ("said: ", "user=", "rc=")

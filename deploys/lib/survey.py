@@ -18,10 +18,10 @@ from pyinfra import host, state
 
 from deploys.lib import privilege
 from deploys.lib.cluster import roles_of
-from deploys.lib.facts import HostState, ToolReport
+from deploys.lib.facts import ToolReport
 from deploys.lib.hostfail import HostBlocked
 from deploys.lib.hoststate import HostState as HostStateData
-from deploys.lib.hoststate import RemoteFile, UnitState
+from deploys.lib.hoststate import RemoteFile, UnitState, parse_survey, survey_script
 from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args
 from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
@@ -29,6 +29,7 @@ from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
 _plans: dict[tuple[str, bool], dict] = {}
+_blocked: dict[str, str] = {}  # host -> why its commands cannot run as root
 USAGE_EXIT = 2
 
 
@@ -39,26 +40,31 @@ def _key() -> tuple[str, bool]:
 def survey(settings: Settings) -> HostStateData:
     """The host as it is (or will be, see `record`). Raises HostBlocked when this host's
     commands cannot run as root: nothing is asked of it under sudo before that is proven."""
-    blocked = privilege.ensure_root(state, host)
-    if blocked:
-        raise HostBlocked(blocked)
+    if _blocked.get(host.name):
+        raise HostBlocked(_blocked[host.name])
     if _key() not in _cache:
-        _cache[_key()] = host.get_fact(
-            HostState,
-            files=(settings.jwt_key_path, settings.agent_key_path, settings.slurmrestd_dropin,
-                   settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
-                   WATCH_CONFIG_PATH, WATCH_UNIT_PATH),
-            units=(settings.slurmctld_unit, settings.slurmdbd_unit, settings.slurmrestd_unit,
-                   *agent_candidates(settings.agent_unit), WATCH_UNIT),
-            users=(settings.jwt_key_owner, settings.agent_user),
-            groups=(settings.jwt_key_group, settings.agent_group),
-            tool_prefix=settings.tool_prefix,
-            slurm_conf=settings.slurm_conf,
-        )
+        lines, blocked = privilege.run_as_root(state, host, survey_script_for(settings))
+        if blocked:
+            _blocked[host.name] = blocked
+            raise HostBlocked(blocked)
+        _cache[_key()] = parse_survey(lines)
     blocked = privilege.not_root(host.name, _cache[_key()].uid)
     if blocked:
         raise HostBlocked(blocked)
     return _cache[_key()]
+
+
+def survey_script_for(settings: Settings) -> str:
+    """The survey of what the deploy reads on a host: files, units, users, versions."""
+    return survey_script(
+        [settings.jwt_key_path, settings.agent_key_path, settings.slurmrestd_dropin,
+         settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
+         WATCH_CONFIG_PATH, WATCH_UNIT_PATH],
+        [settings.slurmctld_unit, settings.slurmdbd_unit, settings.slurmrestd_unit,
+         *agent_candidates(settings.agent_unit), WATCH_UNIT],
+        [settings.jwt_key_owner, settings.agent_user],
+        [settings.jwt_key_group, settings.agent_group],
+        settings.tool_prefix, settings.slurm_conf)
 
 
 def record(*, files: dict[str, RemoteFile] | None = None,

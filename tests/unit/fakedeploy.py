@@ -48,10 +48,14 @@ class FakeHost:
     plan_changed: bool = False  # the tool's plan: conf files / agent.ini need a merge
     responses: dict = field(default_factory=dict)  # more canned answers (fake_responses)
     uid: int = 0  # who the survey runs as
+    survey_override: list | dict | None = None  # the survey's answer, e.g. sudo's refusal
 
-    def survey_lines(self) -> list[str]:
-        lines = [f"uid {self.uid}", "python 3.13", "machine x86_64", "slurm slurm 24.11.5",
-                 f"tool {self.tool}",
+    def survey_lines(self) -> list[str] | dict:
+        if self.survey_override is not None:
+            return self.survey_override
+        # user= and rc=: what the survey through `sudo -n` adds (ignored as root).
+        lines = ["user=admin", "rc=0", f"uid {self.uid}", "python 3.13", "machine x86_64",
+                 "slurm slurm 24.11.5", f"tool {self.tool}",
                  "jwtplugin /usr/lib/x86_64-linux-gnu/slurm-wlm/auth_jwt.so"]
         for path, (owner, group, mode, digest) in self.files.items():
             lines.append(f"file|{path}|1|{owner}|{group}|{mode:o}|regular file|{digest}")
@@ -125,7 +129,6 @@ def _inventory(hosts: dict[str, FakeHost]) -> str:
     entries = []
     for name, h in hosts.items():
         responses = {
-            "sudo -n true": ["rc=0", "user=admin"],  # sudo works without a password
             **h.responses,
             "export LC_ALL=C": h.survey_lines(),
             "slurmrestd-access plan": [json.dumps(h.plan()), f"{EXIT_MARK}0"],

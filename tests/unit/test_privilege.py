@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from deploys.lib.privilege import Probe, classify_probe, classify_sudo_run, not_root, probe_error
-
-MARK = "__slurmrestd_access_uid="
+from deploys.lib.privilege import (
+    Probe,
+    classify_probe,
+    classify_sudo_failure,
+    not_root,
+    probe_error,
+    sudo_wrapped,
+)
 
 
 def probe(rc: int, *said: str, user: str = "admin") -> Probe:
@@ -41,17 +46,38 @@ def test_no_answer_at_all_is_not_taken_for_success():
     assert classify_probe([]).kind == "refused"
 
 
-def test_the_run_through_sudo_with_a_password():
-    assert classify_sudo_run("h", "admin", True, [f"{MARK}0"], []) is None
-    assert "run as uid 1001, not as root" in classify_sudo_run("h", "admin", True,
-                                                                [f"{MARK}1001"], [])
-    wrong = classify_sudo_run("h", "admin", False, [], [
+def test_a_failure_through_sudo_with_a_password():
+    wrong = classify_sudo_failure("h", "admin", [
         "Sorry, try again.", "Sorry, try again.", "sudo: 3 incorrect password attempts"])
     assert wrong.startswith("sudo on h did not accept the password given for admin")
-    refused = classify_sudo_run("h", "nosudo", False, [], [
+    refused = classify_sudo_failure("h", "nosudo", [
         "nosudo is not in the sudoers file.  This incident will be reported."])
     assert refused.startswith("nosudo may not become root with sudo on h")
-    assert "no answer" in classify_sudo_run("h", "admin", False, [], [])
+    assert "sudo is not installed on h" in classify_sudo_failure("h", "admin", [
+        "sh: 1: sudo: not found"])
+    assert "no answer" in classify_sudo_failure("h", "admin", [])
+
+
+def test_the_survey_through_sudo_n_keeps_sudos_words_apart(tmp_path):
+    """Run for real with a stand-in `sudo` on PATH: the script's stdout comes through as is,
+    sudo's refusal comes back prefixed (so pyinfra never sees its cue to prompt), with rc."""
+    import os
+    import subprocess
+
+    fake = tmp_path / "sudo"
+    fake.write_text("#!/bin/sh\necho 'sudo: a password is required' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    out = subprocess.run(["sh", "-c", sudo_wrapped("echo uid 0")], capture_output=True,
+                         text=True, env={**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"})
+    lines = out.stdout.splitlines()
+    assert "sudo: a password is required" not in lines
+    assert classify_probe(lines).kind == "password"
+    fake.write_text('#!/bin/sh\nshift 4\nexec sh -c "$1"\n')  # sudo -H -n sh -c SCRIPT
+    out = subprocess.run(["sh", "-c", sudo_wrapped("echo uid 0; echo oops >&2")],
+                         capture_output=True, text=True,
+                         env={**os.environ, "PATH": f"{tmp_path}:/usr/bin:/bin"})
+    lines = out.stdout.splitlines()
+    assert "uid 0" in lines and classify_probe(lines).kind == "ok"
 
 
 def test_root_or_not():
