@@ -80,8 +80,8 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
     from deploys.lib.facts import HostState, ToolReport
     from deploys.lib.fleet_report import HostFacts
-    from deploys.lib.rotation_plan import check_args
     from deploys.lib.settings import settings_from_host_data
+    from deploys.lib.toolplan import check_args
     from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
     from watchdog_daemon.system.agentunits import candidates as agent_candidates
 

@@ -20,9 +20,8 @@ from deploys.lib.facts import HostState
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.hoststate import RemoteFile, UnitState
 from deploys.lib.keytransfer import KeySource, install_key, source_sha256
-from deploys.lib.rotation_plan import check_args
 from deploys.lib.settings import Settings
-from deploys.lib.toolplan import agent_ini_args, plan_problems
+from deploys.lib.toolplan import agent_ini_args, check_args, plan_problems
 from deploys.lib.watchconf import WATCH_UNIT, removal_script, watchdog_leftover
 from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
 from watchdog_daemon.config import slurmrelease
