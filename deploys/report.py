@@ -79,7 +79,7 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
     from deploys.lib import privilege
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
     from deploys.lib.facts import HostState, ToolReport
-    from deploys.lib.fleet_report import HostFacts
+    from deploys.lib.fleet.report import HostFacts
     from deploys.lib.settings import settings_from_host_data
     from deploys.lib.toolplan import check_args
     from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: no inventory file {args.inventory}", file=sys.stderr)
         return EXIT_USAGE
     from deploys.lib.cluster import InventoryError
-    from deploys.lib.fleet_report import evaluate, exit_code, render_table, to_dict
+    from deploys.lib.fleet.report import evaluate, exit_code, render_table, to_dict
     from deploys.lib.settings import SettingsError
 
     try:

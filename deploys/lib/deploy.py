@@ -16,8 +16,9 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations.util import any_changed
 
 from deploys.lib import operations as ops
-from deploys.lib import summary_hook, systemd
+from deploys.lib import systemd
 from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
+from deploys.lib.fleet import summary_hook
 from deploys.lib.keytransfer import KeySource
 from deploys.lib.settings import Settings, SettingsError, settings_from_host_data
 from deploys.lib.toolplan import conf_files

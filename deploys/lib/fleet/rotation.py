@@ -16,8 +16,8 @@ from collections.abc import Callable
 from typing import Any
 
 from deploys.lib import privilege
-from deploys.lib import rotation_plan as rp
 from deploys.lib.facts import EXIT_MARK, ToolReport
+from deploys.lib.fleet import rotation_plan as rp
 from deploys.lib.hostfail import record_failure
 from deploys.lib.keytransfer import KeySource, install_key
 from deploys.lib.settings import Settings
