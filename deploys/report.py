@@ -79,11 +79,11 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
     from deploys.lib import privilege
     from deploys.lib.cluster import HostEntry, plan_clusters, roles_of
     from deploys.lib.facts import ToolReport
-    from deploys.lib.fleet_report import HostFacts
+    from deploys.lib.fleet.report import HostFacts
     from deploys.lib.hoststate import parse_survey
-    from deploys.lib.rotation_plan import check_args
     from deploys.lib.settings import settings_from_host_data
     from deploys.lib.survey import survey_script_for
+    from deploys.lib.toolplan import check_args
 
     # The same set-up as pyinfra's CLI: an inventory file is executed in the state's context.
     state, config = State(check_for_changes=False), config or Config()
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"report: no inventory file {args.inventory}", file=sys.stderr)
         return EXIT_USAGE
     from deploys.lib.cluster import InventoryError
-    from deploys.lib.fleet_report import evaluate, exit_code, render_table, to_dict
+    from deploys.lib.fleet.report import evaluate, exit_code, render_table, to_dict
     from deploys.lib.settings import SettingsError
 
     try:

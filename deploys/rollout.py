@@ -20,9 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from deploys.lib import rollout_plan as rp
-from deploys.lib.summary import from_json, merge, render
-from deploys.lib.summary_hook import SUMMARY_ENV
+from deploys.lib.fleet import rollout_plan as rp
+from deploys.lib.fleet.summary import from_json, merge, render
+from deploys.lib.fleet.summary_hook import SUMMARY_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 

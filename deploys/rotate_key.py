@@ -9,6 +9,6 @@ signed with the previous key is refused by slurmctld, one signed with the new ke
 agent's check passes. If not, every host goes back to the previous key. See README.md.
 """
 
-from deploys.lib.rotate_deploy import rotate_key
+from deploys.lib.fleet.rotate_deploy import rotate_key
 
 rotate_key()

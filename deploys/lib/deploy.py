@@ -16,8 +16,9 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations.util import any_changed
 
 from deploys.lib import operations as ops
-from deploys.lib import summary_hook
+from deploys.lib import systemd
 from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
+from deploys.lib.fleet import summary_hook
 from deploys.lib.keytransfer import KeySource
 from deploys.lib.settings import Settings, SettingsError, settings_from_host_data
 from deploys.lib.toolplan import conf_files
@@ -127,7 +128,7 @@ def slurmrestd_access() -> None:
     # 4. Restarts only when something they read changed: slurmdbd first, then slurmctld.
     if "slurmdbd" in roles:
         unit = settings.slurmdbd_unit
-        ops.restart_unit(
+        systemd.restart_unit(
             name=f"Restart {unit}", settings=settings, unit=unit,
             wait_for=f"systemctl is-active -q {unit} && ss -Hltn "
                      f"'sport = :{settings.slurmdbd_port}' | grep -q .",
@@ -136,7 +137,7 @@ def slurmrestd_access() -> None:
             _if=any_changed(*key_changes, *dbd_changes), **slow)
     if "slurmctld" in roles:
         unit = settings.slurmctld_unit
-        ops.restart_unit(
+        systemd.restart_unit(
             name=f"Restart {unit}", settings=settings, unit=unit,
             wait_for="scontrol ping 2>/dev/null | grep -q 'is UP'",
             wait_seconds=settings.restart_wait,
@@ -172,13 +173,13 @@ def slurmrestd_access() -> None:
         units = (unit,)
     # Enabled before the reload: links written after it would leave every unit of the host
     # with NeedDaemonReload=yes (see enable_units).
-    enabled = ops.enable_units(name=f"Enable {' and '.join(units)}", settings=settings,
-                               units=units, **quick)
-    ops.daemon_reload(name="systemctl daemon-reload", settings=settings,
-                      _if=any_changed(*unit_files, enabled), **quick)
-    started = ops.start_unit(name=f"Start {unit}", settings=settings, unit=unit,
-                             wait_for=socket_up, failure=no_socket, **slow)
-    ops.restart_unit(
+    enabled = systemd.enable_units(name=f"Enable {' and '.join(units)}", settings=settings,
+                                   units=units, **quick)
+    systemd.daemon_reload(name="systemctl daemon-reload", settings=settings,
+                          _if=any_changed(*unit_files, enabled), **quick)
+    started = systemd.start_unit(name=f"Start {unit}", settings=settings, unit=unit,
+                                 wait_for=socket_up, failure=no_socket, **slow)
+    systemd.restart_unit(
         name=f"Restart {unit}", settings=settings, unit=unit,
         wait_for=socket_up, wait_seconds=settings.restart_wait, failure=no_socket,
         _if=changed_unless_just_started(started, dropin, *conf_changes), **slow)
@@ -200,10 +201,10 @@ def slurmrestd_access() -> None:
     # for at the end.
     watch_failed = f"{WATCH_UNIT} did not become active: see journalctl -u {WATCH_UNIT}"
     if watchdog:
-        watch_started = ops.start_unit(
+        watch_started = systemd.start_unit(
             name=f"Start {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT,
             wait_for=None, failure=watch_failed, no_block=True, **quick)
-        watch_restarted = ops.restart_unit(
+        watch_restarted = systemd.restart_unit(
             name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT, wait_for=None,
             wait_seconds=settings.restart_wait, failure=watch_failed, no_block=True,
             _if=changed_unless_just_started(watch_started, tool, *watch_files), **quick)
@@ -211,12 +212,12 @@ def slurmrestd_access() -> None:
     # 8-10. Prove it works before touching the agent, restart the agent, prove it again.
     ops.connect_check(name="Connect check", settings=settings, when="before the agent restart",
                       **check)
-    ops.restart_agent(name="Restart the Slurm-web agent", settings=settings,
-                      _if=any_changed(copy, ini), **slow)
+    systemd.restart_agent(name="Restart the Slurm-web agent", settings=settings,
+                          _if=any_changed(copy, ini), **slow)
     ops.connect_check(name="Connect check after the agent restart", settings=settings,
                       when="after the agent restart", _if=any_changed(copy, ini), **check)
 
     if watchdog:
-        ops.wait_until_active(name=f"{WATCH_UNIT} is running", settings=settings,
-                              unit=WATCH_UNIT, failure=watch_failed,
-                              _if=any_changed(watch_started, watch_restarted), **slow)
+        systemd.wait_until_active(name=f"{WATCH_UNIT} is running", settings=settings,
+                                  unit=WATCH_UNIT, failure=watch_failed,
+                                  _if=any_changed(watch_started, watch_restarted), **slow)

@@ -1,7 +1,8 @@
-"""Arguments of the host tool's `plan` and `agent-ini` commands for one host. Pure.
+"""Arguments of the host tool's `plan`, `agent-ini` and `check` commands for one host. Pure.
 
 The deploy asks the tool once per host for everything it decides from (`slurmrestd-access
 plan`), and later applies with the single commands: both must be given the same settings.
+The check's arguments are the same for the deploy, the rotation and the report.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ def plan_args(settings: Settings, roles: frozenset[str]) -> list[str]:
         ini[ini.index("--jwt-key")] = "--agent-jwt-key"
         args += ini
     return args
+
+
+def check_args(s: Settings, key: str | None = None) -> tuple[str, ...]:
+    args = ("check", "--agent-ini", s.agent_ini, "--timeout", str(s.check_timeout))
+    if s.allow_unsupported_slurm:
+        # A Slurm older than the agent can use, kept with JWT on purpose: the check proves the
+        # API that release serves instead of failing on the agent's versions.
+        args = (*args, "--any-api-version")
+    return (*args, "--key", key) if key else args
 
 
 def plan_problems(plan: dict, agent_host: bool) -> list[str]:

@@ -1,4 +1,4 @@
-"""Judging the fleet report's facts (deploys/lib/fleet_report.py)."""
+"""Judging the fleet report's facts (deploys/lib/fleet/report.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import hashlib
 import json
 
 from deploys.lib.cluster import ClusterPlan
-from deploys.lib.fleet_report import (
+from deploys.lib.fleet.report import (
     NO_WATCHDOG,
     WATCH_UNIT,
     HostFacts,

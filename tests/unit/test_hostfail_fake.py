@@ -28,7 +28,7 @@ DEPLOY = '''
 from pyinfra import host, state
 from pyinfra.api import OperationError, StringCommand, operation
 
-from deploys.lib import summary_hook
+from deploys.lib.fleet import summary_hook
 from deploys.lib.hostfail import host_local
 from deploys.lib.operations import stop_if_cluster_failed
 from deploys.lib.settings import Settings

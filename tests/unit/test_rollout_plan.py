@@ -1,10 +1,11 @@
-"""Staged rollout decisions (deploys/lib/rollout_plan.py) and the command line (deploys/rollout)."""
+"""Staged rollout decisions (deploys/lib/fleet/rollout_plan.py) and the command line
+(deploys/rollout)."""
 
 from __future__ import annotations
 
 from deploys import rollout
-from deploys.lib import rollout_plan as rp
-from deploys.lib.summary import ClusterSummary
+from deploys.lib.fleet import rollout_plan as rp
+from deploys.lib.fleet.summary import ClusterSummary
 
 OK = (ClusterSummary("alpha", "changed"),)
 FAILED = (ClusterSummary("alpha", "failed", failures=(("a1", "boom"),)),)

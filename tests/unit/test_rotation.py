@@ -11,9 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploys.lib import rotation_plan as rp
 from deploys.lib.cluster import ClusterPlan
-from deploys.lib.rotation import Rotation, StepFailed, rotate_cluster
+from deploys.lib.fleet import rotation_plan as rp
+from deploys.lib.fleet.rotation import Rotation, StepFailed, rotate_cluster
 from deploys.lib.settings import Settings
 
 KEY = b"k" * 32  # what `base64 -w0 KEY` on the controller answers: the new key

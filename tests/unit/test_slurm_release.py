@@ -142,7 +142,7 @@ def test_allow_unsupported_slurm_host_data():
 
 
 def test_opted_in_hosts_check_the_api_their_release_serves():
-    from deploys.lib.rotation_plan import check_args
+    from deploys.lib.toolplan import check_args
 
     plain = settings_from_host_data("h", {"cluster": "c"})
     opted = settings_from_host_data("h", {"cluster": "c", "allow_unsupported_slurm": True})

@@ -1,10 +1,10 @@
-"""The per-cluster summary of a run (deploys/lib/summary.py)."""
+"""The per-cluster summary of a run (deploys/lib/fleet/summary.py)."""
 
 from __future__ import annotations
 
 import json
 
-from deploys.lib.summary import (
+from deploys.lib.fleet.summary import (
     ClusterSummary,
     HostOutcome,
     exit_code,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploys.lib.summary import ClusterSummary
+from deploys.lib.fleet.summary import ClusterSummary
 
 EXIT_OK = 0  # every cluster deployed (changed or unchanged)
 EXIT_FAILED = 1  # some cluster failed (canaries were fine, or there were none)

@@ -18,7 +18,7 @@ from pyinfra.api.state import StateStage
 
 from deploys.lib import hostfail
 from deploys.lib.cluster import roles_of
-from deploys.lib.summary import HostOutcome, render, summarise, to_json
+from deploys.lib.fleet.summary import HostOutcome, render, summarise, to_json
 
 SUMMARY_ENV = "SRA_SUMMARY_JSON"
 

@@ -98,15 +98,6 @@ def local_copy_args(s: Settings) -> tuple[str, ...]:
             "--mode", f"{s.agent_key_mode:04o}")
 
 
-def check_args(s: Settings, key: str | None = None) -> tuple[str, ...]:
-    args = ("check", "--agent-ini", s.agent_ini, "--timeout", str(s.check_timeout))
-    if s.allow_unsupported_slurm:
-        # A Slurm older than the agent can use, kept with JWT on purpose: the check proves the
-        # API that release serves instead of failing on the agent's versions.
-        args = (*args, "--any-api-version")
-    return (*args, "--key", key) if key else args
-
-
 def judge_old_key(exit_code: int, reason: str | None) -> str | None:
     """None when the previous key is refused by slurmctld, else why the proof fails."""
     if exit_code == REJECTED_BY_SLURMCTLD:

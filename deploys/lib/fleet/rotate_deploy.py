@@ -11,12 +11,12 @@ from pyinfra import host, inventory, state
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
 from deploys.lib import operations as ops
-from deploys.lib import summary_hook
 from deploys.lib.cluster import ClusterPlan, roles_of
 from deploys.lib.deploy import cluster_plans, settings_for
+from deploys.lib.fleet import summary_hook
+from deploys.lib.fleet.rotation import rotate_cluster
+from deploys.lib.fleet.rotation_plan import rotation_hosts
 from deploys.lib.hostfail import host_local
-from deploys.lib.rotation import rotate_cluster
-from deploys.lib.rotation_plan import rotation_hosts
 from deploys.lib.settings import Settings
 
 

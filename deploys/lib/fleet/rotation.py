@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from deploys.lib import privilege
-from deploys.lib import rotation_plan as rp
 from deploys.lib.facts import EXIT_MARK, ToolReport
+from deploys.lib.fleet import rotation_plan as rp
 from deploys.lib.hostfail import record_failure
 from deploys.lib.keytransfer import KeySource, install_key
 from deploys.lib.settings import Settings
+from deploys.lib.toolplan import check_args
 
 q = shlex.quote
 
@@ -133,7 +134,7 @@ class Rotation:
 
     def check(self, name: str, key: str | None = None) -> dict:
         s = self.settings_of(name)
-        return self.tool(name, rp.check_args(s, key), as_user=None if key else s.agent_user,
+        return self.tool(name, check_args(s, key), as_user=None if key else s.agent_user,
                          timeout=s.check_timeout * 4 + 30, what="the connect check")
 
     # ---- the rotation ------------------------------------------------------------------------
