@@ -17,12 +17,14 @@ Slurm-web documentation.
 """
 
 _ssh = {"ssh_user": "root"}
+# Where root may not log in over SSH: a deploy account with sudo (NOPASSWD: see docs/sudo.md).
+_sudo = {"ssh_user": "deploy", "_sudo": True}
 
-# Cluster "atlas": everything on separate hosts, accounting on its own server.
+# Cluster "atlas": everything on separate hosts, accounting on its own server; SSH as `deploy`.
 atlas = [
-    ("atlas-admin", {**_ssh, "cluster": "atlas"}),
-    ("atlas-db", {**_ssh, "cluster": "atlas"}),
-    ("atlas-web", {**_ssh, "cluster": "atlas"}),
+    ("atlas-admin", {**_sudo, "cluster": "atlas"}),
+    ("atlas-db", {**_sudo, "cluster": "atlas"}),
+    ("atlas-web", {**_sudo, "cluster": "atlas"}),
 ]
 
 # Cluster "nova": one management host; the agent runs under uWSGI; the key comes from the

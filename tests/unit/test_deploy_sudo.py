@@ -112,3 +112,12 @@ def test_a_dry_run_says_it_once(tmp_path):
     run = deploy(tmp_path, hosts, "--dry")
     assert "admin may not become root with sudo on @fake/hpc1" in run.output
     assert run.output.count("may not become root") == 1, run.output[-3000:]
+
+
+def test_sudo_to_another_user_than_root_is_refused_before_any_command(tmp_path):
+    hosts = {"hpc1": deployed_host(data={"_sudo": True, "_sudo_user": "slurm"})}
+    run = deploy(tmp_path, hosts)
+    assert run.returncode != 0
+    assert "sudo on @fake/hpc1 is set to become 'slurm': the deploy's commands must run as " \
+        "root" in run.output
+    assert run.commands.get("@fake/hpc1", []) == []
