@@ -32,7 +32,7 @@ DEPLOY = "deploys/slurmrestd_access.py"
 ROTATE = "deploys/rotate_key.py"
 KEY = "/var/spool/slurm/jwt_hs256.key"
 COPY = "/var/lib/slurm-web/slurmrestd.key"
-FULL_VERBOSITY = ("-vvv", "--debug")
+FULL_VERBOSITY = ("-vvv", "--debug", "--debug-operations")
 
 
 @dataclass
@@ -133,6 +133,9 @@ def test_the_first_deploy_over_sudo(site):
 
 def test_a_re_run_over_sudo_changes_nothing(site):
     before = hostcheck.snapshot(site.topo, site.hosts)
+    dry = site.run("--dry", "-vvv")
+    assert dry.returncode == 0, dry.output[-6000:]
+    assert dry.planned_changes() == []
     done = site.run()
     assert done.returncode == 0, done.output[-6000:]
     assert done.totals()["changed"] == 0
@@ -214,6 +217,9 @@ def test_the_key_was_nowhere_to_be_seen(site):
     assert any(b"pyinfra" in a for a in samples["workstation"].argv)
     for name, s in samples.items():
         assert s.hits(site.keys) == [], f"{name}: {s.hits(site.keys)}"
+    debug_log = ROOT / "pyinfra-debug.log"  # written by pyinfra on an internal error
+    if debug_log.exists():
+        site.outputs.append(debug_log.read_text(errors="replace"))
     for output in site.outputs:
         for form in (f for k in site.keys for f in key_forms(k)):
             assert form.decode(errors="replace") not in output
