@@ -1,7 +1,7 @@
 """Benchmark of the deploy: wall time and remote commands per host, first run and no-change re-run.
 
     .venv/bin/python benchmarks/deploy_bench.py [single split ...] [--repeat N] [--first N]
-                                                [--sudo]
+                                                [--sudo [--sudo-rule nopasswd|password]]
 
 For each topology: the workstation's wheelhouse made ready and timed apart (it is built once per
 workstation and tool version, not per deploy), then N first deploys, each on a fresh testbed
@@ -54,9 +54,19 @@ def inventory_of(topology: str, sudo: bool) -> Path:
     return ROOT / ".testbed" / f"{topology}{'-sudo' if sudo else ''}.py"
 
 
+# With --sudo-rule, every host's sudo rule for admin (`up` sets each host's default again).
+SUDO_RULE: list[str] = []
+
+
+def up(topology: str) -> None:
+    testbed("up", topology)
+    if SUDO_RULE:
+        testbed("sudo-mode", topology, SUDO_RULE[0])
+
+
 def first_deploy(topology: str, *extra: str, sudo: bool = False):
     testbed("down", topology)
-    testbed("up", topology)
+    up(topology)
     inventory = inventory_of(topology, sudo)
     first = run_deploy(inventory, "deploys/slurmrestd_access.py", *extra)
     if first.returncode != 0:
@@ -65,7 +75,7 @@ def first_deploy(topology: str, *extra: str, sudo: bool = False):
 
 
 def bench(topology: str, repeat: int, firsts: int, sudo: bool = False) -> dict:
-    testbed("up", topology)
+    up(topology)
     # The testbed's hosts share one image: one Python version and machine.
     warm_s = warm_wheelhouse(load_catalog().topology(topology).hosts[0].name)
     counted_first = first_deploy(topology, "--debug", sudo=sudo)  # --debug slows it: not timed
@@ -77,7 +87,8 @@ def bench(topology: str, repeat: int, firsts: int, sudo: bool = False) -> dict:
     counted = run_deploy(inventory, "deploys/slurmrestd_access.py", "--debug")
     return {
         "topology": topology,
-        "as": "admin over sudo" if sudo else "root",
+        "as": (f"admin over sudo ({SUDO_RULE[0] if SUDO_RULE else 'each host its own rule'})"
+               if sudo else "root"),
         "wheelhouse_ready_s": round(warm_s, 2),
         "first_run_s": [round(t, 2) for t in first_runs],
         "first_run_median_s": round(statistics.median(first_runs), 2),
@@ -95,7 +106,10 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=3, help="first deploys, each on fresh hosts")
     parser.add_argument("--sudo", action="store_true",
                         help="also as the unprivileged admin through sudo, next to root")
+    parser.add_argument("--sudo-rule", choices=("nopasswd", "password"),
+                        help="admin's sudo rule on every host (default: each host's own)")
     args = parser.parse_args()
+    SUDO_RULE[:] = [args.sudo_rule] if args.sudo_rule else []
     results = []
     for t in args.topologies:
         results.append(bench(t, args.repeat, args.first))
