@@ -259,6 +259,11 @@ def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group
 
 
 def _remote_sha256(source: KeySource) -> str | None:
+    # The source host's own survey, when this run already made it, has the key's hash: no
+    # second look at that host (two commands on the controller of a split cluster per re-run).
+    known = survey.known_file(source.where, source.path)
+    if known is not None:
+        return known.sha256
     src = state.inventory.get_host(source.where)
     data = src.get_fact(HostState, files=(source.path,), units=(), users=(), groups=(),
                         tool_prefix="/nonexistent")

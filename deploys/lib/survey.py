@@ -54,6 +54,13 @@ def survey(settings: Settings) -> HostStateData:
     return _cache[_key()]
 
 
+def known_file(host_name: str, path: str) -> RemoteFile | None:
+    """`path` as another host's survey of this run and phase found (or predicts) it; None when
+    that host was not surveyed yet or its survey does not cover `path`."""
+    cached = _cache.get((host_name, state.is_executing))
+    return cached.files.get(path) if cached is not None else None
+
+
 def survey_script_for(settings: Settings) -> str:
     """The survey of what the deploy reads on a host: files, units, users, versions."""
     return survey_script(
