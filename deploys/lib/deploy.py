@@ -16,7 +16,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations.util import any_changed
 
 from deploys.lib import operations as ops
-from deploys.lib import systemd
+from deploys.lib import survey, systemd
 from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
 from deploys.lib.fleet import summary_hook
 from deploys.lib.keytransfer import KeySource
@@ -71,6 +71,7 @@ def key_source(settings: Settings, plan: ClusterPlan) -> KeySource:
 @deploy("slurmrestd access")
 def slurmrestd_access() -> None:
     summary_hook.install(state)  # per-cluster summary at the end of the run
+    survey.bring_plan_along()  # the operations below read the tool's plan
     roles = roles_of(host.groups)
     if not roles:
         host.noop("in no role group (slurmctld, slurmdbd, slurmrestd, compute): nothing to do")

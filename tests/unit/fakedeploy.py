@@ -64,6 +64,9 @@ class FakeHost:
         for unit, (active, unit_file) in self.units.items():
             lines += [f"unit Id={unit}", "unit LoadState=loaded", f"unit ActiveState={active}",
                       f"unit UnitFileState={unit_file}", "unit "]
+        if self.tool:  # the installed tool's plan, brought along by the deploy's survey
+            lines += ["__slurmrestd_access_plan_begin", json.dumps(self.plan()), f"{EXIT_MARK}0",
+                      "__slurmrestd_access_plan_end"]
         return lines
 
     def plan(self) -> dict:

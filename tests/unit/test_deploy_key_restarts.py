@@ -59,10 +59,24 @@ def test_a_pushed_key_with_other_content_is_installed_and_restarts_slurmdbd(tmp_
 
 def test_a_re_run_compares_the_pushed_keys_with_the_controllers_own_survey(tmp_path):
     """The controller's survey already holds its key's hash: the other hosts' key and copy are
-    compared with it, without another look at the controller (2 commands there, not 4)."""
+    compared with it, without another look at the controller; and the survey brings the tool's
+    plan along: one command there in a re-run, not 4."""
     hosts = split(("slurm", "slurm", 0o600, "a" * 64))
     run = deploy(tmp_path, hosts)
     assert run.returncode == 0, run.output[-3000:]
     ctl = run.commands["@fake/ctl"]
-    assert len(ctl) == 2 and "export LC_ALL=C" in ctl[0] and "plan" in ctl[1], ctl
+    assert len(ctl) == 1 and "export LC_ALL=C" in ctl[0] and "slurmrestd-access plan" in ctl[0]
     assert run.ran("@fake/db", "key install") == [] and run.ran("@fake/rest", "key install") == []
+
+
+def test_the_plan_of_a_tool_the_deploy_replaces_is_not_used(tmp_path):
+    """The survey brought the old tool's plan; once the new tool is installed, its own plan is
+    asked for, after the install."""
+    hosts = {"hpc1": deployed_host(tool="0" * 16)}
+    run = deploy(tmp_path, hosts)
+    assert run.returncode == 0, run.output[-3000:]
+    commands = run.commands["@fake/hpc1"]
+    install = next(i for i, c in enumerate(commands) if "tar -xzf" in c)
+    plans = [i for i, c in enumerate(commands)
+             if c.startswith("/usr/local/bin/slurmrestd-access plan")]
+    assert plans and plans[0] > install, commands
