@@ -25,15 +25,10 @@ _PRIVILEGE_PREFIXES = ("_sudo", "_use_sudo", "_preserve_sudo", "_su_", "_use_su"
                        "_doas", "_dzdo")
 PRIVILEGE_KEYS = tuple(k for k in CONNECTOR_ARGUMENT_KEYS if k.startswith(_PRIVILEGE_PREFIXES))
 
-
 PASSWORD_LINES = ("a password is required", "interactive authentication is required")
 BAD_PASSWORD_HINTS = ("incorrect password", "sorry, try again", "authentication failed",
                       "no password was provided")
 DOCS = "docs/sudo.md"
-
-
-class PrivilegeError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -48,7 +43,7 @@ def classify_probe(lines: list[str]) -> Probe:
     rc, user, said = None, "", []
     for line in lines:
         if line.startswith("rc="):
-            rc = int(line[3:] or 1)
+            rc = int(line[3:]) if line[3:].isdigit() else 1
         elif line.startswith("user="):
             user = line[5:]
         elif line.startswith("said: "):
