@@ -8,6 +8,7 @@ The operations on systemd units (enable, start, restart, daemon-reload) are in s
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import shlex
 from io import BytesIO
@@ -66,7 +67,9 @@ def _verified(path: str, digest: str) -> str:
             f'(sha256 {digest[:12]}…): run the deploy again" >&2; rm -f {q(path)}; exit 1; }}')
 
 
+@functools.lru_cache(maxsize=8)
 def file_sha256(path) -> str:
+    """Of a bundle, once per run: its name holds its digest, and every host installs the same."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
