@@ -101,6 +101,17 @@ def site(request, testbed):
     return s
 
 
+def test_every_account_logs_in_on_every_host_right_after_up(site):
+    """`up` returned: root, admin and nosudo each log in on every host of the topology (issue
+    18: beta-rest refused admin and nosudo right after the fleet was booted)."""
+    for host in site.topo.hosts:
+        for user in ("root", "admin", "nosudo"):
+            res = site.topo.ssh(host.name, "id -un; test ! -e /run/nologin", user=user,
+                                check=False)
+            assert (res.returncode, res.stdout.strip()) == (0, user), \
+                f"{user}@{host.name}: exit {res.returncode}: {res.stderr.strip()}"
+
+
 def test_a_user_without_sudo_rights_is_stopped_on_the_first_step(site, tmp_path):
     inventory = tmp_path / "nosudo.py"
     site.topo.write_sudo_inventory(inventory, user="nosudo", password_hosts=[])

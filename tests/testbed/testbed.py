@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.testbed import accounts, basecache, hostconfig, machine, provision
+from tests.testbed import accounts, basecache, hostconfig, logins, machine, provision
 from tests.testbed.errors import TestbedError
 from tests.testbed.inventory import password_hosts, render_inventory, render_sudo_inventory
 from tests.testbed.mounts import mounts_below, remove_tree, unmount_below
@@ -129,6 +129,7 @@ class Testbed:
                 with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
                     list(pool.map(lambda h: provision.settle_host(key, h), hosts))
                 accounts_set.result()
+            self._wait_logins(key, hosts)
             clusters = [c for t in topologies for c in t.clusters.values()]
             with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
                 list(pool.map(lambda c: provision.cluster_ready(key, c), clusters))
@@ -262,6 +263,33 @@ class Testbed:
                 "Read the console log, then `python -m tests.testbed down` and retry "
                 "(SRA_TESTBED_SSH_TIMEOUT raises the wait)"
             )
+
+    def _wait_logins(self, key: Path, hosts: list[Host]) -> None:
+        """Every account of the inventories (root, admin, nosudo) logs in and runs a command on
+        every host, or `up` fails naming the host and account (logins.py says why root alone
+        is not enough)."""
+        by_name = {h.name: h for h in hosts}
+
+        def probe(name: str, user: str) -> logins.LoginResult:
+            try:
+                res = ssh(key, by_name[name].address, logins.PROBE, timeout=15, user=user)
+            except TestbedError as exc:
+                return logins.LoginResult(255, "", str(exc))
+            return logins.LoginResult(res.returncode, res.stdout.decode(errors="replace"),
+                                      res.stderr.decode(errors="replace"))
+
+        def diagnose(name: str) -> str:
+            try:
+                res = ssh(key, by_name[name].address, logins.DIAGNOSE, timeout=30)
+            except TestbedError as exc:
+                return str(exc)
+            return (res.stdout + res.stderr).decode(errors="replace").strip()
+
+        waited = logins.wait_logins(by_name, probe, SSH_TIMEOUT, diagnose=diagnose)
+        slow = {n: w for n, w in waited.items() if w >= 1.0}
+        if slow:
+            say("testbed: non-root logins waited for " + ", ".join(
+                f"{n} {w:.1f} s" for n, w in sorted(slow.items())))
 
     # --- admin's password and sudo rule ---------------------------------------------------
 
@@ -485,6 +513,7 @@ class Testbed:
             raise TestbedError(f"{host.name} did not answer SSH after booting again; console "
                                f"log: {dirs.console_log}")
         provision.settle_host(self.key_path, host)
+        self._wait_logins(self.key_path, [host])
 
     # --- status and ssh --------------------------------------------------------------------
 
