@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -16,6 +17,7 @@ import requests_unixsocket
 
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd, make_stale_socket
 from tests.fakes.privdrop import NOBODY_GID, NOBODY_UID, can_drop_privileges, run_as_nobody
+from watchdog_daemon.check.classify import HttpAnswer
 from watchdog_daemon.check.run import run_check
 from watchdog_daemon.config.agentconf import AgentSettings
 from watchdog_daemon.exitcodes import ExitCode
@@ -465,3 +467,31 @@ def test_2205_refuses_the_decoy_with_an_unspecified_error_and_the_check_passes(e
                         meta_style="22.05", accounting=False, bad_token_2205="unspecified"):
         r = check(settings, conf, accounting="no", agent_discovery=False)
     assert not r.ok and "Unspecified error" in r.message  # the agent's key is not accepted
+
+
+def test_a_token_or_key_echoed_by_slurmrestd_is_redacted_from_the_result(env):
+    """slurmrestd (or a proxy in front of it) that echoes the request into its error: what
+    reaches the message and the hint is scrubbed (check/result.py `scrub`). Without the scrub
+    the token would be printed, logged by the watchdog and shown by the fleet report."""
+    settings, sock, conf = env
+    seen: list[str] = []
+
+    def getter(url, headers, timeout):
+        token = headers.get("X-SLURM-USER-TOKEN", "")
+        seen.append(token)
+        if url.endswith("/ping"):
+            return HttpAnswer(200, "application/json", "{}", {
+                "meta": {"slurm": {"release": "24.11.5", "cluster": "hpc"}}, "errors": []})
+        body = {"meta": {"slurm": {"release": "24.11.5", "cluster": "hpc"}},
+                "errors": [{"error_number": 1007,
+                            "error": f"Protocol authentication error for token {token} "
+                                     f"(key {KEY.decode()}, hex {KEY.hex()})"}]}
+        return HttpAnswer(500, "application/json", json.dumps(body), body)
+
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):  # the socket exists; the getter answers
+        r = check(settings, conf, getter=getter)
+    assert not r.ok and seen and all(seen)
+    shown = r.message + r.hint
+    assert "<redacted>" in shown
+    for secret in (*seen, KEY.decode(), KEY.hex()):
+        assert secret not in shown
