@@ -495,3 +495,23 @@ def test_a_token_or_key_echoed_by_slurmrestd_is_redacted_from_the_result(env):
     assert "<redacted>" in shown
     for secret in (*seen, KEY.decode(), KEY.hex()):
         assert secret not in shown
+
+
+def test_accounting_in_an_included_file_makes_slurmdbd_count(env):
+    """slurm.conf sends accounting to slurmdbd from an `Include`d file, and slurmdbd is on
+    another key: 31, not ok (issue 20: the check read only the top of slurm.conf)."""
+    settings, sock, conf = env
+    conf.write_text("ClusterName=hpc\nInclude acct.conf\n")
+    (conf.parent / "acct.conf").write_text("AccountingStorageType=accounting_storage/slurmdbd\n")
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, slurmdbd_key=OTHER):
+        r = check(settings, conf)
+    assert r.exit_code == ExitCode.REJECTED_BY_SLURMDBD == 31 and r.accounting is True
+
+
+def test_an_include_that_turns_accounting_off_after_the_top_file_wins(env):
+    settings, sock, conf = env
+    conf.write_text("AccountingStorageType=accounting_storage/slurmdbd\nInclude acct.conf\n")
+    (conf.parent / "acct.conf").write_text("AccountingStorageType=accounting_storage/none\n")
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, slurmdbd_key=OTHER):
+        r = check(settings, conf)
+    assert r.ok and r.accounting is False

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Literal
 
+from watchdog_daemon.config.slurmparse import last_value
+
 # Every REST API version a Slurm release has served (20.11's 0.0.35 to 26.05's 0.0.45), newest
 # first: asked only to say what a slurmrestd serves when none of the agent's versions answers.
 KNOWN_VERSIONS: tuple[str, ...] = tuple(f"0.0.{n}" for n in range(45, 34, -1))
@@ -232,23 +234,29 @@ def classify_slurmdb_diag(answer: HttpAnswer) -> Verdict:
     return _classify(answer, dbd=True)
 
 
+ACCOUNTING_KEY = "AccountingStorageType"
+
+
+def accounting_from_setting(value: str | None) -> bool:
+    """Whether an AccountingStorageType value sends accounting to slurmdbd."""
+    return value is not None and "slurmdbd" in value.lower()
+
+
 def accounting_from_slurm_conf(text: str) -> bool:
-    """Whether slurm.conf sends accounting to slurmdbd (AccountingStorageType, last one wins)."""
-    value = ""
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0]
-        for match in re.finditer(r"(?:^|\s)AccountingStorageType\s*=\s*(\S*)", line,
-                                 re.IGNORECASE):
-            value = match.group(1)
-    return "slurmdbd" in value.lower()
+    """Whether a slurm.conf without Include lines sends accounting to slurmdbd (read as Slurm
+    reads it: the last AccountingStorageType wins). Raises ConfigParseError where Slurm would."""
+    return accounting_from_setting(last_value({"slurm.conf": text}, "slurm.conf",
+                                              ACCOUNTING_KEY))
 
 
 __all__ = [
+    "ACCOUNTING_KEY",
     "KNOWN_VERSIONS",
     "HttpAnswer",
     "Outcome",
     "PingUse",
     "Verdict",
+    "accounting_from_setting",
     "accounting_from_slurm_conf",
     "classify_ping",
     "classify_slurm_diag",

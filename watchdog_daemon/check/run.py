@@ -24,6 +24,7 @@ from typing import Any
 from urllib.parse import quote
 
 from watchdog_daemon.check.classify import (
+    ACCOUNTING_KEY,
     DEFAULT_SLURM_CONF,
     KNOWN_VERSIONS,
     MAX_BODY_TEXT,
@@ -32,7 +33,7 @@ from watchdog_daemon.check.classify import (
     Outcome,
     PingUse,
     Stage,
-    accounting_from_slurm_conf,
+    accounting_from_setting,
     classify_ping,
     classify_slurm_diag,
     classify_slurmdb_diag,
@@ -46,6 +47,8 @@ from watchdog_daemon.check.result import (
     result_for_verdict,
     scrub,
 )
+from watchdog_daemon.config.atomicwrite import ChangeError
+from watchdog_daemon.config.slurmconf import configured_value
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keys.keyfile import KeyFileError, read_key
 from watchdog_daemon.keys.secret import SecretBytes
@@ -149,18 +152,22 @@ def _key_failure(settings: Any) -> CheckResult | None:
     return None
 
 
-def _accounting_expected(accounting: Accounting, slurm_conf: str | os.PathLike[str]
-                         ) -> bool | None:
-    """True/False when known, None when slurm.conf cannot tell (then probe)."""
+def accounting_expected(accounting: Accounting, slurm_conf: str | os.PathLike[str]
+                        ) -> bool | None:
+    """True/False when known, None when slurm.conf cannot tell (then probe).
+
+    slurm.conf is read as slurmctld reads it, Include lines followed: accounting configured in
+    an included file is accounting all the same.
+    """
     if accounting == "yes":
         return True
     if accounting == "no":
         return False
     try:
-        text = Path(slurm_conf).read_text(encoding="utf-8", errors="replace")
-    except OSError:
+        value = configured_value(os.fspath(slurm_conf), ACCOUNTING_KEY)
+    except (ChangeError, OSError):
         return None
-    return accounting_from_slurm_conf(text)
+    return accounting_from_setting(value)
 
 
 def run_check(settings: Any, *, timeout: float = 10.0, accounting: Accounting = "auto",
@@ -318,7 +325,7 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
                 return with_meta(bad)
 
         # 4. slurmdbd, when accounting is used (or cannot be ruled out).
-        expected = _accounting_expected(accounting, slurm_conf)
+        expected = accounting_expected(accounting, slurm_conf)
         used: bool | None = False
         if expected is not False:
             answer = call("slurmdb", f"/slurmdb/v{api_version}/diag", headers, api_version)

@@ -24,18 +24,21 @@ from watchdog_daemon.config.slurmparse import (
     ConfigParseError,
     _cluster_name,
     _parse,
+    last_value,
 )
 
 
-def collect_includes(path: str) -> dict[str, str]:
-    """Read every file reachable from `path` through Include lines (globs expanded).
+def collect_includes(path: str, text: str | None = None) -> dict[str, str]:
+    """Read every file reachable from `path` (whose text may be given) through Include lines
+    (globs expanded).
 
     Missing files are skipped here (merge_authalt warns about them); a file that exists but
     cannot be read stops the merge, since it may hold a conflicting setting.
     """
     path = os.path.abspath(path)
     found: dict[str, str] = {}
-    text, _ = read_text(path)
+    if text is None:
+        text, _ = read_text(path)
     todo = [(path, text)]
     depth = 0
     while todo and depth <= MAX_INCLUDE_DEPTH:
@@ -66,6 +69,17 @@ def collect_includes(path: str) -> dict[str, str]:
                     nxt.append((name, found[name]))
         todo = nxt
     return found
+
+
+def configured_value(path: str, key: str) -> str | None:
+    """The value Slurm's daemons take for `key` from the config file `path`, Include lines
+    followed (config/slurmparse.py `last_value`); None when no file sets it.
+
+    Raises FileMissingError, FileUnreadableError or ConfigParseError (all ChangeError).
+    """
+    top = os.path.abspath(path)
+    text, _ = read_text(top)
+    return last_value({top: text, **collect_includes(top, text)}, top, key)
 
 
 def apply_merge(path: str, jwt_key_path: str, *, dry_run: bool) -> MergeResult:

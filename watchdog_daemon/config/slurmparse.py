@@ -100,6 +100,8 @@ class _Parsed:
     lines: list[_Physical]
     settings: dict[str, list[_Setting]] = field(default_factory=dict)  # lower key -> lines
     includes: list[_Include] = field(default_factory=list)  # in file order
+    # Every other Key=Value, in file order: (line number, lower key, value).
+    others: list[tuple[int, str, str]] = field(default_factory=list)
 
 
 def _split_lines(text: str) -> list[_Physical]:
@@ -300,6 +302,9 @@ def _parse_logical(
             "quote values that contain spaces, or fix that line, then run again",
         )
     for m in matches:
+        parsed.others.append(
+            (lineno, m.group(1).lower(), m.group(4) if m.group(4) is not None else m.group(5)))
+    for m in matches:
         if m.group(1).lower() == "clustername":
             value = m.group(4) if m.group(4) is not None else m.group(5)
             cluster_name = value.lower()
@@ -328,4 +333,35 @@ def _cluster_name(text: str) -> str | None:
         m = _KV_RE.match(code)
         if m and m.group(1).lower() == "clustername":
             found = (m.group(4) if m.group(4) is not None else m.group(5)).lower()
+    return found
+
+
+def last_value(files: dict[str, str], top: str, key: str) -> str | None:
+    """The value Slurm ends up with for `key` (any case), reading `top` and, where its Include
+    lines say, the other `files` (path -> text) inline, as Slurm does; the last one wins.
+
+    None when no file sets it. An Include of a file not in `files`, or with a glob or an
+    unresolved `%c`, is skipped (Slurm would refuse to start: that is the deploy's to report).
+    Raises ConfigParseError where Slurm could not parse a line.
+    """
+    wanted = key.lower()
+    cluster_name = _cluster_name(files[top])
+    found: str | None = None
+
+    def walk(file: str, depth: int) -> None:
+        nonlocal found
+        parsed = _parse(files[file], file, top=top, cluster_name=cluster_name)
+        events: list[tuple[int, str | _Include]] = [
+            (lineno, value) for lineno, k, value in parsed.others if k == wanted]
+        events += [(inc.lineno, inc) for inc in parsed.includes]
+        for setting in parsed.settings.get(wanted, []):
+            events.append((setting.lineno, setting.value))
+        for _, event in sorted(events, key=lambda e: e[0]):
+            if isinstance(event, str):
+                found = event
+            elif (depth < MAX_INCLUDE_DEPTH and not event.unresolved
+                  and not _GLOB_CHARS.search(event.pattern) and event.pattern in files):
+                walk(event.pattern, depth + 1)
+
+    walk(top, 0)
     return found
