@@ -47,7 +47,9 @@ def plan_args(settings: Settings, roles: frozenset[str]) -> list[str]:
 
 
 def check_args(s: Settings, key: str | None = None) -> tuple[str, ...]:
-    args = ("check", "--agent-ini", s.agent_ini, "--timeout", str(s.check_timeout))
+    # slurm.conf as the host data names it: where the check reads whether accounting is on.
+    args = ("check", "--agent-ini", s.agent_ini, "--slurm-conf", s.slurm_conf,
+            "--timeout", str(s.check_timeout))
     if s.allow_unsupported_slurm:
         # A Slurm older than the agent can use, kept with JWT on purpose: the check proves the
         # API that release serves instead of failing on the agent's versions.

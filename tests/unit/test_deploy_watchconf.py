@@ -105,3 +105,16 @@ def test_a_masked_watchdog_keeps_its_mask_only_the_config_goes():
     assert leftover is not None and not leftover.stop and not leftover.disable
     assert leftover.files == (WATCH_CONFIG_PATH,)
     assert WATCH_UNIT_PATH not in removal_script(leftover)
+
+
+def test_the_watchdog_and_the_deploys_check_read_the_slurm_conf_of_the_host_data():
+    """A site whose slurm.conf is elsewhere: the watchdog (watch.toml) and every check the
+    deploy, the rotation and the report run (check_args) read that file for accounting."""
+    from deploys.lib.toolplan import check_args
+
+    s = settings_from_host_data("h", {"cluster": "c", "slurm_conf": "/etc/slurm-llnl/slurm.conf"})
+    assert str(watch_config(s).slurm_conf) == "/etc/slurm-llnl/slurm.conf"
+    args = check_args(s)
+    assert args[args.index("--slurm-conf") + 1] == "/etc/slurm-llnl/slurm.conf"
+    default = settings_from_host_data("h", {"cluster": "c"})
+    assert str(watch_config(default).slurm_conf) == "/etc/slurm/slurm.conf"

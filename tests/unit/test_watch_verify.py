@@ -101,3 +101,20 @@ def test_probe_without_a_readable_copy_is_unusable(env, tmp_path):
     verifier.verify_new_key(SecretBytes(NEW))
     (tmp_path / "lib" / "slurmrestd.key").unlink()
     assert not verifier.probe_copy(frozenset()).usable
+
+
+def test_accounting_is_read_from_the_configured_slurm_conf_and_its_includes(env, tmp_path):
+    """watch.toml's slurm_conf (not a hard-coded /etc/slurm/slurm.conf), Include lines
+    followed: accounting set in an included file makes slurmdbd's answer count."""
+    verifier, fake = env
+    etc = tmp_path / "slurm-llnl"
+    etc.mkdir()
+    (etc / "slurm.conf").write_text("ClusterName=hpc\nInclude acct.conf\n")
+    (etc / "acct.conf").write_text("AccountingStorageType=accounting_storage/slurmdbd\n")
+    cfg = WatchConfig(copy_path=verifier.config.copy_path, agent_ini=verifier.config.agent_ini,
+                      accounting="auto", slurm_conf=etc / "slurm.conf", check_timeout=2.0)
+    fake.config.slurmctld_key, fake.config.slurmdbd_key = NEW, OLD
+    verdict = CheckVerifier(cfg).verify_new_key(SecretBytes(NEW))
+    assert verdict.rejected and verdict.reason == "rejected_by_slurmdbd"
+    (etc / "acct.conf").write_text("AccountingStorageType=accounting_storage/none\n")
+    assert CheckVerifier(cfg).verify_new_key(SecretBytes(NEW)).accepted

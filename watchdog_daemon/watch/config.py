@@ -89,6 +89,8 @@ class WatchConfig:
     # Per HTTP call of verify/check (FACTS: an unreachable slurmctld hangs calls for 10-19 s).
     check_timeout: float = 10.0
     accounting: str = "auto"  # slurmdbd check: "auto" | "yes" | "no" (as `slurmrestd-access check`)
+    # Read (Include lines followed) for AccountingStorageType when accounting is "auto".
+    slurm_conf: Path = Path("/etc/slurm/slurm.conf")
 
     metrics: tuple[str, int] | None = None  # opt-in, loopback only
     state_file: Path = Path("/run/slurmrestd-access/watch-state.json")
@@ -100,7 +102,7 @@ class WatchConfig:
         return self.copy_path.parent
 
 
-_PATHS = ("key_path", "copy_path", "agent_ini", "state_file")
+_PATHS = ("key_path", "copy_path", "agent_ini", "state_file", "slurm_conf")
 _STRINGS = ("copy_owner", "copy_group")
 _POSITIVE = (
     "reconcile_interval",

@@ -82,7 +82,7 @@ class CheckVerifier:
         result = run_check_with_key(
             settings, key, timeout=self.config.check_timeout,
             accounting=self.config.accounting,  # type: ignore[arg-type]
-            getter=self._getter)
+            slurm_conf=self.config.slurm_conf, getter=self._getter)
         self.api_version = result.api_version or self.api_version
         return _verdict(result)
 
@@ -95,7 +95,8 @@ class CheckVerifier:
             return Verdict(False, "config_invalid", ExitCode.CONFIG_INVALID, str(exc))
         result = run_check(settings, timeout=self.config.check_timeout,
                            accounting=self.config.accounting,  # type: ignore[arg-type]
-                           decoy=False, getter=self._getter)
+                           slurm_conf=self.config.slurm_conf, decoy=False,
+                           getter=self._getter)
         self.api_version = result.api_version or self.api_version
         return _verdict(result)
 
@@ -171,15 +172,10 @@ class CheckVerifier:
 
     def _accounting(self) -> bool | None:
         """Whether slurmdbd must accept tokens: True/False, None when slurm.conf cannot tell."""
-        from watchdog_daemon.check.classify import DEFAULT_SLURM_CONF, accounting_from_slurm_conf
+        from watchdog_daemon.check.run import accounting_expected
 
-        if self.config.accounting in ("yes", "no"):
-            return self.config.accounting == "yes"
-        try:
-            text = Path(DEFAULT_SLURM_CONF).read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return None
-        return accounting_from_slurm_conf(text)
+        return accounting_expected(self.config.accounting,  # type: ignore[arg-type]
+                                   self.config.slurm_conf)
 
 
 class _ConfigProblem(Exception):
