@@ -45,13 +45,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = [only] if only else list(SUBCOMMAND_MODULES)
     for module_name in modules:
-        try:
-            module = importlib.import_module(f"watchdog_daemon.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"watchdog_daemon.{module_name}":
-                raise
-            continue
-        module.register(sub)
+        # A module that cannot be imported is a broken install: it fails loudly here rather
+        # than leaving its commands out of the tool without a word.
+        importlib.import_module(f"watchdog_daemon.{module_name}").register(sub)
     return parser
 
 

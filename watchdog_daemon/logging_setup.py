@@ -1,9 +1,9 @@
 """structlog set up once for the host side: JSON lines, tracebacks as data without locals.
 
-Locals are where keys live (`key = read_key(...)`), and structlog's default dict tracebacks
-include them (../shared/FACTS.md): `show_locals=False` is the point of this module. A last
-processor also replaces any bytes value by its length, so a key passed as a log field by
-mistake never reaches the output.
+Locals are where keys live (`key = read_key(...)`), and structlog's default dict tracebacks include
+them (structlog's `ExceptionDictTransformer`, `show_locals` defaults to True): `show_locals=False`
+is the point of this module. A last processor also replaces any bytes value by its length, so a key
+passed as a log field by mistake never reaches the output.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Which Python on a cluster host runs the host tool (3.9 or later). Pure.
 
 EL8's python3 is 3.6 and EL9's 3.9, while both offer newer interpreters as separate packages
-(python3.11 from 8.8 and 9.2, python3.12 from 8.10 and 9.4; ../shared/FACTS.md): a host whose
+(python3.11 from 8.8 and 9.2, python3.12 from 8.10 and 9.4: Red Hat's AppStream
+life cycle): a host whose
 `python3` is too old but has a newer `python3.X` installed uses that one; without one the deploy
 stops and names the package to install.
 """

@@ -1,10 +1,10 @@
 """A FAKE slurmrestd for unit tests only: not Slurm, not a simulator of all of it.
 
 It listens on a unix socket and answers the few endpoints the connect check uses, the way the
-measured table in ../shared/FACTS.md says slurmrestd 24.11 answers them: tokens are verified
-against a configurable "slurmctld key" and "slurmdbd key", ping says 200 whatever the token,
-diag says 511/1007 for a bad token, slurmdb diag says 502 "authentication error", 401 without
-token, 404 text/plain for versions it does not serve. Real answers must be verified on the
+answers measured on slurmrestd 24.11.5 (the e2e tests run the check against the real one): tokens
+are verified against a configurable "slurmctld key" and "slurmdbd key", ping says 200 whatever the
+token, diag says 511/1007 for a bad token, slurmdb diag says 502 "authentication error", 401
+without token, 404 text/plain for versions it does not serve. Real answers must be verified on the
 testbed; this fake only pins down the check's logic.
 """
 

@@ -44,7 +44,7 @@ class HostFile:
 
 def etc_hosts(catalog: Catalog) -> str:
     # Every host of every topology: addresses are fixed, and a name that does not resolve makes
-    # slurmrestd hang 10-19 s on each call (TESTBED.md).
+    # slurmrestd hang 10-19 s on each call (measured).
     # The host's own name maps to its bridge address (not 127.0.1.1) so Slurm daemons announce
     # an address the other hosts can reach.
     lines = ["127.0.0.1\tlocalhost", "::1\tlocalhost ip6-localhost ip6-loopback"]

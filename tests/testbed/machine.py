@@ -285,7 +285,8 @@ def boot(dirs: HostDirs, name: str, bridge: str, unified_cgroup: bool = False) -
                 "systemd-nspawn",
                 "-D", str(dirs.root),
                 "--boot",
-                # No system bus on this machine: do not register with machined (TESTBED.md).
+                # No system bus on this machine: do not register with machined (without
+                # --register=no --keep-unit: "Failed to open system bus").
                 "--register=no",
                 "--keep-unit",
                 f"--network-bridge={bridge}",

@@ -13,7 +13,7 @@ READY_TIMEOUT = 120
 
 # Runs on every host: wait until every wanted unit has been active for 3 checks in a row, starting
 # again any that failed. slurmdbd's first start right after MariaDB's can fail a moment after it
-# reported active (TESTBED.md; measured: "_check_mysql_concat_is_sane: null result"), so a single
+# reported active (measured: "_check_mysql_concat_is_sane: null result"), so a single
 # is-active is not enough.
 _SETTLE = """
 declare -A seen

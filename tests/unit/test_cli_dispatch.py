@@ -47,3 +47,13 @@ def test_help_without_a_command_still_lists_every_command(capsys) -> None:
     out = capsys.readouterr().out
     for command in cli.COMMAND_MODULES:
         assert command in out
+
+
+def test_every_subcommand_module_is_there_and_a_missing_one_is_an_error(monkeypatch):
+    import pytest
+
+    commands = set(cli.build_parser()._subparsers._group_actions[0].choices)
+    assert set(cli.COMMAND_MODULES) <= commands
+    monkeypatch.setitem(cli.SUBCOMMAND_MODULES, "absent.cli", "absent: gone")
+    with pytest.raises(ModuleNotFoundError):
+        cli.build_parser()

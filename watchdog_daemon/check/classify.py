@@ -1,9 +1,9 @@
 """The connect check's answers read (pure): what slurmrestd answered, as an Outcome or a PingUse.
 
-A 200 on /ping proves nothing (../shared/FACTS.md): slurmrestd answers it with `pinged: DOWN` for a
-token signed with another key. So the check makes authenticated calls whose success needs the
-daemons to accept the token: `GET /slurm/vX/diag` (slurmctld) and `GET /slurmdb/vX/diag`
-(slurmdbd), and one decoy token signed with a random key, which must be refused.
+A 200 on /ping proves nothing (measured on Slurm 24.11.5; docs/check.md): slurmrestd answers it
+with `pinged: DOWN` for a token signed with another key. So the check makes authenticated calls
+whose success needs the daemons to accept the token: `GET /slurm/vX/diag` (slurmctld) and `GET
+/slurmdb/vX/diag` (slurmdbd), and one decoy token signed with a random key, which must be refused.
 
 This module has no I/O: `classify_ping`, `classify_slurm_diag`, `classify_slurmdb_diag`,
 `parse_meta` and `accounting_from_slurm_conf` read observed answers (and slurm.conf's text);

@@ -1,10 +1,10 @@
 """The connect check: prove that slurmctld (and slurmdbd) accept a token signed with the agent key.
 
-A 200 on /ping proves nothing (../shared/FACTS.md): slurmrestd answers it with `pinged: DOWN` for a
-token signed with another key. So the check makes authenticated calls whose success needs the
-daemons to accept the token: `GET /slurm/vX/diag` (slurmctld) and `GET /slurmdb/vX/diag`
-(slurmdbd). To catch a slurmrestd that does not make the daemons check tokens at all, it also
-sends one token signed with a random key, which must be refused (the "decoy").
+A 200 on /ping proves nothing (measured on Slurm 24.11.5; docs/check.md): slurmrestd answers it
+with `pinged: DOWN` for a token signed with another key. So the check makes authenticated calls
+whose success needs the daemons to accept the token: `GET /slurm/vX/diag` (slurmctld) and `GET
+/slurmdb/vX/diag` (slurmdbd). To catch a slurmrestd that does not make the daemons check tokens at
+all, it also sends one token signed with a random key, which must be refused (the "decoy").
 
 This module does the I/O (socket, HTTP, key file, signing): `run_check`, `run_check_with_key`.
 The pure part, answers in and a `CheckResult` out, is `watchdog_daemon.check.classify` and

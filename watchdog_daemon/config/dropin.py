@@ -1,7 +1,7 @@
 """The slurmrestd systemd drop-in of the Slurm-web "unix socket + JWT" mode.
 
 With the default arguments `render_dropin()` returns exactly the text of the Slurm-web
-documentation page (`shared/seed/slurmrestd-access-unix-jwt-auto.txt`), so that a host set up
+documentation page (its copy in `tests/fixtures/seed-setup-slurmrestd.txt`), so that a host set up
 by hand following that page and a host set up by the deploy compare equal and a re-run changes
 nothing.
 """

@@ -3,7 +3,8 @@
 
 Slurm-web's agent (v5, v6) talks to slurmrestd's REST API v0.0.41 or later, which Slurm serves
 from 24.05 on: on an older Slurm the agent cannot work, whatever JWT setup it is given
-(../shared/FACTS.md, "REST API versions served"). The deploy therefore refuses such a host before
+(SchedMD/slurm `src/plugins/openapi/` per tag, and the lifecycle table of
+`doc/html/rest_clients.shtml`; docs/releases.md). The deploy therefore refuses such a host before
 it changes anything, unless the site says in host data that it wants JWT there anyway (for other
 REST clients): `allow_unsupported_slurm: True`.
 """

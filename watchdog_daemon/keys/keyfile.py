@@ -1,7 +1,7 @@
 """JWT signing key files: what can be wrong with one, reading it, describing it.
 
-Rules that shape this module and keys/keywrite.py, which writes key files (see
-../shared/FACTS.md):
+Rules that shape this module and keys/keywrite.py, which writes key files (SchedMD/slurm
+`src/plugins/auth/jwt/auth_jwt.c`: `create_mmap_buf`, `_check_key_permissions`):
 - Slurm maps the key file; a key is only ever replaced by a new file renamed over the old one,
   never rewritten in place.
 - The key must never be readable by anyone but its owner (agent copy) or by "other" (Slurm's key,

@@ -57,7 +57,8 @@ RuntimeDirectoryPreserve=yes
 # (CAP_DAC_READ_SEARCH), creating the temp file in the agent's directory owned by another
 # user (CAP_DAC_OVERRIDE), chown to slurm-web (CAP_CHOWN), chmod of a file no longer ours
 # after the chown (CAP_FOWNER). `systemctl restart` talks to PID 1 over /run/systemd/private
-# as uid 0 and needs no capability (to confirm on the testbed).
+# as uid 0 and needs no capability (shown by tests/e2e/test_watch.py: the daemon restarts the
+# agent from this unit).
 CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER CAP_DAC_READ_SEARCH CAP_DAC_OVERRIDE
 AmbientCapabilities=
 NoNewPrivileges=yes

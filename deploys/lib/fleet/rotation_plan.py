@@ -7,7 +7,7 @@ from anywhere else):
   3. agent hosts: keep the agent's copy as COPY.previous (root, 0600)
   4. restart slurmdbd, wait until it listens; restart slurmctld, wait for `scontrol ping` UP.
      A restart, not `scontrol reconfigure`: reconfigure reloads the key on 24.11 but not on
-     22.05 (FACTS.md, measured), and slurmdbd needs a restart anyway.
+     22.05 (measured on 24.11.5 and 22.05.8), and slurmdbd needs a restart anyway.
   5. agent copy synced to the new key
   6. proof: the previous key is refused by slurmctld (check --key COPY.previous, exit 30), the
      new copy is accepted (check as the agent user, exit 0)
