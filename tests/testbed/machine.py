@@ -329,10 +329,20 @@ def remove_stale_veth(dirs: HostDirs) -> None:
         subprocess.run(["ip", "link", "del", veth], capture_output=True, check=False)
 
 
+def reap_exited() -> None:
+    """Collect the exit of every nspawn this process booted that has ended. A host often ends
+    on the first SIGTERM, before destroy_host looks: its nspawn, no longer "running" to
+    running_pid, was never waited for and stayed a zombie (measured: 8 in one suite run)."""
+    for proc in list(_BOOTED):
+        if proc.poll() is not None:
+            _BOOTED.remove(proc)
+
+
 def destroy_host(dirs: HostDirs) -> None:
     pid = running_pid(dirs)
     if pid is not None:
         stop_pid(pid)
+    reap_exited()
     remove_stale_veth(dirs)
     unmount_below(dirs.top)
     remove_tree(dirs.top)

@@ -89,7 +89,11 @@ exit 1
 
 
 def host_units(host: Host) -> list[str]:
-    units = ["munge.service", "ssh.service"]
+    # systemd-user-sessions removes /run/nologin: until it has run, PAM refuses every login but
+    # root's. It is a oneshot without Restart=; under load a unit can fail to start at all
+    # ("Failed to spawn executor", seen here on testbed-network.service), and a failed one
+    # would leave admin and nosudo locked out for good. Here a failed one is started again.
+    units = ["munge.service", "ssh.service", "systemd-user-sessions.service"]
     if host.has("slurmdbd"):
         units += ["mariadb.service", "slurmdbd.service"]
     if host.has("slurmctld"):

@@ -88,3 +88,11 @@ def test_a_refusal_that_lasts_brings_the_hosts_own_account_of_it():
         wait_logins(["beta-rest"], probe, timeout=2, clock=clock, sleep=clock.sleep,
                     diagnose=lambda host: f"{host}: Access denied by PAM account configuration")
     assert "--- beta-rest ---\nbeta-rest: Access denied by PAM" in str(err.value)
+
+
+def test_every_host_settles_the_unit_that_lets_non_root_accounts_in():
+    from tests.testbed.provision import host_units
+    from tests.testbed.topology import load_catalog
+
+    for host in load_catalog().all_hosts:
+        assert "systemd-user-sessions.service" in host_units(host), host.name
