@@ -52,6 +52,22 @@ def etc_hosts(catalog: Catalog) -> str:
     return "\n".join(lines) + "\n"
 
 
+# OpenSSH 9.8 and later (trixie's 10.0, forky's) refuse for a while every connection from an
+# address whose connections ended in failed authentication (PerSourcePenalties, on by default;
+# older releases reject the option). Every test reaches the hosts from the one machine address,
+# and some tests fail logins on purpose: a few refused `nosudo` logins then locked root out
+# too (measured: three logins refused by pam_nologin, then `kex_exchange_identification:
+# Connection closed by remote host` for root). The machine is exempt; nothing else changes.
+_SSHD_PENALTIES = ("trixie", "forky")
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/testbed.conf"
+
+
+def sshd_dropin(gateway: str) -> str:
+    return ("# Written by the testbed (tests/testbed/hostconfig.py): the machine running the\n"
+            "# tests is not penalised for the logins they refuse on purpose.\n"
+            f"PerSourcePenaltyExemptList {gateway}/32\n")
+
+
 # Where the daemons may write their pid files. Up to bookworm (22.05) Debian's units run the
 # daemons as root with PIDFile=/run/<daemon>.pid and no RuntimeDirectory; from trixie on they run
 # as slurm with RuntimeDirectory=<daemon> (measured in each release's base).
@@ -210,6 +226,8 @@ def host_files(
     ]
     if host.release in _CGROUP_DISABLED:
         files.append(HostFile("/etc/slurm/cgroup.conf", CGROUP_CONF))
+    if host.release in _SSHD_PENALTIES:
+        files.append(HostFile(SSHD_DROPIN, sshd_dropin(catalog.network.gateway)))
     if host.has("slurmdbd"):
         files.append(
             HostFile("/etc/slurm/slurmdbd.conf", slurmdbd_conf(cluster), 0o600, "slurm", "slurm")

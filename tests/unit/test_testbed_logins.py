@@ -96,3 +96,20 @@ def test_every_host_settles_the_unit_that_lets_non_root_accounts_in():
 
     for host in load_catalog().all_hosts:
         assert "systemd-user-sessions.service" in host_units(host), host.name
+
+
+def test_sshd_does_not_penalise_the_machine_where_openssh_knows_how_to():
+    """OpenSSH >= 9.8 (trixie, forky) locks out an address after failed logins, root's too;
+    bullseye's and bookworm's sshd would refuse to start on the option."""
+    from tests.testbed.hostconfig import SSHD_DROPIN, host_files
+    from tests.testbed.topology import load_catalog
+
+    catalog = load_catalog()
+    for host in catalog.all_hosts:
+        files = {f.path: f for f in host_files(catalog, host, b"m" * 1024, "ssh-ed25519 AAAA k",
+                                              "", "0" * 32)}
+        if host.release in ("trixie", "forky"):
+            assert files[SSHD_DROPIN].content.strip().endswith(
+                f"PerSourcePenaltyExemptList {catalog.network.gateway}/32"), host.name
+        else:
+            assert SSHD_DROPIN not in files, host.name
