@@ -41,3 +41,7 @@ class ExitCode(IntEnum):
     # watch: a runtime I/O error it could not get past (after logging and retrying); unlike
     # CONFIG_INVALID (at start only), systemd restarts the daemon on this one.
     IO_ERROR = 53
+    # `status` only: the agent unit in use is not active (stopped, failed), or none is in use.
+    AGENT_NOT_ACTIVE = 54
+    # `status` only: the watchdog's last proof is older than it may be: the daemon is stuck.
+    PROOF_TOO_OLD = 55

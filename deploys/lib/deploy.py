@@ -197,9 +197,18 @@ def slurmrestd_access() -> None:
     ini = ops.merge_agent_ini(name=f"slurmrestd settings in {settings.agent_ini}",
                               settings=settings, **quick)
 
-    # 11. The rotation watchdog, always on where it runs. Its start (Python's start-up, then a
-    # first look that finds key and copy in sync) runs while the checks below do; it is waited
-    # for at the end.
+    # 8-10. Prove it works before touching the agent, restart the agent, prove it again.
+    ops.connect_check(name="Connect check", settings=settings, when="before the agent restart",
+                      **check)
+    systemd.restart_agent(name="Restart the Slurm-web agent", settings=settings,
+                          _if=any_changed(copy, ini), **slow)
+    ops.connect_check(name="Connect check after the agent restart", settings=settings,
+                      when="after the agent restart", _if=any_changed(copy, ini), **check)
+
+    # 11. The rotation watchdog, always on where it runs, started once the agent runs with the
+    # copy this run installed: its first proof (before it says it is ready) checks that the
+    # agent unit was started after the copy. Its start (Python's start-up, a first look, that
+    # proof) is waited for at the end, not here.
     watch_failed = f"{WATCH_UNIT} did not become active: see journalctl -u {WATCH_UNIT}"
     if watchdog:
         watch_started = systemd.start_unit(
@@ -209,14 +218,6 @@ def slurmrestd_access() -> None:
             name=f"Restart {WATCH_UNIT}", settings=settings, unit=WATCH_UNIT, wait_for=None,
             wait_seconds=settings.restart_wait, failure=watch_failed, no_block=True,
             _if=changed_unless_just_started(watch_started, tool, *watch_files), **quick)
-
-    # 8-10. Prove it works before touching the agent, restart the agent, prove it again.
-    ops.connect_check(name="Connect check", settings=settings, when="before the agent restart",
-                      **check)
-    systemd.restart_agent(name="Restart the Slurm-web agent", settings=settings,
-                          _if=any_changed(copy, ini), **slow)
-    ops.connect_check(name="Connect check after the agent restart", settings=settings,
-                      when="after the agent restart", _if=any_changed(copy, ini), **check)
 
     if watchdog:
         systemd.wait_until_active(name=f"{WATCH_UNIT} is running", settings=settings,

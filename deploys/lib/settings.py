@@ -68,6 +68,8 @@ class Settings:
     check_timeout: int = 20
     # How long to wait for a restarted daemon to answer
     restart_wait: int = 60
+    # How often the watchdog proves the agent can serve (watch.toml's health_interval)
+    watch_health_interval: int = 60
     # Go on on a Slurm older than Slurm-web's agent can use (24.05): JWT for other REST clients.
     allow_unsupported_slurm: bool = False
 
@@ -129,7 +131,8 @@ def settings_from_host_data(host_name: str, data: dict[str, Any]) -> Settings:
     for name in ("jwt_key_mode", "agent_key_mode"):
         if name in values:
             values[name] = _as_mode(host_name, name, values[name])
-    for name in ("jwt_lifespan", "check_timeout", "restart_wait", "slurmdbd_port"):
+    for name in ("jwt_lifespan", "check_timeout", "restart_wait", "slurmdbd_port",
+                 "watch_health_interval"):
         if name in values:
             try:
                 values[name] = int(values[name])

@@ -39,6 +39,7 @@ def render_watch_toml(settings: Settings) -> str:
         f'copy_mode = "{settings.agent_key_mode:04o}"',
         f"agent_ini = {_toml_string(settings.agent_ini)}",
         f"slurm_conf = {_toml_string(settings.slurm_conf)}",
+        f"health_interval = {settings.watch_health_interval}",
         # Timing (probe_interval, restart_spacing, circuit_*) stays the daemon's default: no
         # restart_budget/restart_window any more, which the daemon would only warn about.
     ]

@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 
 from tests.fakes.fake_slurmrestd import FakeSlurmrestd
+from tests.fakes.fake_systemctl import now_us, set_unit, write_units
 from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real threads
+    AGENT,
     install_copy,
     new_key,
     refuse_gevent_patched_process,
@@ -58,10 +60,22 @@ def site(tmp_path):
         f'key_path = "{key}"\ncopy_path = "{copy}"\ncopy_owner = "nobody"\n'
         f'copy_group = "nogroup"\nagent_ini = "{tmp_path / "agent.ini"}"\n'
         f'state_file = "{tmp_path / "run" / "state.json"}"\nreconcile_interval = 2\n'
-        f'accounting = "yes"\ncheck_timeout = 3\nmetrics = "127.0.0.1:{port}"\n')
+        f'accounting = "yes"\ncheck_timeout = 3\nmetrics = "127.0.0.1:{port}"\n'
+        f'health_interval = 1\n')
+    # The agent, running since after its copy was written, as fake_systemctl tells it.
+    units = tmp_path / "units.json"
+    write_units(units, {AGENT: {"active": "active", "unit_file": "enabled",
+                                "started_us": now_us()}})
     with FakeSlurmrestd(sock, slurmctld_key=old) as fake:
         yield {"root": tmp_path, "key": key, "copy": copy, "old": old, "fake": fake,
-               "port": port, "config": tmp_path / "watch.toml"}
+               "port": port, "config": tmp_path / "watch.toml", "units": units}
+
+
+def _watch(site, **popen: object) -> subprocess.Popen:
+    """The daemon as a process, with fake_systemctl as its systemctl."""
+    return subprocess.Popen([sys.executable, "-m", "tests.fakes.fake_systemctl", "run",
+                             str(site["units"]), "--", "watch", "--config",
+                             str(site["config"])], cwd=REPO, text=True, **popen)
 
 
 def test_watch_process_notify_rotate_hup_status_metrics_term(site):
@@ -71,9 +85,7 @@ def test_watch_process_notify_rotate_hup_status_metrics_term(site):
     notify.bind(str(notify_path))
     notify.settimeout(0.2)
     env = dict(os.environ, NOTIFY_SOCKET=str(notify_path), WATCHDOG_USEC="400000")
-    proc = subprocess.Popen([sys.executable, "-m", "watchdog_daemon.cli", "watch", "--config",
-                             str(site["config"])], cwd=REPO, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _watch(site, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     messages: list[str] = []
 
     def got(line: str, timeout: float = 10.0) -> bool:
@@ -169,9 +181,7 @@ def test_late_reload_followed_by_probing_with_the_agents_copy(site):
     """Slurm reloads long after the rename: the daemon probes with the agent's copy (accepted:
     the agent serves, `status` exits 0), then follows the reload within about a second."""
     fake = site["fake"]
-    proc = subprocess.Popen([sys.executable, "-m", "watchdog_daemon.cli", "watch", "--config",
-                             str(site["config"])], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+    proc = _watch(site, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     def status() -> tuple[int, dict]:
         done = _cli("status", "--config", str(site["config"]))
@@ -187,8 +197,9 @@ def test_late_reload_followed_by_probing_with_the_agents_copy(site):
         code, state = status()
         assert (code, state["state"], state["agent_serving"]) == (0, "waiting_for_slurm", True)
         diag = [r.path for r in fake.config.recorded if r.path.startswith("/slurm/")]
-        # Probes only (one slurmctld call each, every 0.5 s), no verify with the new key.
-        assert 3 <= len(diag) <= 9, diag
+        # Probes only (one slurmctld call each, every 0.5 s, plus the proof's every second:
+        # health_interval = 1), no verify with the new key.
+        assert 3 <= len(diag) <= 13, diag
         assert all(r.path.endswith("/diag") for r in fake.config.recorded)
 
         fake.config.slurmctld_key = new  # scontrol reconfigure (slurmdbd: same key in the fake)
@@ -207,3 +218,94 @@ def test_late_reload_followed_by_probing_with_the_agents_copy(site):
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert events.count("waiting_for_slurm") == 1 and "slurm_switched" in events
     assert events.count("synced") == 1
+
+
+def _status(site) -> tuple[int, dict]:
+    done = _cli("status", "--json", "--config", str(site["config"]))
+    return done.returncode, json.loads(done.stdout)
+
+
+def test_status_proves_the_agent_can_serve_now(site):
+    """Issue 20: `status` 0 means a recent proof: the agent unit active (and started after its
+    copy), slurmrestd answering, Slurm accepting the copy. Each fault shows within
+    health_interval (1 s here), naming what is wrong; each repair returns it to 0."""
+    proc = _watch(site, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    units = site["units"]
+    try:
+        assert wait_for(lambda: _status(site)[0] == 0, timeout=15), _status(site)
+        code, state = _status(site)
+        assert state["proof_reason"] == "ok" and state["proof_age_seconds"] <= 3
+        assert state["proof_units"] == [AGENT]
+
+        set_unit(units, AGENT, active="inactive")  # systemctl stop slurm-web-agent
+        stopped = time.monotonic()
+        assert wait_for(lambda: _status(site)[0] == ExitCode.AGENT_NOT_ACTIVE, timeout=10)
+        assert time.monotonic() - stopped < 1 + 5
+        code, state = _status(site)
+        assert state["status_reason"] == "agent_unit_not_active" and state["state"] == "in_sync"
+        assert AGENT in state["proof_message"]
+        metrics = urllib.request.urlopen(
+            f"http://127.0.0.1:{site['port']}/metrics", timeout=5).read().decode()
+        assert "slurmrestd_access_watch_agent_serving 0" in metrics
+        assert "slurmrestd_access_watch_status_exit_code 54" in metrics
+        assert "slurmrestd_access_watch_proof_age_seconds " in metrics
+
+        set_unit(units, AGENT, active="active", started=True)  # systemctl start
+        assert wait_for(lambda: _status(site)[0] == 0, timeout=10)
+
+        # The copy rewritten after the agent started (by hand, say): it may run an older key.
+        install_copy(site["copy"], site["old"])
+        assert wait_for(lambda: _status(site)[1]["status_reason"]
+                        == "agent_started_before_copy", timeout=10)
+        assert _status(site)[0] == ExitCode.RESTART_PENDING
+        set_unit(units, AGENT, active="active", started=True)
+        assert wait_for(lambda: _status(site)[0] == 0, timeout=10)
+
+        # slurmctld moved to another key, the file here unchanged (restored from a backup).
+        site["fake"].config.slurmctld_key = new_key("elsewhere")
+        assert wait_for(lambda: _status(site)[0] == ExitCode.REJECTED_BY_SLURMCTLD, timeout=10)
+        assert _status(site)[1]["status_reason"] == "refused_by_slurmctld"
+        site["fake"].config.slurmctld_key = site["old"]
+        assert wait_for(lambda: _status(site)[0] == 0, timeout=10)
+
+        # slurmrestd stopped: its socket is gone.
+        site["fake"].stop()
+        code_reason = lambda: (_status(site)[0], _status(site)[1]["status_reason"])  # noqa: E731
+        assert wait_for(lambda: code_reason()[0] in (ExitCode.SOCKET_MISSING,
+                                                    ExitCode.CONNECTION_REFUSED), timeout=10), \
+            code_reason()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _out, err = proc.communicate()
+    events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    not_serving = [e["reason"] for e in events if e["event"] == "agent_not_serving"]
+    assert not_serving[:3] == ["agent_unit_not_active", "agent_started_before_copy",
+                               "refused_by_slurmctld"], not_serving
+    # Stopped: `status` says so at once, without trusting the last in_sync it wrote.
+    code, state = _status(site)
+    assert (code, state["running"], state["status_reason"]) == (
+        ExitCode.WATCH_NOT_READY, False, "watch_not_running")
+
+
+def test_status_of_a_killed_daemon_whose_pid_was_given_to_another_process(site):
+    """SIGKILL leaves the state file saying in_sync with the daemon's pid; a live process with
+    that pid but another start time is not the daemon."""
+    proc = _watch(site, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: _status(site)[0] == 0, timeout=15)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    state_file = site["root"] / "run" / "state.json"
+    state = json.loads(state_file.read_text())
+    assert state["pid"] == proc.pid and state["state"] == "in_sync"
+    assert _status(site)[1]["status_reason"] == "watch_not_running"
+    # The pid reused: ours (alive), with the dead daemon's start time.
+    state["pid"] = os.getpid()
+    state_file.write_text(json.dumps(state))
+    code, shown = _status(site)
+    assert (code, shown["running"]) == (ExitCode.WATCH_NOT_READY, False)

@@ -25,7 +25,7 @@ from tests.unit.test_watch_support import (  # noqa: F401 - autouse: real thread
 )
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.watch.config import WatchConfig
-from watchdog_daemon.watch.health import health
+from watchdog_daemon.watch.health import health, sync_health
 from watchdog_daemon.watch.pipeline import Pipeline
 from watchdog_daemon.watch.trigger import Batch
 
@@ -131,7 +131,7 @@ class World:
     def health(self) -> tuple[int, str]:
         status = self.pipeline.status
         status.circuit = self.pipeline.circuit.state.value
-        return health(status.to_dict())
+        return sync_health(status.to_dict())
 
 
 def test_six_rotations_in_ten_minutes_each_followed_within_a_probe_interval(tmp_path):
@@ -289,5 +289,29 @@ def test_restart_pending_is_not_serving(tmp_path):
     ({"state": "error", "exit_code": 0}, ExitCode.INTERNAL_ERROR),
     ({"state": "starting"}, ExitCode.WATCH_NOT_READY),
 ])
-def test_health_table(state, expected):
-    assert health(state)[0] == expected
+def test_sync_health_table(state, expected):
+    assert sync_health(state)[0] == expected
+
+
+GOOD_PROOF = {"proof_at": 1000.0, "proof_exit_code": 0, "proof_reason": "ok",
+              "proof_max_age": 150.0}
+
+
+@pytest.mark.parametrize("proof, now, expected", [
+    (GOOD_PROOF, 1100.0, (0, "in_sync")),
+    ({}, 1000.0, (ExitCode.WATCH_NOT_READY, "not_proven_yet")),  # in sync, nothing proven yet
+    (GOOD_PROOF, 1151.0, (ExitCode.PROOF_TOO_OLD, "proof_too_old")),  # the daemon is stuck
+    ({**GOOD_PROOF, "proof_max_age": None}, 1001.0, (ExitCode.PROOF_TOO_OLD, "proof_too_old")),
+    ({**GOOD_PROOF, "proof_exit_code": 54, "proof_reason": "agent_unit_not_active"}, 1001.0,
+     (ExitCode.AGENT_NOT_ACTIVE, "agent_unit_not_active")),
+    ({**GOOD_PROOF, "proof_exit_code": 31, "proof_reason": "refused_by_slurmdbd"}, 1001.0,
+     (ExitCode.REJECTED_BY_SLURMDBD, "refused_by_slurmdbd")),
+    ({**GOOD_PROOF, "proof_exit_code": True}, 1001.0, (ExitCode.INTERNAL_ERROR, "ok")),
+])
+def test_health_needs_a_recent_good_proof(proof, now, expected):
+    assert health({"state": "in_sync", **proof}, now) == expected
+
+
+def test_a_proof_never_hides_what_the_pipeline_says():
+    state = {"state": "in_sync", "restart_pending": "abc", **GOOD_PROOF}
+    assert health(state, 1001.0) == (ExitCode.RESTART_PENDING, "restart_pending")

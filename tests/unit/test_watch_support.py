@@ -81,6 +81,9 @@ class FakeSystemctl:
         self.fail_restart: int | None = 0  # None: always fail; n: fail the next n
         self.raise_on_show: BaseException | None = None
         self._lock = threading.Lock()
+        # When each unit's main process started (CLOCK_MONOTONIC µs), as systemd says it.
+        now = time.monotonic_ns() // 1000
+        self.started_us: dict[str, int] = {unit: now for unit in self.active}
 
     def show(self, unit: str) -> UnitState:
         if self.raise_on_show is not None:
@@ -90,7 +93,14 @@ class FakeSystemctl:
             return UnitState(unit, "not-found", "inactive", "")
         # "ACTIVE" or "ACTIVE:UNITFILE" ("inactive:disabled": stopped on purpose)
         active, _, unit_file = state.partition(":")
-        return UnitState(unit, "loaded", active, unit_file or "enabled")
+        return UnitState(unit, "loaded", active, unit_file or "enabled",
+                         self.started_us.get(unit))
+
+    def start(self, unit: str) -> None:
+        """What `systemctl start` does to a unit: active, started now."""
+        with self._lock:
+            self.active[unit] = "active"
+            self.started_us[unit] = time.monotonic_ns() // 1000
 
     def restart(self, unit: str, *, timeout: float) -> None:
         with self._lock:
@@ -101,6 +111,7 @@ class FakeSystemctl:
                 self.active[unit] = "failed"
                 raise SystemctlError(f"systemctl restart {unit}: Job failed (fake)")
             self.active[unit] = "active"
+            self.started_us[unit] = time.monotonic_ns() // 1000
             self.restarts.append(unit)
 
 

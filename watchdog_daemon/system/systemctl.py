@@ -24,6 +24,8 @@ class UnitState:
     load_state: str  # loaded | not-found | masked | bad-setting | error
     active_state: str  # active | reloading | inactive | failed | activating | deactivating
     unit_file_state: str  # enabled | disabled | masked | static | "" ...
+    # When its main process last started (CLOCK_MONOTONIC, µs; None: never, or not asked).
+    started_monotonic_us: int | None = None
 
     @property
     def exists(self) -> bool:
@@ -60,15 +62,16 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 
 class SubprocessSystemctl:
-    def __init__(self, *, systemctl: str = SYSTEMCTL, runner: Runner = _run,
+    def __init__(self, *, systemctl: str | None = None, runner: Runner = _run,
                  show_timeout: float = 10.0) -> None:
-        self.systemctl = systemctl
+        self.systemctl = systemctl or SYSTEMCTL
         self._runner = runner
         self.show_timeout = show_timeout
 
     def show(self, unit: str) -> UnitState:
         argv = [self.systemctl, "show", "--no-pager",
-                "-p", "LoadState,ActiveState,UnitFileState", "--", unit]
+                "-p", "LoadState,ActiveState,UnitFileState,ExecMainStartTimestampMonotonic,"
+                "ActiveEnterTimestampMonotonic", "--", unit]
         try:
             done = self._runner(argv, self.show_timeout)
         except (OSError, subprocess.TimeoutExpired) as exc:
@@ -83,6 +86,7 @@ class SubprocessSystemctl:
             load_state=values.get("LoadState", ""),
             active_state=values.get("ActiveState", ""),
             unit_file_state=values.get("UnitFileState", ""),
+            started_monotonic_us=_start_time(values),
         )
 
     def restart(self, unit: str, *, timeout: float) -> None:
@@ -113,6 +117,16 @@ def wait_active(systemctl: Systemctl, unit: str, *, timeout: float, poll: float 
         if state.active_state in ("failed", "inactive") or clock() >= deadline:
             raise SystemctlError(f"{unit} is {state.active_state or 'unknown'} after restart")
         sleep(poll)
+
+
+def _start_time(values: dict[str, str]) -> int | None:
+    """The main process's start (a unit without one, e.g. Type=oneshot: when it became active);
+    systemd says 0 for never."""
+    for name in ("ExecMainStartTimestampMonotonic", "ActiveEnterTimestampMonotonic"):
+        text = values.get(name, "")
+        if text.isdigit() and int(text) > 0:
+            return int(text)
+    return None
 
 
 def _last_line(text: str) -> str:

@@ -31,10 +31,14 @@ def register(subparsers: Any) -> None:
                        help="print the hardened systemd unit for this configuration and exit")
     watch.set_defaults(func=cmd_watch)
 
-    status = subparsers.add_parser("status", help="print the watch daemon's current state (JSON)")
+    status = subparsers.add_parser(
+        "status", help="print the watch daemon's current state (JSON); exit 0 only while the "
+        "agent can serve now")
     status.add_argument("--config", type=Path, default=None, help="TOML config of the daemon")
     status.add_argument("--state-file", type=Path, default=None,
                         help="state file to read (default: from the config)")
+    status.add_argument("--json", action="store_true",
+                        help="JSON on standard output (the default; for scripts that say so)")
     status.set_defaults(func=cmd_status)
 
 
@@ -141,13 +145,16 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "message": "no state: is slurmrestd-access-watch.service running?"},
                          indent=2))
         return int(ExitCode.WATCH_NOT_READY)
-    from watchdog_daemon.watch.health import health
+    from watchdog_daemon.watch.health import health, proof_age
 
-    state["running"] = pid_alive(state.get("pid"))
-    # 0 only while the agent can be serving (in sync, or waiting for Slurm while Slurm still
-    # accepts the agent's key); otherwise the most specific reason's code (README table).
+    # The pid AND its start time: a dead daemon's pid may belong to another process by now.
+    state["running"] = pid_alive(state.get("pid"), state.get("pid_start"))
+    # 0 only while the agent can serve now: the copy in step, and the daemon's last proof
+    # recent and good; otherwise the most specific reason's code (docs/watchdog.md's table).
     code, reason = health(state) if state["running"] else (int(ExitCode.WATCH_NOT_READY),
                                                            "watch_not_running")
-    state.update(status_exit_code=code, status_reason=reason, agent_serving=code == 0)
+    age = proof_age(state)
+    state.update(status_exit_code=code, status_reason=reason, agent_serving=code == 0,
+                 proof_age_seconds=None if age is None else round(age, 1))
     print(json.dumps(state, indent=2, sort_keys=True))
     return code

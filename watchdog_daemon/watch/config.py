@@ -92,6 +92,12 @@ class WatchConfig:
     # Read (Include lines followed) for AccountingStorageType when accounting is "auto".
     slurm_conf: Path = Path("/etc/slurm/slurm.conf")
 
+    # Every health_interval seconds (and at start, and after every run that changed something)
+    # the daemon proves the agent can serve (watch/proof.py): its unit active and started
+    # after the copy, a token signed with the copy accepted by slurmctld and slurmdbd. Two
+    # /diag calls and one systemctl show a minute by default: `status` is at most this old.
+    health_interval: float = 60.0
+
     metrics: tuple[str, int] | None = None  # opt-in, loopback only
     state_file: Path = Path("/run/slurmrestd-access/watch-state.json")
     # Settings read but not used (deprecated or clamped), one sentence each: logged at start.
@@ -100,6 +106,12 @@ class WatchConfig:
     @property
     def copy_dir(self) -> Path:
         return self.copy_path.parent
+
+    @property
+    def proof_max_age(self) -> float:
+        """How old the last proof may be before `status` calls the daemon stuck: two intervals
+        and a proof whose three calls all ran to their timeout."""
+        return 2 * self.health_interval + 3 * self.check_timeout
 
 
 _PATHS = ("key_path", "copy_path", "agent_ini", "state_file", "slurm_conf")
@@ -113,6 +125,7 @@ _POSITIVE = (
     "circuit_cooldown",
     "restart_timeout",
     "check_timeout",
+    "health_interval",
 )
 _NON_NEGATIVE = ("coalesce", "quiet", "restart_spacing")
 _COUNTS = ("circuit_threshold",)

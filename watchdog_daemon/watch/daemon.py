@@ -26,15 +26,18 @@ from typing import Any
 
 from watchdog.observers import Observer
 
+from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.system.systemctl import SubprocessSystemctl, Systemctl
 from watchdog_daemon.watch.config import WatchConfig
 from watchdog_daemon.watch.events import KeyWatcher
+from watchdog_daemon.watch.health import proof_age
 from watchdog_daemon.watch.keystore import KeyStore, RealKeyStore
 from watchdog_daemon.watch.log import EventLog, Redactor, describe_exc
 from watchdog_daemon.watch.metrics import Metrics, MetricsServer
 from watchdog_daemon.watch.pipeline import Pipeline
+from watchdog_daemon.watch.proof import Proof, Prover
 from watchdog_daemon.watch.sdnotify import Notifier
-from watchdog_daemon.watch.state import read_state, write_state
+from watchdog_daemon.watch.state import process_start, read_state, write_state
 from watchdog_daemon.watch.trigger import Trigger
 from watchdog_daemon.watch.verdict import AgentCheck, Probe, Verifier
 from watchdog_daemon.watch.wakeup import Wakeup
@@ -76,11 +79,26 @@ class WatchDaemon:
             verifier = verifier or checker.verify_new_key
             agent_check = agent_check or checker.check_agent
             probe = probe or checker.probe_copy
+        systemctl = systemctl or SubprocessSystemctl()
         self.pipeline = Pipeline(
             config, keys=self.keys, verifier=verifier, agent_check=agent_check, probe=probe,
-            systemctl=systemctl or SubprocessSystemctl(), sink=self, redactor=self.redactor,
+            systemctl=systemctl, sink=self, redactor=self.redactor,
             clock=clock, sleep=self._sleep, rand=rand,
         )
+        self.pipeline.status.health_interval = config.health_interval
+        self.pipeline.status.proof_max_age = config.proof_max_age
+        self.prover = Prover(systemctl=systemctl, configured_units=config.agent_units,
+                             copy_path=config.copy_path, probe=probe, agent_check=agent_check,
+                             clock=clock)
+        self._next_proof_at = 0.0
+        self._stopped = False
+        # Read at each scrape: a proof that grows old must show without a run to update it.
+        self.metrics.live("agent_serving",
+                          lambda: 1.0 if self.pipeline.status.health()[0] == 0 else 0.0)
+        self.metrics.live("status_exit_code", lambda: float(self.pipeline.status.health()[0]))
+        self.metrics.live("proof_age_seconds",
+                          lambda: proof_age(self.pipeline.status.to_dict()))
+        self._pid_start = process_start(os.getpid())
         self.watcher = KeyWatcher(config.key_path, self._on_change,
                                   observer_factory=observer_factory)
         self._worker: threading.Thread | None = None
@@ -110,17 +128,16 @@ class WatchDaemon:
     def persist(self) -> None:
         status = self.pipeline.status
         status.circuit = self.pipeline.circuit.state.value
-        code, _reason = status.health()
         self.metrics.set("in_sync", 1 if status.state == "in_sync" else 0)
         self.metrics.set("waiting_for_slurm", 1 if status.state == "waiting_for_slurm" else 0)
         self.metrics.set("circuit_open", 0 if self.pipeline.circuit.allows() else 1)
         self.metrics.set("restart_pending", 1 if status.restart_pending else 0)
         self.metrics.set("restart_failures", self.pipeline.circuit.failures)
-        self.metrics.set("agent_serving", 1 if code == 0 else 0)
-        self.metrics.set("status_exit_code", code)
         self.metrics.set("observer_healthy", 1 if self.watcher.healthy else 0)
         if status.last_success_at is not None:
             self.metrics.set("last_success_timestamp_seconds", status.last_success_at)
+        if status.proof_at is not None:
+            self.metrics.set("last_proof_timestamp_seconds", status.proof_at)
         state = self.snapshot()
         text = json.dumps(state, sort_keys=True, default=str)
         with self._persist_lock:
@@ -144,7 +161,9 @@ class WatchDaemon:
         data = status.to_dict()
         code, reason = status.health()
         data.update(
-            pid=os.getpid(),
+            # None once stopped: `status` then says so instead of trusting an old in_sync.
+            pid=None if self._stopped else os.getpid(),
+            pid_start=None if self._stopped else self._pid_start,
             started_at=self.started_at,
             key_path=str(self.config.key_path),
             copy_path=str(self.config.copy_path),
@@ -182,12 +201,16 @@ class WatchDaemon:
         retry_at: float | None = None
         cfg = self.config
         while not self.stop_event.is_set():
-            wait = self.tick if retry_at is None else max(0.0, min(self.tick,
-                                                                   retry_at - self.clock()))
+            now = self.clock()
+            wait = min(self.tick, max(0.0, self._next_proof_at - now))
+            if retry_at is not None:
+                wait = max(0.0, min(wait, retry_at - now))
             if not self.trigger.wait(wait):
                 if retry_at is not None and self.clock() >= retry_at:
                     retry_at = None
                     self.trigger.fire("retry")
+                elif self.first_run_done.is_set() and self.clock() >= self._next_proof_at:
+                    self._prove()
                 continue
             if self.stop_event.is_set():
                 break
@@ -199,6 +222,7 @@ class WatchDaemon:
                 self.trigger.settle(settle, cfg.quiet_cap, self.stop_event)
             batch = self.trigger.take()
             self._busy_since = self.clock()
+            before = self._proof_inputs()
             try:
                 delay = self.pipeline.run(batch)
             finally:
@@ -207,9 +231,44 @@ class WatchDaemon:
                 self._last_reconcile_done = self.clock()
             retry_at = None if delay is None else self.clock() + delay
             self.persist()
+            # The first proof before READY=1; another at once after a run that changed what
+            # the agent runs with (a proof from before it says nothing about now).
+            if (not self.first_run_done.is_set() or self._proof_inputs() != before
+                    or self.clock() >= self._next_proof_at):
+                self._prove()
             if not self.first_run_done.is_set():
                 self.first_run_done.set()
                 self._wake.set()  # READY=1 now, not at the next tick
+
+    def _proof_inputs(self) -> tuple[Any, ...]:
+        status = self.pipeline.status
+        return (status.state, status.restart_pending, status.last_restart_at,
+                status.copy_fingerprint, status.agent_key)
+
+    def _prove(self) -> None:
+        """Take the proof that the agent can serve now (watch/proof.py) and report it."""
+        self._next_proof_at = self.clock() + self.config.health_interval
+        try:
+            proof = self.prover.prove()
+        except Exception as exc:  # a bug or an unexpected OS error: no proof, said so
+            info = describe_exc(exc, self.redactor)
+            proof = Proof(False, "proof_error", int(ExitCode.INTERNAL_ERROR),
+                          f"{info['error_type']}: {info['error']}")
+        status = self.pipeline.status
+        # Logged when it changes; a good first proof is in watch_started's line instead.
+        changed = (proof.reason, proof.exit_code) != (status.proof_reason,
+                                                      status.proof_exit_code) and (
+            status.proof_at is not None or not proof.ok)
+        status.proof_at = time.time()
+        status.proof_exit_code, status.proof_reason = proof.exit_code, proof.reason
+        status.proof_message, status.proof_units = proof.message, list(proof.units)
+        self.count("proofs_total", result=proof.reason)
+        if changed:
+            self.log("info" if proof.ok else "warning",
+                     "agent_serving" if proof.ok else "agent_not_serving",
+                     reason=proof.reason, message=proof.message, exit_code=proof.exit_code,
+                     units=list(proof.units))
+        self.persist()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -310,6 +369,7 @@ class WatchDaemon:
             ready_sent = True
             self.notifier.ready(self.pipeline.status.line())
             self.log("info", "watch_started", state=self.pipeline.status.state,
+                     status_exit_code=self.pipeline.status.health()[0],
                      key_fingerprint=self.pipeline.status.key_fingerprint,
                      watching=self.watcher.state)
         interval = self.notifier.watchdog_interval
@@ -321,6 +381,7 @@ class WatchDaemon:
 
     def shutdown(self, join_timeout: float = 15.0) -> None:
         self.request_stop()
+        self._stopped = True
         self.notifier.stopping()
         if self._worker is not None:
             self._worker.join(join_timeout)

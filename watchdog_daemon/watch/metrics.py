@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -31,8 +32,13 @@ _HELP: dict[str, tuple[str, str]] = {
     "circuit_open": ("gauge", "1 while the restart circuit breaker is open."),
     "restart_pending": ("gauge", "1 while the agent runs an older key than its copy."),
     "restart_failures": ("gauge", "Consecutive failed agent restarts (the circuit's count)."),
-    "agent_serving": ("gauge", "1 when the agent can be serving (status exits 0): in sync, or "
-                      "waiting for Slurm while Slurm still accepts the agent's key."),
+    "agent_serving": ("gauge", "1 when the agent can serve now (status exits 0): the copy in "
+                      "step and the last proof recent and good (agent unit active and "
+                      "started after the copy, Slurm accepting the copy)."),
+    "proof_age_seconds": ("gauge", "Seconds since the last proof that the agent can serve."),
+    "last_proof_timestamp_seconds": ("gauge", "Unix time of the last proof taken (good or "
+                                     "not)."),
+    "proofs_total": ("counter", "Proofs taken, by result (ok, or the reason it failed)."),
     "status_exit_code": ("gauge", "The exit code `slurmrestd-access status` gives now."),
     "waiting_for_slurm": ("gauge", "1 while Slurm does not accept the new key yet."),
     "in_sync": ("gauge", "1 when the copy equals the key and nothing is pending."),
@@ -44,6 +50,11 @@ class Metrics:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        # Gauges read when rendered (None: not shown), e.g. an age that grows between runs.
+        self._live: dict[str, Callable[[], float | None]] = {}
+
+    def live(self, name: str, read: Callable[[], float | None]) -> None:
+        self._live[name] = read
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
         key = (name, tuple(sorted(labels.items())))
@@ -56,12 +67,20 @@ class Metrics:
             self._values[key] = float(value)
 
     def get(self, name: str, **labels: str) -> float:
+        if not labels and name in self._live:
+            value = self._live[name]()
+            return 0.0 if value is None else float(value)
         with self._lock:
             return self._values.get((name, tuple(sorted(labels.items()))), 0.0)
 
     def render(self) -> str:
+        live = {}
+        for name, read in self._live.items():
+            value = read()
+            if value is not None:
+                live[(name, ())] = float(value)
         with self._lock:
-            items = sorted(self._values.items())
+            items = sorted({**self._values, **live}.items())
         lines: list[str] = []
         seen: set[str] = set()
         for (name, labels), value in items:

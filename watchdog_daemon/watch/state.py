@@ -46,13 +46,26 @@ def read_state(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def pid_alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
+def process_start(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """When process `pid` started, in clock ticks since boot (/proc/PID/stat, field 22); None
+    when there is no such process. With the pid, it names one process: pids are reused."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        text = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) is in parentheses and may hold spaces or parentheses itself.
+    fields = text[text.rfind(")") + 2:].split()
+    try:
+        return int(fields[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def pid_alive(pid: Any, start: Any = None, proc: Path = Path("/proc")) -> bool:
+    """Whether the process that wrote the state still runs: its pid exists AND started when the
+    state says (a dead daemon's pid given to another process is not the daemon)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
-    except PermissionError:
-        return True
-    return True
+    if not isinstance(start, int) or isinstance(start, bool):
+        return False
+    return process_start(pid, proc) == start

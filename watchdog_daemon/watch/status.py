@@ -43,13 +43,22 @@ class Status:
     # "refused_by_slurmctld", "refused_by_slurmdbd", or None (not known).
     agent_key: str | None = None
     waiting_since: float | None = None  # wall time the wait for Slurm's reload began
+    # The daemon's last proof that the agent can serve (watch/proof.py), and how old it may
+    # be before `status` calls the daemon stuck.
+    proof_at: float | None = None  # wall time
+    proof_exit_code: int | None = None
+    proof_reason: str = ""
+    proof_message: str = ""
+    proof_units: list[str] = field(default_factory=list)
+    health_interval: float | None = None
+    proof_max_age: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
 
-    def health(self) -> tuple[int, str]:
-        """(exit code of `status`, reason): 0 only when the agent can be serving."""
-        return health(self.to_dict())
+    def health(self, now: float | None = None) -> tuple[int, str]:
+        """(exit code of `status`, reason): 0 only when the agent can serve now."""
+        return health(self.to_dict(), now)
 
     def line(self) -> str:
         """One line for systemd's STATUS=."""
@@ -62,4 +71,11 @@ class Status:
             if code == 0:
                 return text + "; agent serving on the previous key"
             return text + f"; AGENT NOT SERVING: {why.replace('_', ' ')}"
+        if self.state == "in_sync":
+            return f"in sync (key sha256:{key}); AGENT NOT SERVING: {self._why(why)}"
         return f"{self.state}: {self.reason or why} (key sha256:{key}; exit {code})"
+
+    def _why(self, reason: str) -> str:
+        if reason == self.proof_reason and self.proof_message:
+            return self.proof_message
+        return reason.replace("_", " ")
