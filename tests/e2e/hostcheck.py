@@ -103,21 +103,25 @@ def watchdog(tb, host: str) -> dict:
     unit = dict(line.split("=", 1) for line in show.splitlines() if "=" in line)
     status = tb.ssh(host, "slurmrestd-access status", check=False)
     try:
-        reason = json.loads(_text(status) or "{}").get("status_reason")
+        state = json.loads(_text(status) or "{}")
     except ValueError:
-        reason = None
+        state = {}
     return {"load": unit.get("LoadState"), "active": unit.get("ActiveState"),
             "unit_file": unit.get("UnitFileState"),
             "files": [p for p in WATCH_FILES if stat(tb, host, p) is not None],
-            "status_exit": status.returncode, "status_reason": reason}
+            "status_exit": status.returncode, "status_reason": state.get("status_reason"),
+            "proof": state.get("proof_reason")}
 
 
 # What `watchdog` reads where the deploy runs the watchdog (an agent host holding Slurm's key),
-# and where it must not (an agent host without the key: no state file, no process).
+# and where it must not (an agent host without the key: no state file, no process). Healthy is
+# status 0 on a good proof: the agent unit active and started after its copy, Slurm accepting
+# the copy (status 0 needs that proof: in_sync alone is not enough).
 WATCHDOG_HEALTHY = {"load": "loaded", "active": "active", "unit_file": "enabled",
-                    "files": list(WATCH_FILES), "status_exit": 0, "status_reason": "in_sync"}
+                    "files": list(WATCH_FILES), "status_exit": 0, "status_reason": "in_sync",
+                    "proof": "ok"}
 WATCHDOG_ABSENT = {"load": "not-found", "active": "inactive", "unit_file": "", "files": [],
-                   "status_exit": 50, "status_reason": None}
+                   "status_exit": 50, "status_reason": None, "proof": None}
 
 
 def journal(tb, host: str, unit: str) -> str:
