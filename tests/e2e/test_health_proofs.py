@@ -73,7 +73,7 @@ def test_after_the_deploy_status_is_0_on_a_fresh_proof(deployed):
 def test_a_stopped_agent_unit_makes_status_name_it_then_0_once_started(deployed):
     deployed.ssh(HOST, f"systemctl stop {AGENT}")
     try:
-        took, code, state = status_within(deployed, lambda c: c != 0, HEALTH_INTERVAL + 5)
+        _took, code, state = status_within(deployed, lambda c: c != 0, HEALTH_INTERVAL + 5)
         assert code == 54 and state["status_reason"] == "agent_unit_not_active", state
         assert AGENT in state["proof_message"]
     finally:
