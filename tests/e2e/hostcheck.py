@@ -59,12 +59,40 @@ def snapshot(tb, hosts: list[str] | None = None) -> dict:
             for name in names}
 
 
-def standin_status(tb, host: str) -> dict:
-    """What the Slurm-web agent stand-in reports about slurmrestd accepting its token."""
-    res = tb.ssh(host, "python3 -c \"import urllib.request,sys;"
-                 "sys.stdout.write(urllib.request.urlopen("
-                 "'http://127.0.0.1:5012/standin/status', timeout=30).read().decode())\"")
-    return json.loads(_text(res))
+# One SSH: what the agent loaded (the stand-in's own facts), then the agent's own data paths,
+# which ask slurmrestd exactly as Slurm-web's do: /jobs goes to slurmctld, /accounts to slurmdbd.
+_AGENT_VIEW = """
+import json, sys, urllib.error, urllib.request
+def get(path):
+    try:
+        r = urllib.request.urlopen("http://127.0.0.1:5012" + path, timeout=30)
+        return r.status, json.loads(r.read().decode())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read().decode() or "{}")
+_, facts = get("/standin/status")
+for name in ("jobs", "accounts"):
+    code, body = get("/v6.0.0/" + name)
+    facts[name] = code
+    if code != 200:
+        facts.setdefault("errors", {})[name] = body.get("description", "")
+json.dump(facts, sys.stdout)
+"""
+
+
+def agent_view(tb, host: str) -> dict:
+    """Whether the agent (stand-in) serves, read on its own paths, not on any check of ours.
+
+    `accepted`: `/v6.0.0/jobs` (slurmctld) answers 200 and, where slurm.conf sends accounting
+    to slurmdbd, so does `/v6.0.0/accounts` (slurmdbd). `reason`: the first agent error. The
+    rest is what the stand-in loaded at start (unit, uri, key_sha256...).
+    """
+    res = tb.ssh(host, f"python3 -c {shlex.quote(_AGENT_VIEW)}")
+    view = json.loads(_text(res))
+    needed = ["jobs"] + (["accounts"] if view.get("accounting") else [])
+    failed = [name for name in needed if view[name] != 200]
+    view["accepted"] = not failed
+    view["reason"] = "; ".join(f"/{n}: {view['errors'][n]}" for n in failed) or "ok"
+    return view
 
 
 def grep_lines(tb, host: str, path: str, pattern: str) -> list[str]:

@@ -62,7 +62,7 @@ def assert_deployed(tb) -> None:
                 dropin = tb.ssh(h.name, f"cat {DROPIN}").stdout
                 dropin = dropin.decode() if isinstance(dropin, bytes) else dropin
                 assert dropin == SEED_DROPIN
-                status = hostcheck.standin_status(tb, h.name)
+                status = hostcheck.agent_view(tb, h.name)
                 assert status["accepted"] is True, status
                 assert status["cluster"] == cluster
                 # The rotation watchdog runs where the agent host holds Slurm's key, and only
@@ -207,7 +207,7 @@ def test_wrong_key_copy_is_rejected_by_slurmctld_then_repaired(deployed):
     repair = run_deploy(topo.inventory_path)
     assert repair.returncode == 0, repair.output[-6000:]
     hostcheck.assert_systemd_settled(topo, reloads, most=0)  # no unit file changed
-    assert hostcheck.standin_status(topo, rest)["accepted"] is True
+    assert hostcheck.agent_view(topo, rest)["accepted"] is True
     ok = topo.ssh(rest, "runuser -u slurm-web -- slurmrestd-access check")
     assert "✅ connection successful" in (ok.stdout.decode() if isinstance(ok.stdout, bytes)
                                           else ok.stdout)
@@ -276,7 +276,7 @@ def test_agent_ini_reads_back_as_the_agent_reads_it(deployed, tmp_path):
                   "jwt_mode": "auto", "jwt_key": COPY}
         assert {k: settings["slurmrestd"][k] for k in wanted} == wanted
         # ...and the running agent loaded exactly those.
-        status = hostcheck.standin_status(topo, rest)
+        status = hostcheck.agent_view(topo, rest)
         assert (status["uri"], status["auth"], status["jwt_mode"], status["key_path"]) == (
             wanted["uri"], "jwt", "auto", COPY)
 

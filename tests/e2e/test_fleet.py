@@ -139,7 +139,7 @@ def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
     old = topo.ssh("beta-rest", f"slurmrestd-access check --key {COPY}.previous", check=False)
     assert old.returncode == 30, old.stdout + old.stderr
     topo.ssh("beta-rest", "runuser -u slurm-web -- slurmrestd-access check")
-    status = hostcheck.standin_status(topo, "beta-rest")
+    status = hostcheck.agent_view(topo, "beta-rest")
     assert status["accepted"] is True and status["key_sha256"] == new
     assert "previous key refused by slurmctld, new key accepted" in run.output
 
@@ -161,7 +161,7 @@ def test_a_rotation_whose_new_key_does_not_work_is_rolled_back(fleet):
                                "signed with the previous key is still accepted"), line
         assert "rolled back to the previous key" in line and "BUT" not in line
         assert key_hashes(topo) == before
-        assert hostcheck.standin_status(topo, "beta-rest")["accepted"] is True
+        assert hostcheck.agent_view(topo, "beta-rest")["accepted"] is True
         hostcheck.assert_systemd_settled(topo, reloads, most=0)
     finally:
         topo.ssh("beta-ctl", f"mv -f /root/slurm.conf.good {SLURM_CONF} && rm -f {pinned} && "
@@ -235,7 +235,7 @@ def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
         assert lines["gamma"].startswith("failed (gamma1: "), lines
         assert "slurmctld" in lines["gamma"]
         for host in ("alpha1", "beta-rest"):
-            assert hostcheck.standin_status(topo, host)["accepted"] is True
+            assert hostcheck.agent_view(topo, host)["accepted"] is True
         # gamma stopped at the failed step: its agent was not restarted by this run.
         assert "[gamma1] " not in run.output.split("Restart the Slurm-web agent")[1].split(
             "-->")[0]
@@ -245,7 +245,7 @@ def test_a_broken_cluster_fails_alone_and_is_named_in_the_summary(fleet):
     reloads = hostcheck.reload_counts(topo)
     repair = run_deploy(topo.inventory_path, DEPLOY, "--limit", "gamma")
     assert repair.returncode == 0, repair.output[-6000:]
-    assert hostcheck.standin_status(topo, "gamma1")["accepted"] is True
+    assert hostcheck.agent_view(topo, "gamma1")["accepted"] is True
     hostcheck.assert_systemd_settled(topo, reloads, most=0)
 
 
@@ -314,5 +314,5 @@ def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
     # agents run with it; the canary gamma was left as the first stage found it.
     for host in ("alpha1", "beta-rest"):
         assert hostcheck.grep_lines(topo, host, AGENT_INI, "^jwt_mode") == ["jwt_mode = auto"]
-        assert hostcheck.standin_status(topo, host)["accepted"] is True
+        assert hostcheck.agent_view(topo, host)["accepted"] is True
     assert snapshot(topo, ["gamma1"]) == gamma_before

@@ -220,7 +220,7 @@ def test_forky_deploy_proves_slurm_2605(forky_deployed):
         assert text in run.output, run.output[-4000:]
     check = topo.ssh("forky-rest", "slurmrestd-access check --as-user slurm-web")
     assert "✅ connection successful (slurm: 26.05" in check.stdout, check.stdout
-    assert hostcheck.standin_status(topo, "forky-rest")["accepted"] is True
+    assert hostcheck.agent_view(topo, "forky-rest")["accepted"] is True
     # The compute-only host got the AuthAlt* lines (same slurm.conf everywhere) but no key.
     assert hostcheck.grep_lines(topo, "forky-cn", "/etc/slurm/slurm.conf", "^AuthAltTypes=")
     assert hostcheck.stat(topo, "forky-cn", KEY) is None
@@ -241,7 +241,7 @@ def test_forky_rotation_then_watchdog_report_and_slurmd(forky_deployed):
     new = hostcheck.stat(topo, "forky-ctl", KEY)["sha256"]
     assert new != old
     assert hostcheck.stat(topo, "forky-rest", COPY)["sha256"] == new
-    status = hostcheck.standin_status(topo, "forky-rest")
+    status = hostcheck.agent_view(topo, "forky-rest")
     assert status["accepted"] is True and status["key_sha256"] == new
     # Slurm's key lives on forky-ctl only: the agent host runs no watchdog, which would have no
     # key to follow (it said key_missing for ever); the rotation itself synced the copy and

@@ -168,7 +168,7 @@ def test_a_rotation_over_sudo(site):
         if h.cluster == site.cluster and "slurmdbd" in h.roles:
             assert hostcheck.stat(site.topo, h.name, KEY)["sha256"] == new_sha
     assert hostcheck.stat(site.topo, site.rest, COPY)["sha256"] == new_sha
-    assert hostcheck.standin_status(site.topo, site.rest)["accepted"] is True
+    assert hostcheck.agent_view(site.topo, site.rest)["accepted"] is True
 
 
 def test_the_report_over_sudo(site):

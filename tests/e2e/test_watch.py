@@ -56,7 +56,7 @@ def rotate_and_check(topo, host: str, unit: str) -> None:
              "the watchdog to report it waits for Slurm to reload the key")
     time.sleep(3)
     assert agent_starts(topo, host, unit) == starts
-    assert hostcheck.standin_status(topo, host)["accepted"] is True  # still on the old key
+    assert hostcheck.agent_view(topo, host)["accepted"] is True  # still on the old key
     # Slurm reloads the key (FACTS: reconfigure for slurmctld, restart for slurmdbd).
     topo.ssh(host, "systemctl restart slurmdbd && "
                    "for i in $(seq 60); do ss -Hltn 'sport = :6819' | grep -q . && break; "
@@ -67,7 +67,7 @@ def rotate_and_check(topo, host: str, unit: str) -> None:
     assert (copy["owner"], copy["group"], copy["mode"]) == ("slurm-web", "slurm-web", 0o400)
     wait_for(lambda: agent_starts(topo, host, unit) == starts + 1, 60,
              "the agent to be restarted once")
-    status = wait_for(lambda: (s := hostcheck.standin_status(topo, host))["accepted"] and s,
+    status = wait_for(lambda: (s := hostcheck.agent_view(topo, host))["accepted"] and s,
                       60, "the agent stand-in to report accepted")
     assert status["key_sha256"] == new_key
     time.sleep(3)
@@ -103,7 +103,7 @@ def test_killed_watchdog_comes_back_and_restarts_nothing(single_deployed):
              60, "systemd to bring the watchdog back")
     time.sleep(5)
     assert agent_starts(topo, "hpc1", "slurm-web-agent.service") == starts
-    assert hostcheck.standin_status(topo, "hpc1")["accepted"] is True
+    assert hostcheck.agent_view(topo, "hpc1")["accepted"] is True
 
 
 def test_redeploy_after_rotation_changes_nothing(single_deployed):
@@ -128,15 +128,17 @@ def test_rotation_on_the_uwsgi_agent_host(testbed):
 
 RELOAD = ("systemctl restart slurmdbd && for i in $(seq 60); do ss -Hltn 'sport = :6819' | "
           "grep -q . && break; sleep 0.5; done; scontrol reconfigure")
-# On the host: seconds from now until the agent runs with KEY_SHA and its data endpoint answers.
+# On the host: seconds from now until the agent runs with KEY_SHA and its data endpoints answer
+# (/jobs from slurmctld, /accounts from slurmdbd).
 AGENT_BACK = """
 import json, sys, time, urllib.request as u
 want, t0 = sys.argv[1], time.monotonic()
 while time.monotonic() - t0 < 60:
     try:
         s = json.load(u.urlopen("http://127.0.0.1:5012/standin/status", timeout=5))
-        if s.get("key_sha256") == want and \\
-                u.urlopen("http://127.0.0.1:5012/v6.0.0/jobs", timeout=5).status == 200:
+        if s.get("key_sha256") == want and all(
+                u.urlopen("http://127.0.0.1:5012/v6.0.0/" + p, timeout=5).status == 200
+                for p in ("jobs", "accounts")):
             print(round(time.monotonic() - t0, 3))
             sys.exit(0)
     except Exception:
@@ -202,7 +204,7 @@ def test_agent_restart_failing_repeatedly_opens_the_circuit_and_status_says_so(s
     # Fixed by the administrator; a restart of the watchdog takes over the pending restart.
     topo.ssh(host, f"systemctl restart {WATCH}")
     wait_for(lambda: status_code(topo, host)[0] == 0, 60, "status 0 again")
-    assert hostcheck.standin_status(topo, host)["key_sha256"] == new_key
+    assert hostcheck.agent_view(topo, host)["key_sha256"] == new_key
     assert topo.ssh(host, "systemctl show -p NeedDaemonReload --value "
                           f"{unit} {WATCH}").stdout.split() == ["no", "no"]
 

@@ -292,6 +292,8 @@ def test_http_endpoints(agent_env):
         assert ping == {"versions": {"api": "0.0.41", "slurm": "24.11.5"}}
         jobs = json.load(urllib.request.urlopen(f"{base}/v6.0.0/jobs", timeout=10))
         assert jobs == [{"job_id": 1}]
+        accounts = json.load(urllib.request.urlopen(f"{base}/v6.0.0/accounts", timeout=10))
+        assert accounts == []
         server.key = b"n" * 32
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{base}/v6.0.0/jobs", timeout=10)
@@ -317,40 +319,60 @@ def test_tokens_are_renewed_when_less_than_a_minute_remains(agent_env):
 # ------------------------------------------------------------------------------ status
 
 
-def test_status_accepted_with_the_right_key(agent_env):
+def test_status_says_what_was_loaded_and_grades_nothing(agent_env):
+    server, *_ = agent_env
     status = start().status()
-    assert status["accepted"] is True, status["reason"]
     assert (status["api"], status["slurm"], status["cluster"]) == ("0.0.41", "24.11.5", "hpc")
     assert status["key_sha256"] == hashlib.sha256(KEY).hexdigest()
-    assert status["unit"] == "slurm-web-agent.service"
+    assert status["unit"] == "slurm-web-agent.service" and status["accounting"] is True
     assert KEY.hex() not in json.dumps(status)
+    assert "accepted" not in status
+    # Discovery only: whether Slurm accepts the agent is for its own paths to say.
+    assert {p.split("/")[3] for p in server.requests} == {"ping"}
 
 
-def test_status_rejected_by_slurmctld_with_another_key(agent_env):
+# ------------------------------------------------------------------------------ the agent's paths
+
+
+def test_jobs_and_accounts_answer_with_the_right_key(agent_env):
     server, *_ = agent_env
+    agent = start()
+    assert agent.request("jobs")["jobs"] == [{"job_id": 1}]
+    assert agent.request("accounts", "slurmdb")["errors"] == []
+    assert [p for p in server.requests if "/v0.0.41/" in p][-2:] == [
+        "/slurm/v0.0.41/jobs", "/slurmdb/v0.0.41/accounts"]
+
+
+def test_slurmctld_on_another_key_fails_jobs(agent_env):
+    server, *_ = agent_env
+    agent = start()
+    agent.discover()
     server.key = b"x" * 32
-    status = start().status()
-    assert status["accepted"] is False
-    assert "slurmctld rejected" in status["reason"] and "1007" in status["reason"]
+    with pytest.raises(standin.AgentError) as info:
+        agent.request("jobs")
+    assert info.value.code == 500 and "1007" in info.value.description
 
 
-def test_status_rejected_when_slurmdbd_refuses(agent_env):
+def test_slurmdbd_refusing_fails_accounts_not_jobs(agent_env):
     server, *_ = agent_env
     server.dbd_status = 502
-    status = start().status()
-    assert status["accepted"] is False
-    assert status["reason"].startswith("slurmdbd rejected")
+    agent = start()
+    assert agent.request("jobs")["jobs"] == [{"job_id": 1}]
+    with pytest.raises(standin.AgentError) as info:
+        agent.request("accounts", "slurmdb")
+    assert info.value.code == 500 and "slurmrestd error" in info.value.description
 
 
 def test_key_read_once_at_start(agent_env):
     _, key, _, _ = agent_env
     agent = start()
     key.write_bytes(b"y" * 32)  # a rotation on disk is not seen until restart
-    assert agent.status()["accepted"] is True
+    assert agent.request("jobs")["jobs"] == [{"job_id": 1}]
 
 
 def test_a_missing_socket_is_reported(agent_env, tmp_path):
     agent = start()
     (tmp_path / "slurmrestd.socket").unlink()
-    status = agent.status()
-    assert status["accepted"] is False and "Unable to connect to slurmrestd" in status["reason"]
+    with pytest.raises(standin.AgentError) as info:
+        agent.request("jobs")
+    assert "Unable to connect to slurmrestd" in info.value.description

@@ -30,8 +30,13 @@ Requests (slurmrestd is asked lazily, at the first request that needs it, as the
   `Unable to connect to slurmrestd: ...`.
   Unlike the real agent, it asks for no gateway (Bearer) token: that is Slurm-web's own
   front-end authentication, not slurmrestd access.
-- `GET /standin/status` (stand-in only): whether slurmctld (`/slurm/v{api}/diag`) and, when
-  accounting goes through slurmdbd, slurmdbd (`/slurmdb/v{api}/diag`) accept its tokens now.
+- `GET /v6.0.0/accounts`: slurmrestd's `/slurmdb/v{api}/accounts` (slurmdbd), the same request
+  and the same error answers as `/jobs` (Slurm-web 6.0's `Slurmrestd.accounts`: `_request(
+  "slurmdb", "accounts", "accounts")`); 200 with the account list.
+- `GET /standin/status` (stand-in only): what it loaded at start (unit, uri, auth, the key
+  copy's SHA-256), the API version it discovered, and whether slurm.conf sends accounting to
+  slurmdbd. It asks slurmrestd nothing else: whether Slurm accepts the agent is read on the
+  agent's own paths, `/jobs` (slurmctld) and `/accounts` (slurmdbd), by whoever grades it.
 
 It listens where the agent does: `[service] interface` and `port` (localhost:5012). The key
 bytes are never logged nor returned: only their SHA-256.
@@ -370,9 +375,9 @@ class Agent:
                          "to discover slurmrestd API version. Tried versions: "
                          + ", ".join(self.versions))
 
-    def request(self, path: str) -> Any:
-        """`/slurm/v{api}/{path}` as the agent asks it; AgentError as it would answer."""
-        url = f"/slurm/v{self.discover()}/{path}"
+    def request(self, path: str, component: str = "slurm") -> Any:
+        """`/{component}/v{api}/{path}` as the agent asks it; AgentError as it would answer."""
+        url = f"/{component}/v{self.discover()}/{path}"
         status, ctype, body = rest_get(self.uri, url, self.auth.headers())
         if _auth_refused(status, body):
             raise AgentError(401, "Unauthorized", f"Authentication error on slurmrestd: {url}")
@@ -395,44 +400,21 @@ class Agent:
     # -- stand-in status -----------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
+        """Facts about what this process loaded; no verdict on Slurm accepting it."""
         result: dict[str, Any] = {
             "standin": True, "unit": self.unit, "started_at": self.started_at,
             "key_path": self.auth.key_path, "key_state": "ok" if self.auth.key_sha256 else None,
             "key_sha256": self.auth.key_sha256, "uri": self.uri, "jwt_user": self.auth.user,
-            "auth": self.auth.method, "jwt_mode": self.auth.mode,
-            "accepted": False, "reason": "", "slurm": None,
+            "auth": self.auth.method, "jwt_mode": self.auth.mode, "slurm": None,
             "cluster": self.settings["service"]["cluster"], "api": None,
+            "accounting": uses_slurmdbd(), "discovery_error": None,
         }
         try:
             result["api"] = self.discover()
             result["slurm"], result["cluster"] = self.release, self.cluster or result["cluster"]
-            self.request("diag")
         except AgentError as exc:
-            result["reason"] = f"slurmctld rejected: {exc.description}" \
-                if exc.description.startswith("slurmrestd error") else exc.description
-            return result
-        if uses_slurmdbd():
-            url = f"/slurmdb/v{result['api']}/diag"
-            try:
-                status, _ctype, body = rest_get(self.uri, url, self.auth.headers())
-            except AgentError as exc:
-                result["reason"] = exc.description
-                return result
-            errors = _json_errors(body)
-            if status != 200 or errors:
-                described = slurmrestd_error(errors) if errors else f"HTTP {status}"
-                result["reason"] = f"slurmdbd rejected: {url} {described}"
-                return result
-        result["accepted"], result["reason"] = True, "ok"
+            result["discovery_error"] = exc.description
         return result
-
-
-def _json_errors(body: bytes) -> list[Any]:
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return []
-    return list(data.get("errors") or []) if isinstance(data, dict) else []
 
 
 def uses_slurmdbd(path: str | None = None) -> bool:
@@ -460,6 +442,8 @@ def make_handler(agent: Agent) -> type:
                     self._send(200, {"versions": {"api": agent.api, "slurm": agent.release}})
                 elif path == f"{API_PREFIX}/jobs":
                     self._send(200, agent.request("jobs").get("jobs", []))
+                elif path == f"{API_PREFIX}/accounts":
+                    self._send(200, agent.request("accounts", "slurmdb").get("accounts", []))
                 else:
                     self._send(404, {"code": 404, "name": "Not Found",
                                      "description": "not served by the stand-in"})
