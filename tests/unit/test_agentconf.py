@@ -111,6 +111,7 @@ def test_static_token_kept_secret():
         ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=0\n", "not a positive integer"),
         ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=-5\n", "not a positive integer"),
         ("[service]\ncluster=a\n[slurmrestd]\njwt_mode=magic\n", "not one of auto, static"),
+        ("[service]\ncluster=a\n[jwt]\nalgorithm=none\n", "not one of HS256"),
         ("[service]\ncluster=a\n[slurmrestd]\nuri=/no/scheme\n", "has no scheme"),
     ],
 )

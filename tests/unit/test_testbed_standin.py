@@ -94,6 +94,7 @@ def test_percent_is_literal_and_double_dollar_is_a_dollar(tmp_path):
         ("[service]\ncluster=a\n[slurmrestd]\njwt_lifespan=1h\n", "Invalid integer"),
         ("[service]\ncluster=a\ncors=maybe\n", "Invalid boolean"),
         ("[service]\ncluster=a\n[slurmrestd]\nauth=munge\n", "possible choices"),
+        ("[service]\ncluster=a\n[jwt]\nalgorithm=none\n", "possible choices"),
         ("[service]\ncluster=a\n[slurmrestd]\nauth=jwt # inline\n", "possible choices"),
         ("[service]\ncluster=a\ncluster=b\n", "DuplicateOptionError"),
         ("cluster=a\n", "MissingSectionHeaderError"),

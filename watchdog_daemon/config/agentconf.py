@@ -44,6 +44,7 @@ AUTH_CHOICES = ("local", "jwt")
 _FLAG_CHOICES = ("slurmweb", "rfl", "werkzeug", "urllib3", "racksdb", "ALL")
 
 # The agent's settings definitions (Slurm-web 6.0 conf/vendor/agent.yml): section -> key -> type.
+# tests/unit/test_agent_definitions.py holds them against that file's table (tests/fixtures/).
 AGENT_SCHEMA: dict[str, dict[str, str]] = {
     "service": {"cluster": "str", "interface": "str", "port": "int", "cors": "bool",
                 "debug": "bool", "log_flags": "list", "debug_flags": "list"},
@@ -66,6 +67,8 @@ AGENT_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("slurmrestd", "jwt_mode"): JWT_MODES,
     ("service", "log_flags"): _FLAG_CHOICES,
     ("service", "debug_flags"): _FLAG_CHOICES,
+    ("jwt", "algorithm"): ("HS256", "HS384", "HS512", "ES256", "ES256K", "ES384", "ES512",
+                          "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"),
 }
 _BOOLS = {"1": True, "yes": True, "true": True, "on": True,
           "0": False, "no": False, "false": False, "off": False}

@@ -66,7 +66,9 @@ API_PREFIX = "/v6.0.0"
 TIMEOUT = 10.0  # the real agent has none; a hung test must not hang forever
 RENEW_BEFORE = 60  # seconds before exp when the agent signs a new token
 
-# Slurm-web 6.0 conf/vendor/agent.yml: section -> key -> (type, default).
+# Slurm-web 6.0 conf/vendor/agent.yml: section -> key -> (type, default); the defaults of the
+# sections the stand-in acts on (service, slurmrestd, jwt), None elsewhere. Held against that
+# file's table by tests/unit/test_agent_definitions.py.
 SCHEMA: dict[str, dict[str, tuple[str, Any]]] = {
     "service": {"cluster": ("str", None), "interface": ("str", "localhost"),
                 "port": ("int", 5012), "cors": ("bool", False), "debug": ("bool", False),
@@ -101,6 +103,8 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("slurmrestd", "jwt_mode"): ("auto", "static"),
     ("service", "log_flags"): ("slurmweb", "rfl", "werkzeug", "urllib3", "racksdb", "ALL"),
     ("service", "debug_flags"): ("slurmweb", "rfl", "werkzeug", "urllib3", "racksdb", "ALL"),
+    ("jwt", "algorithm"): ("HS256", "HS384", "HS512", "ES256", "ES256K", "ES384", "ES512",
+                          "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA"),
 }
 BOOLS = {"1": True, "yes": True, "true": True, "on": True,
          "0": False, "no": False, "false": False, "off": False}
