@@ -8,6 +8,7 @@ import stat
 
 import pytest
 
+from tests import slurmweb_loader
 from tests.testbed.standin import slurm_web_agent_standin as standin
 from watchdog_daemon.config.agentini import (
     MISSING_CLUSTER_HINT,
@@ -39,14 +40,18 @@ def read_like_agent(text: str) -> configparser.ConfigParser:
 
 
 def agent_starts_with(text: str, tmp_path) -> bool:
-    """The agent stand-in's own reading of the agent's settings loader (an independent oracle)."""
-    ini = tmp_path / "oracle.ini"
+    """Slurm-web's own loader with its own definitions (tests/slurmweb_loader.py): the oracle.
+    The stand-in's loader must agree with it on every text asked about here."""
+    verdict = slurmweb_loader.agent_starts_with(text, tmp_path)
+    ini = tmp_path / "standin.ini"
     ini.write_text(text)
     try:
         standin.load_settings(str(ini))
+        standin_starts = True
     except standin.StartupError:
-        return False
-    return True
+        standin_starts = False
+    assert standin_starts == verdict, f"the stand-in and Slurm-web's loader differ on {text!r}"
+    return verdict
 
 
 FIXTURES: dict[str, str] = {
@@ -362,33 +367,67 @@ def test_apply_missing_cluster_leaves_file(tmp_path):
 
 # ------------------------------------------------------------------- property: random texts
 
-_POOL = [
-    "[racksdb]",
-    "[slurmrestd]",
-    "# comment",
-    "; comment",
-    "",
-    "uri = unix:///old.socket",
-    "socket = /run/old.socket",
-    "auth=jwt",
-    "jwt_mode: static",
-    "versions = 0.0.41",
-    "jwt_key = /old.key",
-    "jwt_user = slurm",
-    "  continued",
-    "[DEFAULT]",
-    "enabled = no",
-    "x = 1",
-]
+# Lines each section defines (valid for Slurm-web 6.0), what may sit anywhere, and faults. Most
+# texts are ones the agent starts with, so that most cases reach the merge's assertions; the
+# faults (and configparser's own refusals) check that the merge refuses what the agent does.
+_SECTION_LINES = {
+    "slurmrestd": ["uri = unix:///old.socket", "socket = /run/old.socket", "auth=jwt",
+                   "jwt_mode: static", "versions = 0.0.41", "jwt_key = /old.key",
+                   "jwt_user = slurm", "jwt_lifespan = 60", "version = 0.0.41",
+                   "versions = 0.0.42\n  0.0.41"],
+    "racksdb": ["enabled = no", "db = /var/lib/racksdb", "tags = compute"],
+    "service": ["interface = localhost", "port = 5012", "debug = yes"],
+    "cache": ["enabled = no", "jobs = 30"],
+}
+_ANYWHERE = ["# comment", "; comment", ""]
+_FAULTS = ["x = 1", "[DEFAULT]\nenabled = no", "enabled = maybe", "port = 80a",
+           "jwt_key = /a\n  continued", "[ui]", "auth = munge", "jwt_lifespan = soon"]
 
 
-@pytest.mark.parametrize("seed", range(400))
-def test_property_merge_is_idempotent_and_agent_reads_it(seed, tmp_path):
+def random_agent_ini(seed: int) -> str:
     import random
 
     rng = random.Random(seed)
-    body = [rng.choice(_POOL) for _ in range(rng.randint(0, 8))]
-    text = "[service]\ncluster = hpc\n" + "\n".join(body) + "\n"
+    lines = ["[service]", "cluster = hpc"]
+    # Each section and each key once, as configparser requires (a repeat is one of its own
+    # refusals, which the faults already cover).
+    others = sorted(set(_SECTION_LINES) - {"service"})
+    for section in ["service", *rng.sample(others, rng.randint(0, 3))]:
+        if section != "service":
+            lines.append(f"[{section}]")
+        keys: set[str] = {"cluster"}
+        for _ in range(rng.randint(0, 4)):
+            line = rng.choice(_SECTION_LINES[section] + _ANYWHERE)
+            key = line.replace(":", "=").split("=")[0].strip()
+            if key and key in keys:
+                continue
+            keys.add(key)
+            lines.append(line)
+    if rng.random() < 0.2:
+        lines.insert(rng.randint(2, len(lines)), rng.choice(_FAULTS))
+    return "\n".join(lines) + "\n"
+
+
+SEEDS = range(400)
+
+
+def _reaches_the_assertions(text: str, tmp_path) -> bool:
+    try:
+        read_like_agent(text)
+    except configparser.Error:
+        return False
+    return agent_starts_with(merge_agent_ini_unchecked(text, uri=URI, jwt_key=KEY).text,
+                             tmp_path)
+
+
+def test_most_random_texts_reach_the_property_assertions(tmp_path):
+    reached = sum(_reaches_the_assertions(random_agent_ini(seed), tmp_path) for seed in SEEDS)
+    assert reached >= 0.7 * len(SEEDS), f"only {reached} of {len(SEEDS)} cases reach them"
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_property_merge_is_idempotent_and_agent_reads_it(seed, tmp_path):
+    text = random_agent_ini(seed)
     try:
         read_like_agent(text)
     except configparser.Error:

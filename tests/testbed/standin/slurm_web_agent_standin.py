@@ -4,7 +4,10 @@
 Slurm-web cannot be installed on the testbed hosts, so this small stdlib-only service (Python 3.9
 and later) stands in for its agent, as far as slurmrestd access goes. It follows the real agent
 (Slurm-web 6.0.0 `slurmweb/apps/agent.py`, `slurmweb/slurmrestd/`, `conf/vendor/agent.yml`, and
-RFL's settings loader), so that every test that trusts it would also hold with the real agent:
+RFL's settings loader), so that every test that trusts it would also hold with the real agent.
+Its settings table is held against Slurm-web's (tests/unit/test_agent_definitions.py) and its
+loader's verdict against Slurm-web's own loader, RFL.settings (tests/slurmweb_loader.py, on
+every agent.ini of tests/unit/test_agentini.py):
 
 Start-up (exit 1 with a CRITICAL line on stderr, as the agent does, for each of these):
 - agent.ini read by configparser with extended interpolation (`$` is special, `%` is not); a
