@@ -21,7 +21,7 @@ from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
 from deploys.lib.fleet import summary_hook
 from deploys.lib.keytransfer import KeySource
 from deploys.lib.settings import Settings, SettingsError, settings_from_host_data
-from deploys.lib.toolplan import conf_files
+from deploys.lib.toolplan import conf_files, controller_up
 from deploys.lib.watchconf import (
     WATCH_CONFIG_PATH,
     WATCH_UNIT,
@@ -140,7 +140,7 @@ def slurmrestd_access() -> None:
         unit = settings.slurmctld_unit
         systemd.restart_unit(
             name=f"Restart {unit}", settings=settings, unit=unit,
-            wait_for="scontrol ping 2>/dev/null | grep -q 'is UP'",
+            wait_for=controller_up(settings),
             wait_seconds=settings.restart_wait,
             failure=f"{unit} did not answer 'scontrol ping' with UP: see journalctl -u {unit}",
             _if=any_changed(*key_changes, *conf_changes), **slow)

@@ -7,7 +7,20 @@ The check's arguments are the same for the deploy, the rotation and the report.
 
 from __future__ import annotations
 
+import shlex
+
 from deploys.lib.settings import Settings
+
+
+def controller_up(settings: Settings) -> str:
+    """The shell test that a restarted slurmctld answers: `scontrol ping` says UP.
+
+    scontrol finds slurm.conf at its compiled-in path unless SLURM_CONF says otherwise; a site
+    whose slurm.conf lives elsewhere (host data `slurm_conf`) sets it for its daemons, but the
+    deploy's shell (over sudo, whose env_reset drops it) may not have it: say it here.
+    """
+    return (f"SLURM_CONF={shlex.quote(settings.slurm_conf)} scontrol ping 2>/dev/null "
+            "| grep -q 'is UP'")
 
 
 def agent_ini_args(settings: Settings) -> list[str]:

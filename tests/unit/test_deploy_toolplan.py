@@ -113,3 +113,16 @@ def test_a_tool_that_could_not_look_is_a_problem():
         "the host tool could not look at this host: unreadable_output"]
     assert plan_problems({"conf": []}, agent_host=True) == [
         "preflight: no preflight report", "cannot merge into ?: no agent.ini plan"]
+
+
+def test_the_controller_is_asked_with_the_hosts_slurm_conf():
+    """scontrol finds slurm.conf at its compiled-in path; a host whose slurm.conf is elsewhere
+    (and a sudo shell, whose env_reset drops SLURM_CONF) must be told where."""
+    from deploys.lib.settings import settings_from_host_data
+    from deploys.lib.toolplan import controller_up
+
+    default = settings_from_host_data("h", {"cluster": "hpc"})
+    assert controller_up(default).startswith("SLURM_CONF=/etc/slurm/slurm.conf scontrol ping")
+    llnl = settings_from_host_data("h", {"cluster": "hpc",
+                                         "slurm_conf": "/etc/slurm-llnl/slurm.conf"})
+    assert "SLURM_CONF=/etc/slurm-llnl/slurm.conf scontrol ping" in controller_up(llnl)

@@ -1,7 +1,7 @@
 import pytest
 
 from deploys.lib.hoststate import HostState, RemoteFile, UnitState
-from deploys.lib.settings import settings_from_host_data
+from deploys.lib.settings import SettingsError, settings_from_host_data
 from deploys.lib.watchconf import (
     WATCH_CONFIG_PATH,
     WATCH_STATE_FILE,
@@ -118,3 +118,11 @@ def test_the_watchdog_and_the_deploys_check_read_the_slurm_conf_of_the_host_data
     assert args[args.index("--slurm-conf") + 1] == "/etc/slurm-llnl/slurm.conf"
     default = settings_from_host_data("h", {"cluster": "c"})
     assert str(watch_config(default).slurm_conf) == "/etc/slurm/slurm.conf"
+
+
+def test_the_watchdogs_health_interval_comes_from_the_host_data():
+    assert watch_config(settings_from_host_data("h", {"cluster": "c"})).health_interval == 60
+    s = settings_from_host_data("h", {"cluster": "c", "watch_health_interval": 5})
+    assert watch_config(s).health_interval == 5
+    with pytest.raises(SettingsError):
+        settings_from_host_data("h", {"cluster": "c", "watch_health_interval": 0})

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog_daemon.exitcodes import ExitCode
-from watchdog_daemon.system.agentunits import agent_units_in_use, candidates
+from watchdog_daemon.system.agentunits import candidates, choose
 from watchdog_daemon.system.systemctl import Systemctl, SystemctlError, UnitState
 from watchdog_daemon.watch.verdict import AgentCheck, Probe, ProbeResult, Verdict
 
@@ -136,11 +136,23 @@ class Prover:
         self.clock = clock
 
     def prove(self) -> Proof:
-        try:
-            units, states = agent_units_in_use(self.systemctl, self.configured_units)
-        except SystemctlError as exc:
+        states: list[UnitState] = []
+        errors: list[str] = []
+
+        def describe(unit: str) -> tuple[str, str, str] | None:
+            try:
+                state = self.systemctl.show(unit)
+            except SystemctlError as exc:
+                errors.append(str(exc))
+                return None
+            states.append(state)
+            return state.load_state, state.active_state, state.unit_file_state
+
+        units = choose(self.configured_units, describe)
+        if errors and not units:
+            # Not "no agent": systemctl could not say.
             return Proof(False, "systemctl_failed", int(ExitCode.INTERNAL_ERROR),
-                         f"cannot tell whether the agent runs: {exc}")
+                         f"cannot tell whether the agent runs: {errors[0]}")
         problem = unit_proof(self.configured_units, units, states, copy_mtime(self.copy_path),
                              now_wall=self.wall_clock(), now_monotonic=self.clock())
         if problem is not None:

@@ -21,7 +21,7 @@ from deploys.lib.fleet import rotation_plan as rp
 from deploys.lib.hostfail import record_failure
 from deploys.lib.keytransfer import KeySource, install_key
 from deploys.lib.settings import Settings
-from deploys.lib.toolplan import check_args
+from deploys.lib.toolplan import check_args, controller_up
 
 q = shlex.quote
 
@@ -108,7 +108,7 @@ class Rotation:
         s = self.settings_of(name)
         unit = s.slurmctld_unit
         self.shell(name, f"systemctl restart {q(unit)} && " + _wait(
-            "scontrol ping 2>/dev/null | grep -q 'is UP'", s.restart_wait,
+            controller_up(s), s.restart_wait,
             f"{unit} did not answer 'scontrol ping' with UP: see journalctl -u {unit}"),
             f"restart {unit}", s.restart_wait + 60)
 
