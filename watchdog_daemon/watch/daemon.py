@@ -46,6 +46,9 @@ from watchdog_daemon.watch.wakeup import Wakeup
 # wake-up pipe failing) before the daemon gives up: it then exits with IO_ERROR, which systemd
 # restarts (a new process may get past it); until then each one is logged and retried.
 MAX_LOOP_ERRORS = 30
+# Least time between two proofs that the agent can serve (watch/proof.py): one is taken after
+# every run that changed something, and runs can follow each other quickly while Slurm reloads.
+PROOF_SPACING = 1.0
 
 
 class StartConfigError(Exception):
@@ -91,6 +94,7 @@ class WatchDaemon:
                              copy_path=config.copy_path, probe=probe, agent_check=agent_check,
                              clock=clock)
         self._next_proof_at = 0.0
+        self._last_proof_at = -PROOF_SPACING
         self._stopped = False
         # Read at each scrape: a proof that grows old must show without a run to update it.
         self.metrics.live("agent_serving",
@@ -233,9 +237,12 @@ class WatchDaemon:
             self.persist()
             # The first proof before READY=1; another at once after a run that changed what
             # the agent runs with (a proof from before it says nothing about now).
-            if (not self.first_run_done.is_set() or self._proof_inputs() != before
-                    or self.clock() >= self._next_proof_at):
+            if not self.first_run_done.is_set() or self.clock() >= self._next_proof_at:
                 self._prove()
+            elif self._proof_inputs() != before:
+                # Soon, not at once when one was just taken: at most one per PROOF_SPACING.
+                self._next_proof_at = min(self._next_proof_at,
+                                          self._last_proof_at + PROOF_SPACING)
             if not self.first_run_done.is_set():
                 self.first_run_done.set()
                 self._wake.set()  # READY=1 now, not at the next tick
@@ -247,7 +254,8 @@ class WatchDaemon:
 
     def _prove(self) -> None:
         """Take the proof that the agent can serve now (watch/proof.py) and report it."""
-        self._next_proof_at = self.clock() + self.config.health_interval
+        self._last_proof_at = self.clock()
+        self._next_proof_at = self._last_proof_at + self.config.health_interval
         try:
             proof = self.prover.prove()
         except Exception as exc:  # a bug or an unexpected OS error: no proof, said so
