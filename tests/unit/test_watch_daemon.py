@@ -630,3 +630,24 @@ def test_metrics_say_whether_the_agent_can_be_serving(h):
     h.idle(0.1)
     assert h.daemon.metrics.get("agent_serving") == 1
     assert h.systemctl.restarts == [AGENT]
+
+
+def test_the_first_proof_is_taken_before_ready(h):
+    """READY=1 (first_run_done) comes with a proof: `status` 0 from the first moment means the
+    agent unit is active and Slurm accepts the copy, not just that the files match."""
+    daemon = h.start()
+    status = daemon.pipeline.status
+    assert status.proof_at is not None and status.proof_reason == "ok"
+    assert _status(h)[0] == ExitCode.OK
+
+
+def test_an_agent_that_is_down_at_start_is_not_serving_from_the_first_moment(tmp_path):
+    h = make_harness(tmp_path, units={AGENT: "failed"})
+    try:
+        h.start()
+        code, state = _status(h)
+        assert (code, state["status_reason"]) == (ExitCode.AGENT_NOT_ACTIVE,
+                                                  "agent_unit_not_active")
+        assert state["state"] == "in_sync" and h.systemctl.restarts == []
+    finally:
+        h.stop()
