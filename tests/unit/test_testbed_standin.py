@@ -153,7 +153,8 @@ class _Handler(BaseHTTPRequestHandler):
                     "jobs": [{"job_id": 1}] if endpoint == "jobs" else []}
         else:
             code = server.dbd_status if good else 502
-            body = {"meta": meta, "errors": [] if code == 200 else [{"error": "dbd"}]}
+            body = {"meta": meta, "errors": [] if code == 200 else [{"error": "dbd"}],
+                    "accounts": [{"name": "root"}] if endpoint == "accounts" else []}
         self._send(code, json.dumps(body).encode(), "application/json")
 
     def _send(self, code, data, ctype):
@@ -294,7 +295,14 @@ def test_http_endpoints(agent_env):
         jobs = json.load(urllib.request.urlopen(f"{base}/v6.0.0/jobs", timeout=10))
         assert jobs == [{"job_id": 1}]
         accounts = json.load(urllib.request.urlopen(f"{base}/v6.0.0/accounts", timeout=10))
-        assert accounts == []
+        assert accounts == [{"name": "root"}]  # slurmdbd's, through /slurmdb/
+        assert server.requests[-1] == "/slurmdb/v0.0.41/accounts"
+        server.dbd_status = 502  # slurmdbd refuses: /accounts fails, /jobs does not
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(f"{base}/v6.0.0/accounts", timeout=10)
+        assert info.value.code == 500
+        assert urllib.request.urlopen(f"{base}/v6.0.0/jobs", timeout=10).status == 200
+        server.dbd_status = 200
         server.key = b"n" * 32
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{base}/v6.0.0/jobs", timeout=10)
