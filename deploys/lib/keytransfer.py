@@ -83,16 +83,27 @@ def read_workstation_key(source: KeySource) -> bytes:
     return _decode(raw, source.encoding, "output of the key source command")
 
 
+# Each command that carries the key has a deadline: a host that dies while one runs (power
+# lost, kernel panic) leaves the SSH connection open, and without one the run would wait for
+# TCP to give up, about 15 minutes (measured on the testbed: tests/e2e/test_fleet.py kills a
+# host mid-rotation).
+TRANSFER_TIMEOUT = 120
+
+
 def read_host_key(state, source: KeySource) -> bytes:
     src = state.inventory.get_host(source.where)
     if not src.connected:
         src.connect(raise_exceptions=True)
     # Under sudo the redirection is the root shell's (pyinfra wraps the whole command in
     # `sudo sh -c`), and the key comes back on stdout, into memory.
-    ok, output = src.run_shell_command(
-        StringCommand("base64", "-w0", "<", shlex.quote(source.path)), print_output=False,
-        **privilege.arguments(state, src),
-    )
+    try:
+        ok, output = src.run_shell_command(
+            StringCommand("base64", "-w0", "<", shlex.quote(source.path)), print_output=False,
+            _timeout=TRANSFER_TIMEOUT, **privilege.arguments(state, src),
+        )
+    except TimeoutError:
+        raise KeySourceError(f"no answer from {source.where} within {TRANSFER_TIMEOUT} s while "
+                             f"reading the key {source.path} (the host went down?)") from None
     if not ok:
         raise KeySourceError(f"cannot read the key {source.path} on {source.where}")
     try:
@@ -141,8 +152,15 @@ def install_key(
     del key
     # Under sudo, stdin still reaches the tool: sudo reads no password from it (NOPASSWD, or
     # pyinfra's askpass helper with -A).
-    ok, output = host.run_shell_command(command, print_output=False, _stdin=encoded,
-                                        **privilege.arguments(state, host))
+    try:
+        ok, output = host.run_shell_command(command, print_output=False, _stdin=encoded,
+                                            _timeout=TRANSFER_TIMEOUT,
+                                            **privilege.arguments(state, host))
+    except TimeoutError:
+        raise OperationError(
+            f"installing the key at {dest} on {host.name} failed: no answer from {host.name} "
+            f"within {TRANSFER_TIMEOUT} s (the host went down, or the connection was lost)"
+        ) from None
     if not ok:
         # The tool's own reason (stderr, or its JSON on stdout); a lost connection or a timeout
         # leaves neither, and the reason must still name the host and the step.
