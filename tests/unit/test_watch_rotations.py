@@ -315,3 +315,8 @@ def test_health_needs_a_recent_good_proof(proof, now, expected):
 def test_a_proof_never_hides_what_the_pipeline_says():
     state = {"state": "in_sync", "restart_pending": "abc", **GOOD_PROOF}
     assert health(state, 1001.0) == (ExitCode.RESTART_PENDING, "restart_pending")
+
+
+def test_a_proof_is_too_old_after_one_interval_and_two_checks_at_their_timeout():
+    assert WatchConfig().proof_max_age == 60 + 6 * 10
+    assert WatchConfig(health_interval=5, check_timeout=3).proof_max_age == 5 + 18

@@ -109,9 +109,10 @@ class WatchConfig:
 
     @property
     def proof_max_age(self) -> float:
-        """How old the last proof may be before `status` calls the daemon stuck: two intervals
-        and a proof whose three calls all ran to their timeout."""
-        return 2 * self.health_interval + 3 * self.check_timeout
+        """How old the last proof may be before `status` calls the daemon stuck: one interval,
+        then the next proof and a sync run before it, each of up to three calls that all ran to
+        their timeout (a proof is taken between runs, never during one)."""
+        return self.health_interval + 6 * self.check_timeout
 
 
 _PATHS = ("key_path", "copy_path", "agent_ini", "state_file", "slurm_conf")
