@@ -21,7 +21,7 @@ from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
 from deploys.lib.fleet import summary_hook
 from deploys.lib.keytransfer import KeySource
 from deploys.lib.settings import Settings, SettingsError, settings_from_host_data
-from deploys.lib.toolplan import conf_files, controller_up
+from deploys.lib.toolplan import conf_files, controller_up, slurmrestd_dropin
 from deploys.lib.watchconf import (
     WATCH_CONFIG_PATH,
     WATCH_UNIT,
@@ -29,7 +29,6 @@ from deploys.lib.watchconf import (
     render_watch_toml,
     render_watch_unit,
 )
-from watchdog_daemon.config.dropin import render_dropin
 
 q = shlex.quote
 
@@ -156,7 +155,7 @@ def slurmrestd_access() -> None:
     no_socket = f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}"
     dropin = ops.text_file(name="slurmrestd drop-in", settings=settings,
                            path=settings.slurmrestd_dropin,
-                           text=render_dropin(socket_path=settings.slurmrestd_socket), **quick)
+                           text=slurmrestd_dropin(settings), **quick)
     if watchdog:
         watch_files = [
             ops.text_file(name=f"Watchdog config {WATCH_CONFIG_PATH}", settings=settings,

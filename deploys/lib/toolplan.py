@@ -10,6 +10,12 @@ from __future__ import annotations
 import shlex
 
 from deploys.lib.settings import Settings
+from watchdog_daemon.config.dropin import render_dropin
+
+
+def slurmrestd_dropin(settings: Settings) -> str:
+    """The drop-in this host's slurmrestd gets (the deploy writes it, the report compares it)."""
+    return render_dropin(socket_path=settings.slurmrestd_socket, slurm_conf=settings.slurm_conf)
 
 
 def controller_up(settings: Settings) -> str:

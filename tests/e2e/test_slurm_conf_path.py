@@ -30,14 +30,18 @@ WAIT_UP = ("for i in $(seq 120); do ss -Hltn 'sport = :6819' | grep -q . && "
            f"SLURM_CONF={SLURM_CONF} scontrol ping 2>/dev/null | grep -q UP && exit 0; "
            "sleep 0.5; done; exit 1")
 # Where the site tells Slurm's daemons (and the stand-in, which reads slurm.conf only to grade
-# accounting: the real agent does not read it) about the path.
+# accounting: the real agent does not read it) about the path. Debian's units start only where
+# /etc/slurm/slurm.conf (slurmdbd: slurmdbd.conf) exists: a site moving them replaces that too.
 MOVE = f"""set -e
 systemctl stop slurmctld slurmd slurmdbd
 mv /etc/slurm {CONF_DIR}
 for unit in {' '.join(DAEMONS)}; do
+  conf={SLURM_CONF}; [ $unit = slurmdbd ] && conf={DBD_CONF}
   mkdir -p /etc/systemd/system/$unit.service.d
-  printf '[Service]\\nEnvironment=SLURM_CONF={SLURM_CONF}\\n' \\
+  printf '[Unit]\\nConditionPathExists=\\nConditionPathExists=%s\\n[Service]\\n' "$conf" \\
     > /etc/systemd/system/$unit.service.d/site-conf.conf
+  printf 'Environment=SLURM_CONF={SLURM_CONF}\\n' \\
+    >> /etc/systemd/system/$unit.service.d/site-conf.conf
 done
 for unit in slurm-web-agent slurm-web-agent-uwsgi; do
   mkdir -p /etc/systemd/system/$unit.service.d

@@ -72,3 +72,15 @@ def test_nested_runtime_directory():
 def test_unsafe_values_rejected(kw):
     with pytest.raises(ValueError):
         render_dropin(**kw)
+
+
+def test_a_slurm_conf_elsewhere_is_given_to_slurmrestd():
+    """The drop-in's `Environment=` clears a site's own SLURM_CONF for slurmrestd (measured on
+    the testbed: it then looked for /etc/slurm/slurm.conf and exited), so the drop-in says it."""
+    text = render_dropin(slurm_conf="/etc/slurm-llnl/slurm.conf")
+    lines = text.splitlines()
+    assert lines.index("Environment=SLURM_CONF=/etc/slurm-llnl/slurm.conf") > \
+        lines.index("Environment=")
+    assert render_dropin(slurm_conf="/etc/slurm/slurm.conf") == SEED_DROPIN
+    with pytest.raises(ValueError):
+        render_dropin(slurm_conf="/etc/slurm llnl/slurm.conf")

@@ -14,6 +14,7 @@ import re
 DROPIN_PATH = "/etc/systemd/system/slurmrestd.service.d/slurm-web.conf"
 DEFAULT_SOCKET = "/run/slurmrestd/slurmrestd.socket"
 DEFAULT_BIN = "/usr/sbin/slurmrestd"
+DEFAULT_SLURM_CONF = "/etc/slurm/slurm.conf"
 
 # No whitespace (ExecStart splits on it), no `%` (systemd specifiers), no `$` (variables),
 # no quotes or backslashes (systemd unquoting): a path stays the literal path.
@@ -26,7 +27,7 @@ _TEMPLATE = """\
 ExecStart=
 Environment=
 Environment="SLURM_JWT=daemon"
-ExecStart={slurmrestd_bin} $SLURMRESTD_OPTIONS -a rest_auth/jwt unix:{socket_path}
+{slurm_conf_line}ExecStart={slurmrestd_bin} $SLURMRESTD_OPTIONS -a rest_auth/jwt unix:{socket_path}
 RuntimeDirectory={runtime_dir}
 RuntimeDirectoryMode=0755
 User={user}
@@ -56,9 +57,16 @@ def render_dropin(
     slurmrestd_bin: str = DEFAULT_BIN,
     user: str = "slurmrestd",
     group: str = "slurmrestd",
+    slurm_conf: str = DEFAULT_SLURM_CONF,
 ) -> str:
-    """Text of the drop-in; with the defaults, byte for byte the Slurm-web documentation's."""
-    for name, value in (("socket_path", socket_path), ("slurmrestd_bin", slurmrestd_bin)):
+    """Text of the drop-in; with the defaults, byte for byte the Slurm-web documentation's.
+
+    Its `Environment=` clears every Environment= line before it, a site's own
+    `SLURM_CONF=` for slurmrestd included (measured: slurmrestd then looked for
+    /etc/slurm/slurm.conf, found none, and exited). So a slurm.conf elsewhere is said here.
+    """
+    for name, value in (("socket_path", socket_path), ("slurmrestd_bin", slurmrestd_bin),
+                        ("slurm_conf", slurm_conf)):
         if not _SAFE_PATH.fullmatch(value):
             raise ValueError(f"{name} {value!r} is not a plain absolute path")
     for name, value in (("user", user), ("group", group)):
@@ -70,4 +78,6 @@ def render_dropin(
         runtime_dir=runtime_directory(socket_path),
         user=user,
         group=group,
+        slurm_conf_line="" if slurm_conf == DEFAULT_SLURM_CONF
+        else f"Environment=SLURM_CONF={slurm_conf}\n",
     )

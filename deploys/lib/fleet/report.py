@@ -12,8 +12,8 @@ from typing import Any
 from deploys.lib.cluster import ClusterPlan
 from deploys.lib.hoststate import HostState, RemoteFile
 from deploys.lib.settings import Settings
+from deploys.lib.toolplan import slurmrestd_dropin
 from deploys.lib.watchconf import WATCH_UNIT, watchdog_leftover
-from watchdog_daemon.config.dropin import render_dropin
 from watchdog_daemon.system.agentunits import choose as choose_agent_units
 
 NO_WATCHDOG = "not needed (no key here)"
@@ -173,7 +173,7 @@ def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
     if "slurmrestd" in roles:
         cells["copy"] = _judge_key_file(hs.file(s.agent_key_path), s.agent_user, s.agent_group,
                                         s.agent_key_mode, "the agent's copy", problems)
-        wanted = hashlib.sha256(render_dropin(socket_path=s.slurmrestd_socket).encode()).hexdigest()
+        wanted = hashlib.sha256(slurmrestd_dropin(s).encode()).hexdigest()
         dropin = hs.file(s.slurmrestd_dropin)
         if not dropin.exists:
             cells["dropin"] = "missing"
