@@ -71,6 +71,17 @@ def site(tmp_path):
                "port": port, "config": tmp_path / "watch.toml", "units": units}
 
 
+def _terminate(proc: subprocess.Popen) -> str:
+    """SIGTERM, as systemd stops it; its stderr (the JSON events)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _out, err = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _out, err = proc.communicate()
+    return err
+
+
 def _watch(site, **popen: object) -> subprocess.Popen:
     """The daemon as a process, with fake_systemctl as its systemctl."""
     return subprocess.Popen([sys.executable, "-m", "tests.fakes.fake_systemctl", "run",
@@ -209,12 +220,7 @@ def test_late_reload_followed_by_probing_with_the_agents_copy(site):
         assert wait_for(lambda: status()[0] == 0 and status()[1]["state"] == "in_sync",
                         timeout=10)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _out, err = proc.communicate()
+        err = _terminate(proc)
     events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
     assert events.count("waiting_for_slurm") == 1 and "slurm_switched" in events
     assert events.count("synced") == 1
@@ -275,12 +281,7 @@ def test_status_proves_the_agent_can_serve_now(site):
                                                     ExitCode.CONNECTION_REFUSED), timeout=10), \
             code_reason()
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            _out, err = proc.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _out, err = proc.communicate()
+        err = _terminate(proc)
     events = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
     not_serving = [e["reason"] for e in events if e["event"] == "agent_not_serving"]
     assert not_serving[:3] == ["agent_unit_not_active", "agent_started_before_copy",
