@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import slurmweb_loader
 from watchdog_daemon.config.agentconf import (
     AgentSettings,
     ConfigError,
@@ -70,9 +71,16 @@ def test_deprecated_socket_key():
     assert s.uri == "unix:///run/s.sock" and s.socket_path == Path("/run/s.sock")
 
 
-def test_uri_wins_over_socket():
-    s = parse_agent_ini("[service]\ncluster=c\n[slurmrestd]\nsocket=/a\nuri=unix:///b\n")
-    assert s.socket_path == Path("/b")
+@pytest.mark.parametrize("rest", ["socket=/a\nuri=unix:///b\n", "socket=/a\n", "uri=unix:///b\n"])
+def test_the_socket_is_the_one_slurmwebs_agent_uses(rest, tmp_path):
+    """Slurm-web's agent (slurmweb/apps/agent.py, 4.2 to 6.0) uses the deprecated `socket` when
+    its settings loader kept it, else `uri`; and the loader (RFL.settings, 1.4 to 1.9) drops
+    `socket` when `uri` is also set. So uri wins over socket, as Slurm-web's own loader says."""
+    text = f"[service]\ncluster=c\n[slurmrestd]\n{rest}"
+    loaded = slurmweb_loader.load(text, tmp_path)
+    used = (Path(loaded.slurmrestd.socket) if loaded.slurmrestd.socket
+            else Path(loaded.slurmrestd.uri.path))
+    assert parse_agent_ini(text).socket_path == used
 
 
 def test_http_uri_has_no_socket_path():
