@@ -310,3 +310,40 @@ def test_status_of_a_killed_daemon_whose_pid_was_given_to_another_process(site):
     state_file.write_text(json.dumps(state))
     code, shown = _status(site)
     assert (code, shown["running"]) == (ExitCode.WATCH_NOT_READY, False)
+
+
+def test_a_rotation_is_followed_while_the_metrics_port_is_flooded(site):
+    """Issue 21: 2,000 idle connections held on the metrics port (any local user can open
+    them) do not keep the daemon from following a rotation within its usual time."""
+    import contextlib as _contextlib
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(hard, 4096)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    proc = _watch(site, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    idle: list[socket.socket] = []
+    try:
+        assert wait_for(lambda: _status(site)[0] == 0, timeout=15)
+        for _ in range(2000):
+            s = socket.socket()
+            s.setblocking(False)
+            with _contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", site["port"]))
+            idle.append(s)
+        new = new_key("flood")
+        site["fake"].config.slurmctld_key = new  # Slurm accepts the new key at once
+        write_key(site["key"], new)
+        start = time.monotonic()
+        assert wait_for(lambda: site["copy"].read_bytes() == new, timeout=10, interval=0.01)
+        assert time.monotonic() - start < 2.0
+        assert wait_for(lambda: _status(site)[0] == 0 and _status(site)[1]["state"] == "in_sync",
+                        timeout=10)
+        assert len(os.listdir(f"/proc/{proc.pid}/fd")) < 64
+    finally:
+        for s in idle:
+            s.close()
+        err = _terminate(proc)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "Too many open files" not in err

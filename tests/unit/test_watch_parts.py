@@ -410,10 +410,20 @@ def test_unit_has_the_required_settings():
                  "ProtectHome=yes", "PrivateTmp=yes", "NoNewPrivileges=yes",
                  "CapabilityBoundingSet=CAP_CHOWN CAP_FOWNER CAP_DAC_READ_SEARCH "
                  "CAP_DAC_OVERRIDE", "UMask=0077", "LimitCORE=0",
-                 "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6", "ProtectKernelTunables=yes",
+                 "RestrictAddressFamilies=AF_UNIX\n", "ProtectKernelTunables=yes",
                  "LockPersonality=yes", "MemoryDenyWriteExecute=yes",
-                 "SystemCallArchitectures=native"):
+                 "SystemCallArchitectures=native", "ProtectProc=invisible", "ProcSubset=pid",
+                 "LimitNOFILE=512", "TasksMax=64", "MemoryMax=256M", "IPAddressDeny=any\n"):
         assert line in text, line
+    assert "IPAddressAllow" not in text and "AF_INET" not in text
+
+
+def test_inet_is_allowed_only_for_the_metrics():
+    from watchdog_daemon.watch.config import WatchConfig
+
+    text = render_unit(WatchConfig(metrics=("127.0.0.1", 9812)))
+    assert "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6\n" in text
+    assert "IPAddressDeny=any\nIPAddressAllow=localhost\n" in text
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="no systemd-analyze")

@@ -2,7 +2,8 @@
 
 No prometheus_client: a dozen counters and gauges in the text exposition format are a few lines,
 and every dependency is one more wheel to carry to air-gapped agent hosts. The server is
-http.server on a daemon thread, bound to a loopback address only (config refuses anything else).
+http.server on a daemon thread, one connection at a time with a timeout (below), bound to a
+loopback address only (config refuses anything else).
 Metric values are counts, timestamps and 0/1 states: no key material, not even a fingerprint
 (a label per key would grow without bound over the months).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
 PREFIX = "slurmrestd_access_watch_"
@@ -103,7 +104,31 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(value)
 
 
-class _ThreadingHTTPServerV6(ThreadingHTTPServer):
+# One connection at a time, each bounded in time, so that local users cannot take what the
+# root daemon needs: with a thread per connection and no timeout (ThreadingHTTPServer), about a
+# thousand idle connections used up its descriptors, and it could no longer open the key, run
+# systemctl or re-arm inotify. Connections waiting their turn stay in the kernel (its listen
+# queue, LISTEN_BACKLOG long), which costs the daemon no descriptor; an idle or slow one
+# holds the single handler for at most REQUEST_TIMEOUT seconds. Scrapes may wait meanwhile;
+# the sync pipeline does not.
+REQUEST_TIMEOUT = 2.0
+LISTEN_BACKLOG = 16
+MAX_BODY = 1 << 20  # the exposition is a few kB; never more than this in one answer
+
+
+class _Server(HTTPServer):
+    request_queue_size = LISTEN_BACKLOG
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        conn.settimeout(REQUEST_TIMEOUT)
+        return conn, addr
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        return  # a client that went away or timed out is not journal material
+
+
+class _ServerV6(_Server):
     address_family = socket.AF_INET6
 
 
@@ -112,25 +137,25 @@ class MetricsServer:
         metrics_ref = metrics
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = REQUEST_TIMEOUT  # also bounds reading the request line and headers
+
             def do_GET(self) -> None:
                 if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                     self.send_error(404)
                     return
-                body = metrics_ref.render().encode()
+                body = metrics_ref.render().encode()[:MAX_BODY]
                 self.send_response(200)
                 self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
                 self.send_header("Content-Length", str(len(body)))
+                self.send_header("Connection", "close")
                 self.end_headers()
                 self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 return  # scrapes every 15 s are not journal material
 
-        server_cls: type[ThreadingHTTPServer] = (
-            _ThreadingHTTPServerV6 if ":" in host else ThreadingHTTPServer
-        )
+        server_cls: type[_Server] = _ServerV6 if ":" in host else _Server
         self._server = server_cls((host, port), Handler)
-        self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever,
                                         name="watch-metrics", daemon=True)
 

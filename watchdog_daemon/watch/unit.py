@@ -6,8 +6,10 @@ ReadWritePaths= match a non-default copy path: `slurmrestd-access watch --print-
 
 The reason for each setting is a comment in the unit text itself, so that it reaches the
 administrator who reads the installed unit. In short: the daemon runs as root because it must
-read slurm:slurm 0600, write into the agent's directory and chown to slurm-web; everything else
-root could do is taken away.
+read slurm:slurm 0600, write into the agent's directory, chown to slurm-web and restart the agent
+unit. What it keeps is said in the unit and in docs/watchdog.md ("What the sandbox allows"):
+uid 0 may ask PID 1 for any unit job (restarting the agent needs it), so the sandbox bounds
+files, capabilities, devices, network and resources, not what systemd would do on its behalf.
 """
 
 from __future__ import annotations
@@ -87,10 +89,16 @@ MemoryDenyWriteExecute=yes
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
 SystemCallErrorNumber=EPERM
-# unix: slurmrestd's socket, sd_notify, systemctl; inet: the opt-in loopback metrics only.
-RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+{address_families}
 IPAddressDeny=any
-IPAddressAllow=localhost
+{ip_allow}# Other processes are not ours to look at (status reads our /proc entry from outside).
+ProtectProc=invisible
+ProcSubset=pid
+# Bounded, whatever local users do to it (metrics connections, a huge copy...): a few dozen
+# descriptors, a dozen threads and ~40 MB are what it uses (measured: docs/watchdog.md).
+LimitNOFILE=512
+TasksMax=64
+MemoryMax=256M
 
 [Install]
 WantedBy=multi-user.target
@@ -108,7 +116,16 @@ def render_unit(config: WatchConfig | None = None, *, exec_path: str = DEFAULT_E
         paths.append(str(state_dir))
     # "-": a missing directory must not keep the daemon from starting and reporting it.
     rw = " ".join(f"-{p}" for p in paths)
+    if cfg.metrics is None:
+        families = ("# unix only: slurmrestd's socket, sd_notify, systemctl (no metrics).\n"
+                    "RestrictAddressFamilies=AF_UNIX")
+        ip_allow = ""
+    else:
+        families = ("# unix: slurmrestd's socket, sd_notify, systemctl; inet: the loopback "
+                    "metrics.\nRestrictAddressFamilies=AF_UNIX AF_INET AF_INET6")
+        ip_allow = "IPAddressAllow=localhost\n"
     return _TEMPLATE.format(unit_name=UNIT_NAME, exec_start=exec_start, read_write_paths=rw,
+                            address_families=families, ip_allow=ip_allow,
                             config_invalid=int(ExitCode.CONFIG_INVALID),
                             user_missing=int(ExitCode.USER_MISSING),
                             io_error=int(ExitCode.IO_ERROR))
