@@ -228,3 +228,58 @@ def test_an_agent_that_crashed_for_want_of_its_key_is_revived_by_the_rotation_it
     status, jobs = hostcheck.agent_get(topo, host, "/v6.0.0/jobs")
     assert status == 200 and isinstance(jobs, list)
     wait_for(lambda: status_code(topo, host)[0] == 0, 30, "status 0: in sync, agent serving")
+
+
+# -- issue 21: local users cannot blind the root watchdog through its metrics port ----------
+
+METRICS_PORT = 9812
+# Run as `nobody` (any local user): hold N idle connections to the metrics port until killed.
+FLOOD = """
+import os, socket, sys, time, contextlib
+held = []
+for _ in range(int(sys.argv[1])):
+    s = socket.socket()
+    s.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        s.connect(("127.0.0.1", int(sys.argv[2])))
+    held.append(s)
+print("held", len(held), flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_rotation_is_followed_while_2000_idle_connections_hold_the_metrics_port(
+        single_deployed):
+    topo, host, unit = single_deployed, "hpc1", "slurm-web-agent.service"
+    conf = "/etc/slurmrestd-access/watch.toml"
+    unit_path = f"/etc/systemd/system/{WATCH}"
+    topo.ssh(host, f"cp -p {conf} /root/watch.toml.orig && cp -p {unit_path} /root/watch.unit.orig"
+                   f" && echo 'metrics = \"127.0.0.1:{METRICS_PORT}\"' >> {conf} && "
+                   f"slurmrestd-access watch --print-unit > {unit_path} && "
+                   f"systemctl daemon-reload && systemctl restart {WATCH}")
+    try:
+        wait_for(lambda: status_code(topo, host)[0] == 0, 60, "status 0 with metrics on")
+        flood = (f"ulimit -n 4096; setpriv --reuid nobody --regid nogroup --clear-groups "
+                 f"python3 -c {shlex.quote(FLOOD)} 2000 "
+                 f"{METRICS_PORT} > /run/flood.out 2>&1 & echo $! > /run/flood.pid; "
+                 "for i in $(seq 100); do grep -q held /run/flood.out && exit 0; sleep 0.2; "
+                 "done; cat /run/flood.out; exit 1")
+        topo.ssh(host, flood)
+        assert topo.ssh(host, "cat /run/flood.out").stdout.strip() == "held 2000"
+        starts = agent_starts(topo, host, unit)
+        topo.ssh(host, ROTATE)
+        new_key = hostcheck.stat(topo, host, KEY)["sha256"]
+        back = topo.ssh(host, f"{RELOAD} && python3 -c {shlex.quote(AGENT_BACK)} {new_key}",
+                        check=False)
+        assert back.returncode == 0, f"the agent did not come back: {back.stderr}"
+        assert float(back.stdout.strip()) < 3.0, back.stdout  # as without the flood
+        assert agent_starts(topo, host, unit) == starts + 1
+        pid = topo.ssh(host, f"systemctl show -p MainPID --value {WATCH}").stdout.strip()
+        fds = int(topo.ssh(host, f"ls /proc/{pid}/fd | wc -l").stdout.strip())
+        assert fds < 64, fds
+        wait_for(lambda: status_code(topo, host)[0] == 0, 30, "status 0 after the rotation")
+    finally:
+        topo.ssh(host, "kill $(cat /run/flood.pid) 2>/dev/null; rm -f /run/flood.*; "
+                       f"cp -p /root/watch.toml.orig {conf} && cp -p /root/watch.unit.orig "
+                       f"{unit_path} && systemctl daemon-reload && systemctl restart {WATCH}",
+                 check=False)
