@@ -259,9 +259,9 @@ def test_a_rotation_is_followed_while_2000_idle_connections_hold_the_metrics_por
                    f"systemctl daemon-reload && systemctl restart {WATCH}")
     try:
         wait_for(lambda: status_code(topo, host)[0] == 0, 60, "status 0 with metrics on")
-        flood = (f"ulimit -n 4096; setpriv --reuid nobody --regid nogroup --clear-groups "
-                 f"python3 -c {shlex.quote(FLOOD)} 2000 "
-                 f"{METRICS_PORT} > /run/flood.out 2>&1 & echo $! > /run/flood.pid; "
+        flood = (f"ulimit -n 4096; setsid setpriv --reuid nobody --regid nogroup "
+                 f"--clear-groups python3 -c {shlex.quote(FLOOD)} 2000 {METRICS_PORT} "
+                 "< /dev/null > /run/flood.out 2>&1 & echo $! > /run/flood.pid; "
                  "for i in $(seq 100); do grep -q held /run/flood.out && exit 0; sleep 0.2; "
                  "done; cat /run/flood.out; exit 1")
         topo.ssh(host, flood)
