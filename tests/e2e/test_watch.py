@@ -279,7 +279,8 @@ def test_a_rotation_is_followed_while_2000_idle_connections_hold_the_metrics_por
         assert fds < 64, fds
         wait_for(lambda: status_code(topo, host)[0] == 0, 30, "status 0 after the rotation")
     finally:
-        topo.ssh(host, "kill $(cat /run/flood.pid) 2>/dev/null; rm -f /run/flood.*; "
+        topo.ssh(host, "kill $(cat /run/flood.pid) 2>/dev/null; pkill -u nobody python3; "
+                       "rm -f /run/flood.*; "
                        f"cp -p /root/watch.toml.orig {conf} && cp -p /root/watch.unit.orig "
                        f"{unit_path} && systemctl daemon-reload && systemctl restart {WATCH}",
                  check=False)
