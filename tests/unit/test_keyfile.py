@@ -428,3 +428,29 @@ def test_ensure_missing_user(tmp_path):
     with pytest.raises(KeyFileError) as info:
         ensure_key(tmp_path / "k", owner="no-such-user-xyz", group=MY_GROUP)
     assert info.value.exit_code == ExitCode.USER_MISSING and not (tmp_path / "k").exists()
+
+
+def test_a_huge_sparse_file_is_described_without_reading_it(tmp_path):
+    """Issue 21: whoever owns the copy's directory can put a 16 TiB sparse file there; the root
+    watchdog describes the copy on every run and must not hash it (4 GiB took 5.8 s)."""
+    import time
+
+    big = tmp_path / "k"
+    with open(big, "wb") as fh:
+        fh.truncate(1 << 32)  # 4 GiB of holes: 5.8 s to hash (measured)
+    start = time.monotonic()
+    st = describe_file(big)
+    assert time.monotonic() - start < 1.0
+    assert st.exists and st.is_regular and st.size == 1 << 32 and st.sha256 is None
+
+
+def test_a_file_that_grows_past_the_limit_while_hashed_gets_no_hash(tmp_path):
+    from watchdog_daemon.keys import keyfile
+
+    path = tmp_path / "k"
+    path.write_bytes(b"x" * (keyfile.MAX_KEY_BYTES + 1))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert keyfile._sha256_of_fd(fd) is None
+    finally:
+        os.close(fd)

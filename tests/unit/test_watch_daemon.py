@@ -651,3 +651,21 @@ def test_an_agent_that_is_down_at_start_is_not_serving_from_the_first_moment(tmp
         assert state["state"] == "in_sync" and h.systemctl.restarts == []
     finally:
         h.stop()
+
+
+def test_a_huge_sparse_copy_is_replaced_not_hashed(h):
+X
+    copy; the root daemon sees a copy that is not the key, without reading it, and installs
+    the key over it."""
+    h.start()
+    tmp = h.copy_path.with_name("huge")
+    with open(tmp, "wb") as fh:
+        fh.truncate(1 << 32)
+    os.chown(tmp, 65534, 65534)
+    os.chmod(tmp, 0o400)
+    os.replace(tmp, h.copy_path)
+    started = time.monotonic()
+    h.daemon.request_reconcile()
+    assert wait_for(lambda: h.copy_path.stat().st_size == len(h.old_key), timeout=5)
+    assert time.monotonic() - started < 3
+    assert h.copy_bytes() == h.old_key

@@ -160,12 +160,18 @@ def _read_fd(fd: int, limit: int) -> bytearray:
             return data
 
 
-def _sha256_of_fd(fd: int) -> str:
+def _sha256_of_fd(fd: int, limit: int = MAX_KEY_BYTES) -> str | None:
+    """SHA-256 of what `fd` holds; None past `limit` bytes: no key is that large, and a huge
+    (or sparse, or growing) file put at a path root hashes must not cost it hours of CPU."""
     digest = hashlib.sha256()
+    total = 0
     while True:
         chunk = os.read(fd, 65536)
         if not chunk:
             return digest.hexdigest()
+        total += len(chunk)
+        if total > limit:
+            return None
         digest.update(chunk)
 
 
@@ -280,7 +286,8 @@ def read_key(path: str | os.PathLike[str], *, allow_group: bool = False,
 
 
 def describe_file(path: str | os.PathLike[str]) -> FileState:
-    """Owner, mode, size and (when readable) SHA-256 of a path, never following a symlink."""
+    """Owner, mode, size and (when readable, and no larger than a key may be) SHA-256 of a
+    path, never following a symlink."""
     path = Path(path)
     try:
         st = os.lstat(path)
@@ -296,7 +303,8 @@ def describe_file(path: str | os.PathLike[str]) -> FileState:
             fd = None
         if fd is not None:
             try:
-                if os.fstat(fd).st_ino == st.st_ino:
+                fst = os.fstat(fd)
+                if fst.st_ino == st.st_ino and fst.st_size <= MAX_KEY_BYTES:
                     digest = _sha256_of_fd(fd)
             except OSError:
                 digest = None
