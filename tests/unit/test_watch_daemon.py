@@ -654,7 +654,7 @@ def test_an_agent_that_is_down_at_start_is_not_serving_from_the_first_moment(tmp
 
 
 def test_a_huge_sparse_copy_is_replaced_not_hashed(h):
-X
+    """Issue 21: slurm-web (owner of the copy's directory) puts a 4 GiB sparse file at the
     copy; the root daemon sees a copy that is not the key, without reading it, and installs
     the key over it."""
     h.start()
