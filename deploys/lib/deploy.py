@@ -130,7 +130,7 @@ def slurmrestd_access() -> None:
         unit = settings.slurmdbd_unit
         systemd.restart_unit(
             name=f"Restart {unit}", settings=settings, unit=unit,
-            wait_for=f"systemctl is-active -q {unit} && ss -Hltn "
+            wait_for=f"systemctl is-active -q {q(unit)} && ss -Hltn "
                      f"'sport = :{settings.slurmdbd_port}' | grep -q .",
             wait_seconds=settings.restart_wait,
             failure=f"{unit} did not come back: see journalctl -u {unit}",

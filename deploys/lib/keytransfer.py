@@ -144,7 +144,8 @@ def install_key(
         )
     digest = hashlib.sha256(key).hexdigest()
     command = StringCommand(
-        tool, "key", "install", "--path", shlex.quote(dest), "--owner", owner, "--group", group,
+        shlex.quote(tool), "key", "install", "--path", shlex.quote(dest), "--owner",
+        shlex.quote(owner), "--group", shlex.quote(group),
         "--mode", f"{mode:04o}", "--expect-sha256", digest, "--json",
         *(["--create-parent"] if create_parent else []),
     )

@@ -62,9 +62,10 @@ def _verified(path: str, digest: str) -> str:
     """Shell test that an uploaded file, now root's, holds what was sent. Under sudo pyinfra
     uploads through a file of the SSH user in /tmp with a predictable name (pyinfra#1085):
     whatever happened to it there, root installs nothing but what the workstation sent."""
+    said = q(f"{path}: the uploaded file does not match what was sent (sha256 {digest[:12]}…): "
+             "run the deploy again")
     return (f'[ "$(sha256sum < {q(path)} | cut -c1-64)" = {digest} ] || '
-            f'{{ echo "{path}: the uploaded file does not match what was sent '
-            f'(sha256 {digest[:12]}…): run the deploy again" >&2; rm -f {q(path)}; exit 1; }}')
+            f'{{ echo {said} >&2; rm -f {q(path)}; exit 1; }}')
 
 
 @functools.lru_cache(maxsize=8)

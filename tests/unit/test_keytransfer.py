@@ -56,3 +56,12 @@ def test_reading_from_a_host_that_went_down_fails_in_bounded_time():
         keytransfer.read_host_key(State(), KeySource("host", "beta-ctl", "/var/spool/k"))
     assert host.timeouts == [keytransfer.TRANSFER_TIMEOUT]
     assert "beta-ctl" in str(err.value)
+
+
+def test_inventory_values_reach_the_shell_quoted():
+    """Issue 21: paths and names from host data are quoted in the commands built from them."""
+    from deploys.lib.operations import _verified
+
+    check = _verified("/var/lib/x y/$(id).whl", "0" * 64)
+    assert "'/var/lib/x y/$(id).whl'" in check
+    assert '"/var/lib/x y' not in check  # not inside double quotes, where $(...) would run
