@@ -64,7 +64,8 @@ def key_source(settings: Settings, plan: ClusterPlan) -> KeySource:
     if settings.key_source_command:
         return KeySource("command", settings.key_source_command,
                          encoding=settings.key_source_encoding)
-    return KeySource("host", plan.key_origin, path=settings.jwt_key_path)
+    return KeySource("host", plan.key_origin, path=settings.jwt_key_path, tool=settings.tool,
+                     owner=settings.jwt_key_owner)
 
 
 @deploy("slurmrestd access")

@@ -24,9 +24,11 @@ class HostState(FactBase):
         groups: tuple[str, ...],
         tool_prefix: str,
         slurm_conf: str = "/etc/slurm/slurm.conf",
+        keys: tuple[str, ...] = (),
+        tool: str = "",
     ) -> str:
         return survey_script(list(files), list(units), list(users), list(groups), tool_prefix,
-                             slurm_conf)
+                             slurm_conf, keys, tool)
 
     def process(self, output: list[str]) -> HostStateData:
         return parse_survey(output)

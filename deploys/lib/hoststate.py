@@ -6,6 +6,7 @@ against, so a re-run that changes nothing costs few round trips.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass, field
 
@@ -23,11 +24,13 @@ class RemoteFile:
     group: str = ""
     mode: int = 0
     sha256: str | None = None
+    links: int = 1  # a key with more than one name is never trusted (nor hashed)
 
     def matches(self, sha256: str | None, owner: str, group: str, mode: int) -> bool:
         return (
             self.exists
             and self.kind == "regular file"
+            and self.links == 1
             and (sha256 is None or self.sha256 == sha256)
             and self.owner == owner
             and self.group == group
@@ -88,9 +91,15 @@ PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu/slurm-wlm", "/usr/lib/aarch64-linux-gn
 
 def survey_script(
     files: list[str], units: list[str], users: list[str], groups: list[str], tool_prefix: str,
-    slurm_conf: str = "/etc/slurm/slurm.conf",
+    slurm_conf: str = "/etc/slurm/slurm.conf", keys: tuple[str, ...] = (), tool: str = "",
 ) -> str:
-    """The shell script behind HostState; prints one tagged line per item."""
+    """The shell script behind HostState; prints one tagged line per item.
+
+    `keys`: the paths in `files` that hold key material, in directories unprivileged accounts
+    own. The installed tool describes them (`key fingerprint`: never a symlink followed, no
+    hash of a hard-linked file, FIFO or device opened non-blocking, at most 1 MiB read). Before
+    the tool is installed (a host's first deploy), a bounded shell fallback: regular file, one
+    link, read within 10 s."""
     q = shlex.quote
     lines = [
         "export LC_ALL=C",
@@ -116,13 +125,19 @@ def survey_script(
         'echo "jwtplugin $p/auth_jwt.so"; break; fi; done',
     ]
     for path in files:
-        lines.append(
+        shell = (
             f"if [ -e {q(path)} ] || [ -L {q(path)} ]; then "
-            f"s=$(stat -c '%U|%G|%a|%F' {q(path)}); "
-            f"h=$( [ -f {q(path)} ] && [ ! -L {q(path)} ] && sha256sum < {q(path)} | cut -c1-64); "
-            f"printf 'file|%s|1|%s|%s\\n' {q(path)} \"$s\" \"$h\"; "
+            f"s=$(stat -c '%U|%G|%a|%F' {q(path)}); l=$(stat -c %h {q(path)}); "
+            f"h=$( [ -f {q(path)} ] && [ ! -L {q(path)} ] && [ \"$l\" = 1 ] && timeout 10 "
+            f"sh -c 'sha256sum < \"$1\"' _ {q(path)} | cut -c1-64); "
+            f"printf 'file|%s|1|%s|%s|%s\\n' {q(path)} \"$s\" \"$h\" \"$l\"; "
             f"else printf 'file|%s|0\\n' {q(path)}; fi"
         )
+        if path in keys and tool:
+            shell = (f"if [ -x {q(tool)} ]; then printf 'keyjson|%s|' {q(path)}; "
+                     f"{q(tool)} key fingerprint --json --path {q(path)} 2>/dev/null "
+                     f"|| echo; else {shell}; fi")
+        lines.append(shell)
     for user in users:
         lines.append(f"getent passwd {q(user)} >/dev/null && echo 'user {user} 1' "
                      f"|| echo 'user {user} 0'")
@@ -136,6 +151,27 @@ def survey_script(
             + " | sed 's/^/unit /'"
         )
     return "\n".join(lines)
+
+
+def _from_fingerprint(path: str, text: str) -> RemoteFile:
+    """A key file as the tool's `key fingerprint --json` describes it. No answer (a broken
+    tool) reads as a file that matches nothing: the deploy acts, and the tool then says why."""
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return RemoteFile(path, True, kind="unknown", links=0)
+    if not isinstance(data, dict) or not data.get("exists"):
+        return RemoteFile(path, exists=False)
+    kind = ("symbolic link" if data.get("is_symlink")
+            else "regular file" if data.get("is_regular") else "not a regular file")
+    mode = data.get("mode")
+    links = data.get("links")
+    return RemoteFile(
+        path, True, kind=kind, owner=str(data.get("owner") or data.get("uid")),
+        group=str(data.get("group") or data.get("gid")),
+        mode=int(mode, 8) if isinstance(mode, str) and mode.isdigit() else 0,
+        sha256=data.get("sha256") or None, links=links if isinstance(links, int) else 1,
+    )
 
 
 def parse_survey(lines: list[str]) -> HostState:
@@ -165,10 +201,14 @@ def parse_survey(lines: list[str]) -> HostState:
                 state.files[path] = RemoteFile(path, exists=False)
                 continue
             owner, group, mode, kind, sha = parts[3:8]
+            links = parts[8] if len(parts) > 8 else "1"
             state.files[path] = RemoteFile(
                 path, True, kind=kind, owner=owner, group=group, mode=int(mode, 8),
-                sha256=sha or None,
+                sha256=sha or None, links=int(links) if links.isdigit() else 0,
             )
+        elif line.startswith("keyjson|"):
+            _, path, text = line.split("|", 2)
+            state.files[path] = _from_fingerprint(path, text)
         elif line.startswith(("user ", "group ")):
             tag, name, flag = line.split()
             (state.users if tag == "user" else state.groups)[name] = flag == "1"

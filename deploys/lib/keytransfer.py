@@ -1,8 +1,14 @@
 """Move a signing key between hosts through the workstation's memory, never its disk.
 
+A host's key is read by the host tool's `key export`, never by a shell redirect: root reads
+only a regular file of its own (no symlink, hard link, FIFO or device) owned by root or the
+key's owner, at most 1 MiB, and only if it has the SHA-256 the survey (or `key rotate`)
+reported: an account that swaps its key for a link to another file between the survey and the
+transfer gets a refusal naming the file, and no byte of the other file leaves the host.
 The key travels as the standard input of `slurmrestd-access key install` (never as an
-argument, so `ps` and pyinfra's output at any verbosity never show it), is checked by
-SHA-256 on arrival, and is installed by the tool atomically with its final owner and mode.
+argument, so `ps` and pyinfra's output at any verbosity never show it), followed by the
+SHA-256 it must have (on stdin too: a digest in argv is readable by every local user), is
+checked on arrival, and is installed by the tool atomically with its final owner and mode.
 `install_key` runs as a pyinfra FunctionCommand, at execution time. `source_sha256` (compare
 before install) runs while the operations are made: for a host source it is never called (the
 host's hash is a fact), a workstation file is read and hashed in memory, and a
@@ -15,6 +21,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import shlex
 import subprocess
 from dataclasses import dataclass
@@ -37,6 +44,8 @@ class KeySource:
     where: str  # host name, workstation path, or command line
     path: str = ""  # key path on the source host
     encoding: str = "raw"
+    tool: str = ""  # the host tool on the source host (reads the key there)
+    owner: str = ""  # who besides root may own the key on the source host
 
     def describe(self) -> str:
         if self.kind == "host":
@@ -90,30 +99,55 @@ def read_workstation_key(source: KeySource) -> bytes:
 TRANSFER_TIMEOUT = 120
 
 
-def read_host_key(state, source: KeySource) -> bytes:
+def export_command(source: KeySource, expect: bool) -> StringCommand:
+    return StringCommand(
+        shlex.quote(source.tool), "key", "export", "--path", shlex.quote(source.path),
+        *(("--owner", shlex.quote(source.owner)) if source.owner else ()),
+        *(("--expect-sha256-stdin",) if expect else ()),
+    )
+
+
+def _tool_reason(output) -> str:
+    """The host tool's reason, from its JSON on stdout or its ERROR line on stderr."""
+    for line in output.stdout_lines:
+        try:
+            report = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(report, dict) and report.get("message"):
+            return f"{report['message']} — {report.get('hint', '')} ({report.get('detail')})"
+    return " ".join(line for line in output.stderr_lines if line.strip())[-500:]
+
+
+def read_host_key(state, source: KeySource, expected_sha256: str | None = None) -> bytes:
     src = state.inventory.get_host(source.where)
     if not src.connected:
         src.connect(raise_exceptions=True)
-    # Under sudo the redirection is the root shell's (pyinfra wraps the whole command in
-    # `sudo sh -c`), and the key comes back on stdout, into memory.
     try:
         ok, output = src.run_shell_command(
-            StringCommand("base64", "-w0", "<", shlex.quote(source.path)), print_output=False,
-            _timeout=TRANSFER_TIMEOUT, **privilege.arguments(state, src),
+            export_command(source, expected_sha256 is not None), print_output=False,
+            _stdin=expected_sha256, _timeout=TRANSFER_TIMEOUT, **privilege.arguments(state, src),
         )
     except TimeoutError:
         raise KeySourceError(f"no answer from {source.where} within {TRANSFER_TIMEOUT} s while "
                              f"reading the key {source.path} (the host went down?)") from None
     if not ok:
-        raise KeySourceError(f"cannot read the key {source.path} on {source.where}")
+        raise KeySourceError(f"cannot read the key {source.path} on {source.where}: "
+                             + (_tool_reason(output) or "no answer (the connection was lost?)"))
     try:
-        return base64.b64decode("".join(output.stdout_lines), validate=True)
+        key = base64.b64decode("".join(output.stdout_lines), validate=True)
     except binascii.Error:
         raise KeySourceError(f"unreadable key {source.path} on {source.where}") from None
+    if expected_sha256 is not None and hashlib.sha256(key).hexdigest() != expected_sha256:
+        raise KeySourceError(f"the key read from {source.path} on {source.where} does not have "
+                             f"the SHA-256 it was surveyed with ({expected_sha256[:12]}...)")
+    return key
 
 
-def load_key(state, source: KeySource) -> bytes:
-    return read_host_key(state, source) if source.kind == "host" else read_workstation_key(source)
+def load_key(state, source: KeySource, expected_sha256: str | None = None) -> bytes:
+    if source.kind == "host":
+        return read_host_key(state, source, expected_sha256)
+    return read_workstation_key(source)
 
 
 _source_hashes: dict[KeySource, str] = {}
@@ -131,11 +165,15 @@ def source_sha256(state, source: KeySource) -> str:
 
 def install_key(
     state, host, source: KeySource, tool: str, dest: str, owner: str, group: str, mode: int,
-    create_parent: bool = False,
+    create_parent: bool = False, expected_sha256: str | None = None,
 ) -> bool:
-    """FunctionCommand body: load the key and install it on `host` through stdin."""
+    """FunctionCommand body: load the key and install it on `host` through stdin.
+
+    `expected_sha256`: the key's hash as the survey or `key rotate` reported it; the source
+    host refuses to send, and `host` to install, any other. None only when nothing has
+    reported it yet (a first deploy, whose controller creates the key in the same run)."""
     try:
-        key = load_key(state, source)
+        key = load_key(state, source, expected_sha256)
     except KeySourceError as exc:
         raise OperationError(str(exc)) from None
     if len(key) < 32:
@@ -146,10 +184,10 @@ def install_key(
     command = StringCommand(
         shlex.quote(tool), "key", "install", "--path", shlex.quote(dest), "--owner",
         shlex.quote(owner), "--group", shlex.quote(group),
-        "--mode", f"{mode:04o}", "--expect-sha256", digest, "--json",
+        "--mode", f"{mode:04o}", "--json",
         *(["--create-parent"] if create_parent else []),
     )
-    encoded = base64.b64encode(key).decode()
+    encoded = base64.b64encode(key).decode() + "\n" + (expected_sha256 or digest) + "\n"
     del key
     # Under sudo, stdin still reaches the tool: sudo reads no password from it (NOPASSWD, or
     # pyinfra's askpass helper with -A).

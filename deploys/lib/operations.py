@@ -258,7 +258,9 @@ def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group
         return
     survey.record(files=survey.written(dest, owner, group, mode, wanted))
     yield FunctionCommand(
-        install_key, (source, settings.tool, dest, owner, group, mode, create_parent), {}
+        install_key, (source, settings.tool, dest, owner, group, mode, create_parent),
+        # A host's key must still be the one surveyed: the source refuses to send another.
+        {"expected_sha256": wanted if source.kind == "host" else None},
     )
 
 
@@ -270,7 +272,7 @@ def _remote_sha256(source: KeySource) -> str | None:
         return known.sha256
     src = state.inventory.get_host(source.where)
     data = src.get_fact(HostState, files=(source.path,), units=(), users=(), groups=(),
-                        tool_prefix="/nonexistent")
+                        tool_prefix="/nonexistent", keys=(source.path,), tool=source.tool)
     return data.file(source.path).sha256
 
 

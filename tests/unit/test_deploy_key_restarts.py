@@ -48,7 +48,7 @@ def test_a_pushed_key_with_other_content_is_installed_and_restarts_slurmdbd(tmp_
     hosts = split(("slurm", "slurm", 0o600, "b" * 64))
     # The controller's key, read (base64 over SSH) to be pushed to the slurmdbd host.
     hosts["ctl"] = deployed_host(roles=("slurmctld", "compute"), key_sha=sha(NEW_KEY),
-                                 responses={"base64 -w0": base64.b64encode(NEW_KEY).decode()})
+                                 responses={"key export": base64.b64encode(NEW_KEY).decode()})
     hosts["rest"] = deployed_host(roles=("slurmrestd",), key_sha=sha(NEW_KEY))
     run = deploy(tmp_path, hosts)
     assert run.returncode == 0, run.output[-3000:]

@@ -20,7 +20,7 @@ def refusal(*said: str, user: str = "admin") -> list[str]:
 def split_cluster(data: dict, **rest_overrides) -> dict:
     """ctl holds the key; db's copy differs (so it is pushed); rest gets the agent's copy."""
     ctl = deployed_host(roles=("slurmctld", "compute"), key_sha=sha(NEW_KEY), data=dict(data),
-                        responses={"base64 -w0": base64.b64encode(NEW_KEY).decode()})
+                        responses={"key export": base64.b64encode(NEW_KEY).decode()})
     db = deployed_host(roles=("slurmdbd",), data=dict(data))
     rest = deployed_host(roles=("slurmrestd",), data=dict(data), **rest_overrides)
     return {"ctl": ctl, "db": db, "rest": rest}
@@ -41,7 +41,7 @@ def test_sudo_from_host_data_reaches_every_command_the_key_transfers_included(tm
     assert run.returncode == 0, run.output[-3000:]
     assert_all_under_sudo(run)
     # The key's transfers run in FunctionCommands, where pyinfra adds no sudo by itself.
-    assert run.ran("@fake/ctl", "base64 -w0") and run.ran("@fake/db", "key install")
+    assert run.ran("@fake/ctl", "key export") and run.ran("@fake/db", "key install")
     assert run.ran("@fake/rest", "key install --path /var/lib/slurm-web/slurmrestd.key")
 
 

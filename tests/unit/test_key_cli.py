@@ -67,26 +67,38 @@ def test_bad_mode_is_usage(tmp_path, capsys, mode):
 
 # ---- install -----------------------------------------------------------------------------------
 
-def install_argv(path, sha=SHA, mode="0400"):
+def install_argv(path, mode="0400"):
     return ["key", "install", "--path", str(path), "--owner", ME, "--group", MYG,
-            "--mode", mode, "--expect-sha256", sha, "--json"]
+            "--mode", mode, "--json"]
+
+
+def install_stdin(key=KEY, sha=SHA) -> bytes:
+    """What the deploy sends: the key in base64, then the SHA-256 it must have."""
+    return base64.b64encode(key) + b"\n" + sha.encode() + b"\n"
 
 
 def test_install(tmp_path, capsys, monkeypatch):
     dest = tmp_path / "copy"
-    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
+    feed(monkeypatch, install_stdin())
     code, out, _ = run(capsys, install_argv(dest))
     assert code == 0 and json.loads(out) == {"changed": True, "path": str(dest), "sha256": SHA}
     assert dest.read_bytes() == KEY and stat.S_IMODE(os.stat(dest).st_mode) == 0o400
-    feed(monkeypatch, base64.b64encode(KEY))
+    feed(monkeypatch, install_stdin().rstrip(b"\n"))
     code, out, _ = run(capsys, install_argv(dest))
     assert json.loads(out)["changed"] is False
 
 
+def test_install_takes_no_digest_in_argv(tmp_path):
+    """Any local user reads a command line: the digest travels on stdin only."""
+    with pytest.raises(SystemExit) as info:
+        main([*install_argv(tmp_path / "copy"), "--expect-sha256", SHA])
+    assert info.value.code == 2
+
+
 def test_install_sha_mismatch_writes_nothing(tmp_path, capsys, monkeypatch):
     dest = tmp_path / "copy"
-    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
-    code, out, err = run(capsys, install_argv(dest, sha="0" * 64))
+    feed(monkeypatch, install_stdin(sha="0" * 64))
+    code, out, err = run(capsys, install_argv(dest))
     assert code == ExitCode.CHANGE_REFUSED and not dest.exists()
     data = json.loads(out)
     assert (data["error"], data["detail"]) == ("change_refused", "sha256_mismatch")
@@ -94,20 +106,21 @@ def test_install_sha_mismatch_writes_nothing(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("stdin", [b"", b"not base64 !!!\n", b"QUJD\nQUJD\n", b"A" * 70000])
+@pytest.mark.parametrize("stdin", [b"", b"not base64 !!!\n" + SHA.encode(), b"QUJD\n",
+                                   b"QUJD\nQUJD\nQUJD\n", b"QUJD\nnot-a-digest\n",
+                                   b"A" * 70000])
 def test_install_bad_stdin(tmp_path, capsys, monkeypatch, stdin):
     feed(monkeypatch, stdin)
     code, out, _ = run(capsys, install_argv(tmp_path / "copy"))
     data = json.loads(out)
     assert code == ExitCode.USAGE and (data["error"], data["detail"]) == ("usage", "bad_input")
-    assert "!!!" not in out
+    assert "!!!" not in out and not (tmp_path / "copy").exists()
 
 
 def test_install_short_key(tmp_path, capsys, monkeypatch):
     short = b"s" * 16
-    feed(monkeypatch, base64.b64encode(short))
-    code, _out, _ = run(capsys, install_argv(tmp_path / "copy",
-                                            sha=hashlib.sha256(short).hexdigest()))
+    feed(monkeypatch, install_stdin(short, hashlib.sha256(short).hexdigest()))
+    code, _out, _ = run(capsys, install_argv(tmp_path / "copy"))
     assert code == ExitCode.KEY_TOO_SHORT and not (tmp_path / "copy").exists()
 
 
@@ -115,16 +128,10 @@ def test_install_refuses_symlink(tmp_path, capsys, monkeypatch):
     target = tmp_path / "target"
     target.write_bytes(b"t" * 40)
     (tmp_path / "copy").symlink_to(target)
-    feed(monkeypatch, base64.b64encode(KEY))
+    feed(monkeypatch, install_stdin())
     code, _, err = run(capsys, install_argv(tmp_path / "copy"))
     assert code == ExitCode.KEY_INSECURE and target.read_bytes() == b"t" * 40
     assert "symbolic link" in err
-
-
-def test_install_bad_sha_argument(tmp_path):
-    with pytest.raises(SystemExit) as info:
-        main(install_argv(tmp_path / "copy", sha="xyz"))
-    assert info.value.code == 2
 
 
 # ---- sync -----------------------------------------------------------------------------------
@@ -194,11 +201,11 @@ def test_fingerprint_missing(tmp_path, capsys):
 def test_install_creates_missing_parent_only_when_asked(tmp_path, capsys, monkeypatch):
     dest = tmp_path / "spool" / "slurm" / "jwt_hs256.key"
     argv = ["key", "install", "--path", str(dest), "--owner", ME, "--group", MYG,
-            "--mode", "0600", "--expect-sha256", SHA]
-    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
+            "--mode", "0600"]
+    feed(monkeypatch, install_stdin())
     code, out, _ = run(capsys, argv)
     assert code == ExitCode.CHANGE_REFUSED and not dest.parent.exists()
-    feed(monkeypatch, base64.b64encode(KEY) + b"\n")
+    feed(monkeypatch, install_stdin())
     code, out, _ = run(capsys, [*argv, "--create-parent"])
     assert code == 0 and json.loads(out)["changed"] is True
     assert dest.read_bytes() == KEY

@@ -16,7 +16,7 @@ from deploys.lib.fleet import rotation_plan as rp
 from deploys.lib.fleet.rotation import Rotation, StepFailed, rotate_cluster
 from deploys.lib.settings import Settings
 
-KEY = b"k" * 32  # what `base64 -w0 KEY` on the controller answers: the new key
+KEY = b"k" * 32  # what `key export` on the controller answers: the new key
 NEW_SHA = hashlib.sha256(KEY).hexdigest()
 OLD_SHA = hashlib.sha256(b"o" * 32).hexdigest()
 
@@ -67,11 +67,19 @@ class World:
         self.on_install = None  # called at each `key install` (e.g. to kill a host)
         self.host_data: dict[str, dict] = {}  # host -> pyinfra host data (e.g. _sudo)
         self.privileges: list[tuple[str, str, dict]] = []  # privilege arguments of each command
+        self.stdins: list[tuple[str, str, str | None]] = []  # (host, command, stdin)
+        self.exported = KEY  # what the controller's key is when `key export` reads it
 
     def answer(self, host: str, text: str, stdin):
         mark = "__slurmrestd_access_exit="
-        if text.startswith("base64 -w0"):
-            return True, Output([base64.b64encode(KEY).decode()])
+        self.stdins.append((host, text, stdin))
+        if " key export " in text:
+            # The real tool refuses a key other than the one on stdin (tests/unit/test_key_cli).
+            if stdin and hashlib.sha256(self.exported).hexdigest() != stdin.strip():
+                body = {"error": "change_refused", "detail": "sha256_mismatch",
+                        "message": "the key at /k has SHA-256 ..., not the expected", "hint": "h"}
+                return False, Output([json.dumps(body)])
+            return True, Output([base64.b64encode(self.exported).decode()])
         if " key rotate " in text:
             if self.rotate_fails:
                 body = {"error": "key_unreadable", "message": "cannot write /var/spool/slurm"}
@@ -144,11 +152,14 @@ def test_judging_the_proof():
 def test_a_successful_rotation_in_order():
     rotation, world = beta()
     rotation.rotate()
-    # The new key travels by hash: each install is checked against the SHA-256 of the key
-    # read from the controller (never a value the fake made up for the check).
+    # The new key travels by hash: the controller sends only the key `key rotate` reported,
+    # and each install is checked against that SHA-256, given on stdin (never in argv).
+    exports = [stdin for h, t, stdin in world.stdins if " key export " in t]
+    assert exports == [NEW_SHA, NEW_SHA]
     for host in ("db", "rest"):
-        (install,) = world.commands(host, "key install")
-        assert f"--expect-sha256 {hashlib.sha256(KEY).hexdigest()}" in install
+        (install,) = [stdin for h, t, stdin in world.stdins if h == host and " key install " in t]
+        assert install.splitlines() == [base64.b64encode(KEY).decode(), NEW_SHA]
+        assert NEW_SHA not in " ".join(world.commands(host, "key install"))
     steps = [h + ":" + t for h, t in world.log]
     first = next(i for i, s in enumerate(steps) if "key rotate" in s)
     keep_db = next(i for i, s in enumerate(steps) if s.startswith("db:") and "key sync" in s)
@@ -179,7 +190,7 @@ def test_every_command_of_the_rotation_runs_with_each_hosts_own_sudo_settings():
         assert (privilege.get("_sudo_password") == "pw") is (name == "db"), (name, text)
     assert any("key install" in t and p.get("_sudo") for h, t, p in world.privileges
                if h == "db")
-    assert any(t.startswith("base64 -w0") and p.get("_sudo") for h, t, p in world.privileges
+    assert any(" key export " in t and p.get("_sudo") for h, t, p in world.privileges
                if h == "ctl")
 
 

@@ -194,7 +194,7 @@ def test_key_install_failures(tmp_path, monkeypatch, capsys, case):
     elif case == "bad_base64":
         data = b"SENTINEL!!" + base64.b64encode(SENTINEL)
     elif case == "two_lines":
-        data = data + data
+        data = data + data + data
     elif case == "short":
         data = base64.b64encode(SHORT_SENTINEL)
         sha = SecretBytes(SHORT_SENTINEL).sha256
@@ -202,9 +202,9 @@ def test_key_install_failures(tmp_path, monkeypatch, capsys, case):
         dest.symlink_to(tmp_path / "elsewhere")
     elif case == "no_user":
         owner = "no-such-user-xyz"
-    _stdin(monkeypatch, data)
+    _stdin(monkeypatch, data.rstrip(b"\n") + b"\n" + sha.encode() + b"\n")
     code = main(["key", "install", "--path", str(dest), "--owner", owner, "--group",
-                 str(os.getegid()), "--expect-sha256", sha, "--json"])
+                 str(os.getegid()), "--json"])
     out, err = capsys.readouterr()
     assert code != 0
     assert_clean(out, err)

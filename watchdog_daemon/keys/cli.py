@@ -1,8 +1,12 @@
-"""`slurmrestd-access key ensure|install|sync|fingerprint|rotate`: JWT signing keys on this host.
+"""`slurmrestd-access key ensure|install|export|sync|fingerprint|rotate`: JWT signing keys on
+this host.
 
-The key itself never goes through a command-line argument (visible in `ps`), never to stdout or
-stderr: `install` reads it from stdin (one line of base64), `sync` copies it file to file, and
-every report names only paths, owners, modes and SHA-256 digests.
+The key itself never goes through a command-line argument (visible in `ps`), never to stderr:
+`install` reads it from stdin (one line of base64, then the SHA-256 it must have), `export`
+writes it to stdout for the deploy's transfer (one line of base64, and only after the file
+passed every rule of `read_key` and matched the SHA-256 given on stdin), `sync` copies it file
+to file, and every report names only paths, owners, modes and SHA-256 digests. Digests travel
+on stdin too: any local user can read a command line.
 
 Output: `ensure` and `install` print one JSON object ({"result"|"changed", "sha256", ...});
 `sync` and `fingerprint` print text, or JSON with `--json`. On failure: `ERROR: <reason>:
@@ -36,6 +40,7 @@ from watchdog_daemon.keys.keywrite import (
     ensure_key,
     install_key_atomically,
     make_parent_dirs,
+    resolve_owner,
     rotate_key,
 )
 from watchdog_daemon.keys.secret import SecretBytes
@@ -84,18 +89,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="accepted; the output is JSON anyway")
     p.set_defaults(func=_run_ensure)
 
-    p = sub.add_parser("install", help="install a key read from stdin (one line of base64), "
-                       "checked against --expect-sha256 before anything is written")
+    p = sub.add_parser("install", help="install a key read from stdin (a line of base64, then "
+                       "a line with the SHA-256 it must have, checked before anything is "
+                       "written)")
     p.add_argument("--path", required=True)
     p.add_argument("--owner", required=True)
     p.add_argument("--group", required=True)
     p.add_argument("--mode", type=_mode, default=0o400, help="octal (default 0400)")
-    p.add_argument("--expect-sha256", type=_sha256_hex, required=True, metavar="HEX")
     p.add_argument("--json", action="store_true", help="accepted; the output is JSON anyway")
     p.add_argument("--create-parent", action="store_true",
                    help="create missing parent directories 0755 (e.g. /var/spool/slurm, which "
                    "Debian's packages do not create)")
     p.set_defaults(func=_run_install)
+
+    p = sub.add_parser("export", help="print Slurm's key as one line of base64, for the "
+                       "deploy's transfer: only a regular file of its own (no symlink, hard "
+                       "link, FIFO or device), owned by root or --owner, at most 1 MiB")
+    p.add_argument("--path", required=True)
+    p.add_argument("--owner", action="append", default=[], metavar="USER",
+                   help="who besides root may own the key (repeatable)")
+    p.add_argument("--expect-sha256-stdin", action="store_true",
+                   help="read the SHA-256 the key must have from stdin; on a mismatch nothing "
+                   "is printed")
+    p.set_defaults(func=_run_export)
 
     p = sub.add_parser("sync", help="copy Slurm's key to the agent's copy on this host")
     p.add_argument("--source", required=True, help="Slurm's key (checked with Slurm's rules)")
@@ -131,12 +147,12 @@ def _print_json(data: dict[str, Any]) -> None:
 
 def _fail(args: argparse.Namespace, exc: KeyFileError | CliError) -> int:
     if isinstance(exc, KeyFileError):
-        reason, path, code = exc.reason, str(exc.path), exc.exit_code
+        reason, path, code = exc.detail, str(exc.path), exc.exit_code
     else:
         reason, path, code = exc.reason, exc.path, exc.exit_code
     # "error" is the README's name of the exit code; "detail" the finer kind.
     error = ExitCode(code).name.lower()
-    if getattr(args, "json", False) or args.key_command in ("ensure", "install", "rotate"):
+    if getattr(args, "json", False) or args.key_command in ("ensure", "install", "rotate", "export"):
         _print_json({"error": error, "detail": reason, "message": exc.message,
                      "hint": exc.hint, "exit_code": int(code), "file": path})
     sys.stderr.write(f"ERROR: {error}: {exc.message} — {exc.hint}\n")
@@ -163,35 +179,59 @@ def _run_ensure(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _read_stdin_key(path: str) -> SecretBytes:
+_INSTALL_INPUT = "send a line of base64 of the key (base64 -w0), then a line with its SHA-256"
+
+
+def _read_stdin_key(path: str) -> tuple[SecretBytes, str]:
+    """The key and the SHA-256 it must have, from stdin."""
     raw = sys.stdin.buffer.read(MAX_STDIN + 1)
     if len(raw) > MAX_STDIN:
-        raise CliError("bad_input", "more than 64 KiB on stdin: not a key",
-                       "send the key as one line of base64", ExitCode.USAGE, path)
-    lines = [line for line in raw.splitlines() if line.strip()]
-    if len(lines) != 1:
-        raise CliError("bad_input", f"expected one line of base64 on stdin, got {len(lines)}",
-                       "send the key as one line of base64 (base64 -w0)", ExitCode.USAGE, path)
+        raise CliError("bad_input", "more than 64 KiB on stdin: not a key", _INSTALL_INPUT,
+                       ExitCode.USAGE, path)
+    lines = [line.strip() for line in raw.splitlines() if line.strip()]
+    if len(lines) != 2:
+        raise CliError("bad_input", f"expected two lines on stdin (the key, its SHA-256), got "
+                       f"{len(lines)}", _INSTALL_INPUT, ExitCode.USAGE, path)
     try:
         # The error never quotes the input: it is the key.
-        data = base64.b64decode(lines[0].strip(), validate=True)
+        data = base64.b64decode(lines[0], validate=True)
     except (binascii.Error, ValueError):
-        raise CliError("bad_input", "stdin is not valid base64", "send base64 -w0 of the key",
-                       ExitCode.USAGE, path) from None
-    return SecretBytes(data)
+        raise CliError("bad_input", "the first line on stdin is not valid base64",
+                       _INSTALL_INPUT, ExitCode.USAGE, path) from None
+    try:
+        expected = _sha256_hex(lines[1].decode("ascii"))
+    except (UnicodeDecodeError, argparse.ArgumentTypeError):
+        raise CliError("bad_input", "the second line on stdin is not a SHA-256 (64 hex digits)",
+                       _INSTALL_INPUT, ExitCode.USAGE, path) from None
+    return SecretBytes(data), expected
+
+
+def _read_stdin_digest(path: str) -> str:
+    raw = sys.stdin.buffer.read(1024).strip()
+    try:
+        return _sha256_hex(raw.decode("ascii"))
+    except (UnicodeDecodeError, argparse.ArgumentTypeError):
+        raise CliError("bad_input", "stdin does not hold a SHA-256 (64 hex digits)",
+                       "send the SHA-256 the key must have on stdin", ExitCode.USAGE,
+                       path) from None
+
+
+def _refuse_other_key(secret: SecretBytes, expected: str, path: str, received: str) -> None:
+    if not hmac.compare_digest(secret.sha256, expected):
+        raise CliError(
+            "sha256_mismatch",
+            f"the key {received} has SHA-256 {secret.fingerprint}..., not the expected "
+            f"{expected[:12]}...: nothing was written or sent",
+            "the key changed since it was surveyed, or was damaged on the way: run the deploy "
+            "again (if it keeps changing, find who rewrites it)",
+            ExitCode.CHANGE_REFUSED, path,
+        )
 
 
 @_guard
 def _run_install(args: argparse.Namespace) -> int:
-    secret = _read_stdin_key(args.path)
-    if not hmac.compare_digest(secret.sha256, args.expect_sha256):
-        raise CliError(
-            "sha256_mismatch",
-            f"the key received has SHA-256 {secret.fingerprint}..., not the expected "
-            f"{args.expect_sha256[:12]}...: nothing was written",
-            "the key changed or was damaged on the way: run the deploy again",
-            ExitCode.CHANGE_REFUSED, args.path,
-        )
+    secret, expected = _read_stdin_key(args.path)
+    _refuse_other_key(secret, expected, args.path, "received")
     if len(secret) == 0:
         raise KeyFileError(KeyProblem.EMPTY, args.path, "the key received is empty",
                            "send a key of at least 32 bytes")
@@ -204,6 +244,26 @@ def _run_install(args: argparse.Namespace) -> int:
     changed = install_key_atomically(secret, args.path, owner=args.owner, group=args.group,
                                      mode=args.mode)
     _print_json({"changed": changed, "path": args.path, "sha256": secret.sha256})
+    return ExitCode.OK
+
+
+def _owner_uids(names: list[str], path: str) -> frozenset[int]:
+    uids = {0}
+    for name in names:
+        uids.add(resolve_owner(name, 0, path)[0])
+    return frozenset(uids)
+
+
+@_guard
+def _run_export(args: argparse.Namespace) -> int:
+    expected = _read_stdin_digest(args.path) if args.expect_sha256_stdin else None
+    # Slurm's own rule for its key (group bits allowed, no "other" bit), and the reader's:
+    # no symlink, no hard link, no FIFO or device, bounded in size.
+    secret = read_key(args.path, allow_group=True, owners=_owner_uids(args.owner, args.path))
+    if expected is not None:
+        _refuse_other_key(secret, expected, args.path, f"at {args.path}")
+    sys.stdout.write(base64.b64encode(secret.reveal()).decode() + "\n")
+    sys.stdout.flush()
     return ExitCode.OK
 
 

@@ -72,11 +72,13 @@ class KeyFileError(Exception):
     """A key file problem with a message and a hint for the administrator; never the content."""
 
     def __init__(self, problem: KeyProblem, path: str | os.PathLike[str], message: str,
-                 hint: str) -> None:
+                 hint: str, detail: str | None = None) -> None:
         self.problem = problem
         self.path = Path(path)
         self.message = message
         self.hint = hint
+        # The finer kind, for scripts: `key_symlink`, `key_hard_link`, `key_not_regular`...
+        self.detail = detail or self.reason
         super().__init__(f"{message} — {hint}")
 
     @property
@@ -105,7 +107,8 @@ class FileState:
     group: str | None = None
     mode: int | None = None  # permission bits only (S_IMODE)
     size: int | None = None
-    sha256: str | None = None  # only for a readable regular file
+    links: int | None = None  # hard links; a key with more than one is never read
+    sha256: str | None = None  # only for a readable regular file of its own (one link)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -126,18 +129,58 @@ def _forbidden_bits(allow_group: bool) -> int:
     return FORBIDDEN_SLURM_RULE if allow_group else FORBIDDEN_OWNER_ONLY
 
 
-def _check_lstat(path: Path, st: os.stat_result, allow_group: bool) -> None:
-    """The rules that do not need the content: regular file, not a symlink, permissions."""
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory",
+          stat.S_IFSOCK: "a socket"}
+
+
+def kind_of(mode: int) -> str:
+    """What a file is, in words for a message ("a FIFO", "a symbolic link")."""
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISREG(mode):
+        return "a regular file"
+    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+def check_structure(path: Path, st: os.stat_result, owners: frozenset[int] | None = None
+                    ) -> None:
+    """What makes a path unfit to be read or changed as root, whatever its mode: not a plain
+    file of its own. A symlink or a hard link would make root read (or chown) another file; a
+    FIFO or a device would block or stream forever. `owners`: the uids a key may belong to."""
     if stat.S_ISLNK(st.st_mode):
         raise KeyFileError(
             KeyProblem.INSECURE, path, f"key file {path} is a symbolic link",
             f"replace the link with a regular file (the link is never followed): rm {path}",
+            detail="key_symlink",
         )
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(
-            KeyProblem.INSECURE, path, f"key file {path} is not a regular file",
-            f"put a regular file at {path}",
+            KeyProblem.INSECURE, path, f"key file {path} is {kind_of(st.st_mode)}, not a "
+            "regular file", f"put a regular file at {path} (nothing else is read or changed)",
+            detail="key_not_regular",
         )
+    if st.st_nlink != 1:
+        raise KeyFileError(
+            KeyProblem.INSECURE, path,
+            f"key file {path} has {st.st_nlink} hard links: it may be another file's name",
+            f"replace it with a file of its own (never read or changed through a hard link): "
+            f"find / -xdev -samefile {path}", detail="key_hard_link",
+        )
+    if owners is not None and st.st_uid not in owners:
+        expected = ", ".join(sorted(_name_of_uid(uid) or str(uid) for uid in owners))
+        raise KeyFileError(
+            KeyProblem.INSECURE, path,
+            f"key file {path} belongs to {_name_of_uid(st.st_uid) or st.st_uid}, not to "
+            f"{expected}", f"check who put it there; give it to the key's owner: chown "
+            f"OWNER {path}", detail="key_wrong_owner",
+        )
+
+
+def _check_lstat(path: Path, st: os.stat_result, allow_group: bool,
+                 owners: frozenset[int] | None = None) -> None:
+    """The rules that do not need the content: a plain file of its own, permissions."""
+    check_structure(path, st, owners)
     bad = stat.S_IMODE(st.st_mode) & _forbidden_bits(allow_group)
     if bad:
         who = "others" if allow_group else "group or others"
@@ -145,7 +188,7 @@ def _check_lstat(path: Path, st: os.stat_result, allow_group: bool) -> None:
         raise KeyFileError(
             KeyProblem.INSECURE, path,
             f"key file {path} has permissions {_mode_text(st.st_mode)}: accessible to {who}",
-            f"restrict it: chmod {fix} {path}",
+            f"restrict it: chmod {fix} {path}", detail="key_permissions",
         )
 
 
@@ -194,11 +237,12 @@ def _name_of_gid(gid: int) -> str | None:
 
 
 def read_key(path: str | os.PathLike[str], *, allow_group: bool = False,
-             stable: bool = True) -> SecretBytes:
+             stable: bool = True, owners: frozenset[int] | None = None) -> SecretBytes:
     """Read a key file under the secrecy rules; raise KeyFileError naming the problem.
 
     `allow_group=False` is the agent copy's rule (owner only); `True` is Slurm's (no "other" bit).
     `stable=True` refuses content that changed while it was read (an in-place writer at work).
+    `owners`: the uids the file may belong to (None: any).
     """
     path = Path(path)
     try:
@@ -219,7 +263,7 @@ def read_key(path: str | os.PathLike[str], *, allow_group: bool = False,
             f"cannot look at key file {path}: {exc.strerror or type(exc).__name__}",
             "run as the key's owner (or root) and check the directories' permissions",
         ) from None
-    _check_lstat(path, st, allow_group)
+    _check_lstat(path, st, allow_group, owners)
 
     try:
         fd = os.open(path, _OPEN_READ_FLAGS)
@@ -232,7 +276,7 @@ def read_key(path: str | os.PathLike[str], *, allow_group: bool = False,
         if exc.errno == errno.ELOOP:  # replaced by a symlink between lstat and open
             raise KeyFileError(
                 KeyProblem.INSECURE, path, f"key file {path} is a symbolic link",
-                f"replace the link with a regular file: rm {path}",
+                f"replace the link with a regular file: rm {path}", detail="key_symlink",
             ) from None
         raise KeyFileError(
             KeyProblem.UNREADABLE, path,
@@ -242,7 +286,7 @@ def read_key(path: str | os.PathLike[str], *, allow_group: bool = False,
     try:
         before = os.fstat(fd)
         # Re-check on the opened inode: the path may have been swapped after lstat.
-        _check_lstat(path, before, allow_group)
+        _check_lstat(path, before, allow_group, owners)
         try:
             data = _read_fd(fd, MAX_KEY_BYTES)
         except OSError as exc:
@@ -286,8 +330,8 @@ def read_key(path: str | os.PathLike[str], *, allow_group: bool = False,
 
 
 def describe_file(path: str | os.PathLike[str]) -> FileState:
-    """Owner, mode, size and (when readable, and no larger than a key may be) SHA-256 of a
-    path, never following a symlink."""
+    """Owner, mode, size and (when readable, of its own, and no larger than a key may be)
+    SHA-256 of a path, never following a symlink."""
     path = Path(path)
     try:
         st = os.lstat(path)
@@ -304,7 +348,10 @@ def describe_file(path: str | os.PathLike[str]) -> FileState:
         if fd is not None:
             try:
                 fst = os.fstat(fd)
-                if fst.st_ino == st.st_ino and fst.st_size <= MAX_KEY_BYTES:
+                # Another name of the same inode may be any file of the host (a hard link
+                # made with fs.protected_hardlinks=0): its hash is not the key's to report.
+                if (fst.st_ino == st.st_ino and stat.S_ISREG(fst.st_mode)
+                        and fst.st_nlink == 1 and fst.st_size <= MAX_KEY_BYTES):
                     digest = _sha256_of_fd(fd)
             except OSError:
                 digest = None
@@ -314,7 +361,7 @@ def describe_file(path: str | os.PathLike[str]) -> FileState:
         path=str(path), exists=True, is_symlink=is_link, is_regular=is_reg,
         uid=st.st_uid, gid=st.st_gid, owner=_name_of_uid(st.st_uid),
         group=_name_of_gid(st.st_gid), mode=stat.S_IMODE(st.st_mode), size=st.st_size,
-        sha256=digest,
+        links=st.st_nlink, sha256=digest,
     )
 
 
@@ -323,6 +370,8 @@ __all__ = [
     "FORBIDDEN_SLURM_RULE",
     "MIN_KEY_BYTES",
     "FileState",
+    "check_structure",
+    "kind_of",
     "KeyFileError",
     "KeyProblem",
     "describe_file",

@@ -27,6 +27,7 @@ from watchdog_daemon.keys.keyfile import (
     KeyFileError,
     KeyProblem,
     describe_file,
+    kind_of,
     read_key,
 )
 from watchdog_daemon.keys.secret import SecretBytes
@@ -100,12 +101,25 @@ def _refuse_non_regular(dest: Path, st: os.stat_result) -> None:
     if stat.S_ISLNK(st.st_mode):
         raise KeyFileError(
             KeyProblem.INSECURE, dest, f"{dest} is a symbolic link: refusing to write through it",
-            f"remove the link (rm {dest}) and run again",
+            f"remove the link (rm {dest}) and run again", detail="key_symlink",
         )
     if not stat.S_ISREG(st.st_mode):
         raise KeyFileError(
-            KeyProblem.INSECURE, dest, f"{dest} is not a regular file: refusing to replace it",
-            f"remove or move {dest} and run again",
+            KeyProblem.INSECURE, dest, f"{dest} is {kind_of(st.st_mode)}, not a regular file: "
+            "refusing to replace it", f"remove or move {dest} and run again",
+            detail="key_not_regular",
+        )
+
+
+def _refuse_shared_inode(dest: Path, st: os.stat_result) -> None:
+    """A chown or chmod through a hard link changes the other name's file too (with
+    fs.protected_hardlinks=0 anyone can link any file): never repair such a file in place."""
+    if st.st_nlink != 1:
+        raise KeyFileError(
+            KeyProblem.INSECURE, dest, f"{dest} has {st.st_nlink} hard links: refusing to change "
+            "its owner or mode (that would change the other file too)",
+            f"replace it with a file of its own (find / -xdev -samefile {dest}), then run again",
+            detail="key_hard_link",
         )
 
 
@@ -129,6 +143,7 @@ def _repair_in_place(dest: Path, st: os.stat_result, uid: int, gid: int, mode: i
                 "run again",
             )
         _refuse_non_regular(dest, fst)
+        _refuse_shared_inode(dest, fst)
         os.fchmod(fd, narrow)
         if (fst.st_uid, fst.st_gid) != (uid, gid):
             os.fchown(fd, uid, gid)
@@ -281,6 +296,8 @@ def ensure_key(path: str | os.PathLike[str], *, owner: str | int = "slurm",
             raise _unwritable(path, "look at", exc) from None
         if st is not None:
             _refuse_non_regular(path, st)
+            # Even with the right owner and mode: Slurm would use another file's bytes as key.
+            _refuse_shared_inode(path, st)
             if (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (uid, gid, mode):
                 return "unchanged"
             _repair_in_place(path, st, uid, gid, mode)

@@ -123,10 +123,13 @@ class Rotation:
     def push_key(self, name: str, dest: str, owner: str, group: str, mode: int,
                  what: str) -> None:
         s = self.settings_of(name)
-        source = KeySource("host", self.hosts.controller,
-                           path=self.settings_of(self.hosts.controller).jwt_key_path)
+        ctl = self.settings_of(self.hosts.controller)
+        source = KeySource("host", self.hosts.controller, path=ctl.jwt_key_path, tool=ctl.tool,
+                           owner=ctl.jwt_key_owner)
         try:
-            install_key(self.state, self._host(name), source, s.tool, dest, owner, group, mode)
+            # Only the key `key rotate` reported leaves the controller, and only it is installed.
+            install_key(self.state, self._host(name), source, s.tool, dest, owner, group, mode,
+                        expected_sha256=self.new_sha)
         except StepFailed:
             raise
         except Exception as exc:  # OperationError from keytransfer: names paths, never keys
