@@ -1,4 +1,11 @@
+import hashlib
+import os
+import shutil
 import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from deploys.lib.hoststate import UnitState, parse_survey, survey_script
 
@@ -73,3 +80,53 @@ def test_survey_finds_the_jwt_plugin_through_plugindir(tmp_path):
     assert run().jwt_plugin == "" or not run().jwt_plugin.startswith(str(tmp_path))
     (plugins / "auth_jwt.so").write_bytes(b"")
     assert run().jwt_plugin == f"{plugins}/auth_jwt.so"
+
+
+def _attacked_paths(tmp_path):
+    """What an account owning the key's directory can leave at key paths (issue 21)."""
+    other = tmp_path / "shadow"
+    other.write_bytes(b"O" * 40)
+    other.chmod(0o600)
+    linked, fifo, symlink = tmp_path / "linked.key", tmp_path / "fifo.key", tmp_path / "sym.key"
+    os.link(other, linked)
+    os.mkfifo(fifo, 0o600)
+    symlink.symlink_to(other)
+    return [str(linked), str(fifo), str(symlink)]
+
+
+def _survey(paths, tool=""):
+    script = survey_script(paths, [], [], [], "/nonexistent", keys=tuple(paths), tool=tool)
+    if tool:
+        assert shutil.which(tool), tool
+    done = subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "OOOO" not in done.stdout
+    return parse_survey(done.stdout.splitlines())
+
+
+@pytest.mark.parametrize("through_tool", [True, False])
+def test_the_survey_neither_hashes_nor_blocks_on_attacked_key_paths(tmp_path, through_tool):
+    """Through the installed tool (`key fingerprint`), or before it is installed through the
+    bounded shell fallback: a hard link is reported with its links and no hash, a FIFO is
+    not opened, a symlink not followed; none of them matches a key."""
+    tool = str(Path(sys.executable).parent / "slurmrestd-access") if through_tool else ""
+    linked, fifo, symlink = _attacked_paths(tmp_path)
+    hs = _survey([linked, fifo, symlink], tool)
+    assert (hs.file(linked).kind, hs.file(linked).links, hs.file(linked).sha256) == \
+        ("regular file", 2, None)
+    assert hs.file(fifo).exists and hs.file(fifo).kind != "regular file"
+    assert hs.file(fifo).sha256 is None
+    assert hs.file(symlink).kind == "symbolic link" and hs.file(symlink).sha256 is None
+    for path in (linked, fifo, symlink):
+        assert not hs.file(path).matches(None, "root", "root", 0o600)
+
+
+def test_the_survey_reads_a_key_through_the_installed_tool(tmp_path):
+    key = tmp_path / "jwt.key"
+    key.write_bytes(b"K" * 40)
+    key.chmod(0o600)
+    tool = str(Path(sys.executable).parent / "slurmrestd-access")
+    script = survey_script([str(key)], [], [], [], "/nonexistent", keys=(str(key),), tool=tool)
+    assert "key fingerprint --json --path" in script
+    hs = _survey([str(key)], tool)
+    assert hs.file(str(key)).sha256 == hashlib.sha256(b"K" * 40).hexdigest()
+    assert hs.file(str(key)).kind == "regular file" and hs.file(str(key)).mode == 0o600

@@ -152,7 +152,8 @@ def _fail(args: argparse.Namespace, exc: KeyFileError | CliError) -> int:
         reason, path, code = exc.reason, exc.path, exc.exit_code
     # "error" is the README's name of the exit code; "detail" the finer kind.
     error = ExitCode(code).name.lower()
-    if getattr(args, "json", False) or args.key_command in ("ensure", "install", "rotate", "export"):
+    if getattr(args, "json", False) or args.key_command in (
+            "ensure", "install", "rotate", "export"):
         _print_json({"error": error, "detail": reason, "message": exc.message,
                      "hint": exc.hint, "exit_code": int(code), "file": path})
     sys.stderr.write(f"ERROR: {error}: {exc.message} — {exc.hint}\n")

@@ -370,10 +370,10 @@ __all__ = [
     "FORBIDDEN_SLURM_RULE",
     "MIN_KEY_BYTES",
     "FileState",
-    "check_structure",
-    "kind_of",
     "KeyFileError",
     "KeyProblem",
+    "check_structure",
     "describe_file",
+    "kind_of",
     "read_key",
 ]
