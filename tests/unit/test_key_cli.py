@@ -234,6 +234,53 @@ def test_rotate_keeps_the_previous_key_owner_only_and_installs_a_new_one(tmp_pat
     assert os.stat(path).st_ino != inode  # a new file renamed over: Slurm maps the old one
 
 
+def test_rotate_keeps_the_previous_key_in_a_private_directory_it_creates(tmp_path, capsys):
+    path = tmp_path / "spool" / "jwt.key"
+    path.parent.mkdir()
+    path.write_bytes(KEY)
+    os.chmod(path, 0o600)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    kept = state / "previous" / "key"
+    code, out, _ = run(capsys, ["key", "rotate", "--path", str(path), "--keep-previous",
+                                str(kept), "--private-dir", "--owner", ME, "--group", MYG])
+    assert code == 0, out
+    assert kept.read_bytes() == KEY and stat.S_IMODE(os.stat(kept).st_mode) == 0o600
+    assert os.stat(kept).st_uid == os.geteuid()  # root's in production, whatever --owner says
+    assert stat.S_IMODE(os.stat(kept.parent).st_mode) == 0o700
+
+
+@pytest.mark.parametrize("attack", ["symlink", "open_to_others", "parent_writable"])
+def test_a_private_dir_others_could_enter_is_refused_before_anything_is_kept(tmp_path, capsys,
+                                                                            attack):
+    """slurm-web (or whoever) must not be able to choose the previous key the proof signs
+    with or the rollback installs: the directory holding kept keys is ours, 0700."""
+    source = tmp_path / "copy"
+    source.write_bytes(KEY)
+    os.chmod(source, 0o400)
+    state = tmp_path / "state"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    if attack == "symlink":
+        state.mkdir(mode=0o700)
+        (state / "previous").symlink_to(elsewhere)
+    elif attack == "open_to_others":
+        state.mkdir(mode=0o700)
+        (state / "previous").mkdir()
+        os.chmod(state / "previous", 0o733)
+    else:
+        state.mkdir()
+        os.chmod(state, 0o777)
+    dest = state / "previous" / "copy"
+    code, out, err = run(capsys, ["key", "sync", "--source", str(source), "--dest", str(dest),
+                                  "--owner", ME, "--group", MYG, "--mode", "0600",
+                                  "--private-dir", "--json"])
+    report = json.loads(out)
+    assert code == ExitCode.KEY_INSECURE and report["detail"] == "state_dir_insecure"
+    assert "not a private directory" in err
+    assert list(elsewhere.iterdir()) == [] and not os.path.lexists(dest)
+
+
 def test_rotate_refuses_a_missing_key_and_the_key_as_its_own_previous(tmp_path, capsys):
     path = tmp_path / "jwt.key"
     code, out, _ = run(capsys, ["key", "rotate", "--path", str(path), "--keep-previous",

@@ -171,8 +171,23 @@ def test_a_successful_rotation_in_order():
     agent = next(i for i, s in enumerate(steps)
                  if "agent restart --timeout 60 --unit a.service" in s)
     assert first < keep_db < install_db < dbd < ctld < copy < old_check < agent, steps
-    # The old-key proof signs with the agent's previous copy, kept on the agent host.
-    assert "--key /var/lib/slurm-web/slurmrestd.key.previous" in world.commands("rest", "--key")[0]
+    # The old-key proof signs with the agent's previous copy, kept on the agent host in root's
+    # own directory (never beside the copy, in slurm-web's), and every kept key is root's.
+    kept = "/var/lib/slurmrestd-access/previous/%2Fvar%2Flib%2Fslurm-web%2Fslurmrestd.key"
+    assert f"--key {kept} " in world.commands("rest", "--key")[0]
+    for host in ("ctl", "db", "rest"):
+        (keep,) = world.commands(host, r"key (rotate|sync --source \S+ --dest /var/lib/slurmr)")
+        assert "--private-dir" in keep and "/var/lib/slurmrestd-access/previous/" in keep
+        assert ".previous" not in keep
+    for host in ("db", "rest"):
+        assert "--owner root --group root --mode 0600" in world.commands(host, "--private-dir")[0]
+    # Proven: no host keeps the previous key (nor a .previous of an older version).
+    for host, path in (("ctl", "/var/spool/slurm/jwt_hs256.key"),
+                       ("db", "/var/spool/slurm/jwt_hs256.key"),
+                       ("rest", "/var/lib/slurm-web/slurmrestd.key")):
+        (forget,) = world.commands(host, "rm -f")
+        assert rp.previous_path(path) in forget and f"{path}.previous" in forget
+        assert steps.index(f"{host}:{forget}") > agent
     assert world.commands("rest", "runuser -u slurm-web -- .* check")  # as the agent
 
 
@@ -210,7 +225,7 @@ def test_an_old_key_still_accepted_rolls_everything_back():
     problems = rotation.rollback()
     assert problems == []
     after = [h + ":" + t for h, t in world.log[start:]]
-    restores = [s for s in after if "key sync --source" in s and ".previous --dest" in s]
+    restores = [s for s in after if "key sync --source /var/lib/slurmrestd-access/previous/" in s]
     assert {s.split(":")[0] for s in restores} == {"ctl", "db", "rest"}
     assert any("restart slurmdbd" in s for s in after)
     assert any("restart slurmctld" in s for s in after)
@@ -237,7 +252,7 @@ def test_a_failed_generation_restores_nothing():
     assert world.commands("ctl", "key rotate")  # generation was tried, and failed
     # Nothing was kept by this run, so nothing is restored: an older *.previous never comes
     # back, no daemon is restarted.
-    assert world.commands(None, r"\.previous --dest") == []
+    assert world.commands(None, r"previous/\S+ --dest") == []
     assert world.commands(None, "restart") == []
     assert "generating the new key on ctl: cannot write /var/spool/slurm; nothing was " \
            "changed" in host.lines[-1]
@@ -289,7 +304,23 @@ def test_a_generation_without_answer_rolls_nothing_back_and_says_what_to_do():
     world.silent["ctl"] = ("key rotate",)  # the connection broke: done or not, unknown
     host = LoggingHost()
     assert rotate_cluster(rotation.state, host, rotation.hosts, rotation.settings_of) is False
-    assert world.commands(None, r"\.previous --dest") == []  # an older .previous stays put
+    assert world.commands(None, r"previous/\S+ --dest") == []  # an older .previous stays put
     assert "generating the new key on ctl: no answer from ctl" in host.lines[-1]
     assert "may or may not have been replaced" in host.lines[-1]
     assert "--limit beta" in host.lines[-1]
+
+
+def test_a_key_swapped_on_the_controller_after_generation_never_leaves_it():
+    """`slurm` replaces the new key (say by a link to root's SSH key) right after `key rotate`:
+    `key export` on the controller refuses what is not the key `key rotate` reported, so no
+    host is sent another file; the rotation fails with that reason and rolls back."""
+    rotation, world = beta()
+    world.exported = b"SENTINEL-root-ssh-key-" + b"r" * 40
+    with pytest.raises(StepFailed) as info:
+        rotation.rotate()
+    assert "installing the new key on db" in str(info.value)
+    assert "sha256_mismatch" in str(info.value) and "/k" in str(info.value)
+    assert world.commands(None, " key install ") == []
+    shown = " ".join(t for _h, t in world.log) + " ".join(str(i) for _h, _t, i in world.stdins)
+    assert "SENTINEL-root" not in shown
+    assert base64.b64encode(world.exported).decode() not in shown

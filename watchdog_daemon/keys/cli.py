@@ -38,6 +38,7 @@ from watchdog_daemon.keys.keyfile import (
 )
 from watchdog_daemon.keys.keywrite import (
     ensure_key,
+    ensure_private_dir,
     install_key_atomically,
     make_parent_dirs,
     resolve_owner,
@@ -119,13 +120,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--owner", default="slurm-web")
     p.add_argument("--group", default="slurm-web")
     p.add_argument("--mode", type=_mode, default=0o400, help="octal (default 0400)")
+    p.add_argument("--private-dir", action="store_true",
+                   help="create --dest's directory 0700 for us; refuse one others can enter")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_sync)
 
     p = sub.add_parser("rotate", help="replace the key by 32 new random bytes, keeping the "
-                       "current one (owner only) at --keep-previous for a rollback")
+                       "current one (ours, 0600) at --keep-previous for a rollback")
     p.add_argument("--path", required=True)
     p.add_argument("--keep-previous", required=True, metavar="PATH")
+    p.add_argument("--private-dir", action="store_true",
+                   help="create --keep-previous's directory 0700 for us; refuse one others can "
+                   "enter")
     p.add_argument("--owner", default="slurm")
     p.add_argument("--group", default="slurm")
     p.add_argument("--mode", type=_mode, default=0o600, help="octal (default 0600)")
@@ -272,6 +278,8 @@ def _run_export(args: argparse.Namespace) -> int:
 def _run_sync(args: argparse.Namespace) -> int:
     # Slurm's own rule for the source (group bits allowed, no "other" bit).
     secret = read_key(args.source, allow_group=True)
+    if args.private_dir:
+        ensure_private_dir(Path(args.dest).parent)
     changed = install_key_atomically(secret, args.dest, owner=args.owner, group=args.group,
                                      mode=args.mode)
     if args.json:
@@ -286,7 +294,7 @@ def _run_sync(args: argparse.Namespace) -> int:
 @_guard
 def _run_rotate(args: argparse.Namespace) -> int:
     previous, new = rotate_key(args.path, keep_previous=args.keep_previous, owner=args.owner,
-                               group=args.group, mode=args.mode)
+                               group=args.group, mode=args.mode, private_dir=args.private_dir)
     _print_json({"changed": True, "path": args.path, "sha256": new,
                  "previous": args.keep_previous, "previous_sha256": previous})
     return ExitCode.OK

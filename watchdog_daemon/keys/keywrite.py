@@ -277,6 +277,42 @@ def make_parent_dirs(directory: Path) -> None:
             raise _unwritable(each, "create directory", exc) from None
 
 
+def ensure_private_dir(directory: str | os.PathLike[str]) -> None:
+    """Make `directory` a place only we can enter: created 0700 (with missing parents) when
+    absent; refused when it is a link, not ours, or open to others, and so is its parent (the
+    rotation keeps previous keys there: an account that could write in it could choose the
+    key the proof signs with, or the one the rollback installs)."""
+    directory = Path(directory)
+    missing: list[Path] = []
+    current = directory
+    while not os.path.lexists(current):
+        missing.append(current)
+        current = current.parent
+    for each in reversed(missing):
+        try:
+            with _umask(0o077):
+                os.mkdir(each, 0o700)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise _unwritable(each, "create directory", exc) from None
+    for each, forbidden in ((directory, 0o077), (directory.parent, 0o022)):
+        try:
+            st = os.lstat(each)
+        except OSError as exc:
+            raise _unwritable(each, "look at", exc) from None
+        if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode) or \
+                st.st_uid != os.geteuid() or stat.S_IMODE(st.st_mode) & forbidden:
+            raise KeyFileError(
+                KeyProblem.INSECURE, each,
+                f"{each} is not a private directory ({kind_of(st.st_mode)}, owner uid "
+                f"{st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o}): refusing to keep keys in it",
+                f"remove it (it holds nothing but kept keys) or make it root's: chown root:root "
+                f"{each} && chmod {0o700 if forbidden == 0o077 else 0o755:o} {each}",
+                detail="state_dir_insecure",
+            )
+
+
 def ensure_key(path: str | os.PathLike[str], *, owner: str | int = "slurm",
                group: str | int = "slurm", mode: int = 0o600
                ) -> Literal["created", "repaired", "unchanged"]:
@@ -334,10 +370,11 @@ def ensure_key(path: str | os.PathLike[str], *, owner: str | int = "slurm",
 
 
 def rotate_key(path: str | os.PathLike[str], *, keep_previous: str | os.PathLike[str],
-               owner: str | int = "slurm", group: str | int = "slurm", mode: int = 0o600
-               ) -> tuple[str, str]:
+               owner: str | int = "slurm", group: str | int = "slurm", mode: int = 0o600,
+               private_dir: bool = False) -> tuple[str, str]:
     """Replace the key at `path` by 32 new CSPRNG bytes, keeping the current one at
-    `keep_previous` (owner only) for a rollback. Returns (previous sha256, new sha256).
+    `keep_previous` (ours, 0600: root's in production) for a rollback; `private_dir` makes its
+    directory ours and 0700 first. Returns (previous sha256, new sha256).
 
     The previous key is safely kept before the new one is renamed into place, so a crash in
     between leaves either the old key in place or both keys on disk, never no key.
@@ -347,7 +384,9 @@ def rotate_key(path: str | os.PathLike[str], *, keep_previous: str | os.PathLike
         raise KeyFileError(KeyProblem.UNWRITABLE, keep, "--keep-previous names the key itself",
                            "keep the previous key under another name, e.g. KEY.previous")
     old = read_key(path, allow_group=True)  # Slurm's own rule for its key
-    install_key_atomically(old, keep, owner=owner, group=group, mode=stat.S_IMODE(mode) & 0o700)
+    if private_dir:
+        ensure_private_dir(keep.parent)
+    install_key_atomically(old, keep, owner=os.geteuid(), group=os.getegid(), mode=0o600)
     new = SecretBytes(os.urandom(MIN_KEY_BYTES))
     install_key_atomically(new, path, owner=owner, group=group, mode=mode)
     return old.sha256, new.sha256
@@ -356,6 +395,7 @@ def rotate_key(path: str | os.PathLike[str], *, keep_previous: str | os.PathLike
 __all__ = [
     "TEMP_PREFIX",
     "ensure_key",
+    "ensure_private_dir",
     "install_key_atomically",
     "remove_stale_temp_files",
     "resolve_owner",

@@ -188,7 +188,21 @@ class Rotation:
             self.prove(name, "by slurmctld and slurmdbd")
             self.restart_agent(name)
             self.prove(name, "after the agent restart")
+        self.forget_previous()
         return old, new
+
+    def forget_previous(self) -> None:
+        """The rotation is proven: no host keeps the previous key any longer (a secret that
+        still opens tokens issued before). A host that cannot remove it is said, not fatal."""
+        for name in dict.fromkeys([*self.kept_keys, *self.kept_copies]):
+            s = self.settings_of(name)
+            paths = ([s.jwt_key_path] if name in self.kept_keys else []) + \
+                ([s.agent_key_path] if name in self.kept_copies else [])
+            try:
+                self.shell(name, rp.forget_script(paths), "removing the previous key", 60)
+            except Exception as exc:
+                self.log(f"WARNING: {describe(exc)}: remove {rp.PREVIOUS_DIR}/* on {name} by "
+                         "hand")
 
     def restart_daemons(self) -> None:
         for name in self.hosts.dbd_hosts:

@@ -1,10 +1,11 @@
 """What a coordinated key rotation does on which host of one cluster, and how it is judged. Pure.
 
-Order (each host's previous key is kept beside its key, owner only, so a rollback needs no key
-from anywhere else):
-  1. controller: `key rotate` (new key generated there, the old one kept as KEY.previous)
-  2. other key hosts (slurmdbd): keep their key as KEY.previous, get the new one by hash
-  3. agent hosts: keep the agent's copy as COPY.previous (root, 0600)
+Order (each host's previous key is kept on that host, so a rollback needs no key from anywhere
+else, in root's own 0700 directory STATE_DIR/previous: never beside the key, where the account
+owning the key's directory could replace it and steer the proof or the rollback):
+  1. controller: `key rotate` (new key generated there, the old one kept)
+  2. other key hosts (slurmdbd): keep their key, get the new one by hash
+  3. agent hosts: keep the agent's copy
   4. restart slurmdbd, wait until it listens; restart slurmctld, wait for `scontrol ping` UP.
      A restart, not `scontrol reconfigure`: reconfigure reloads the key on 24.11 but not on
      22.05 (measured on 24.11.5 and 22.05.8), and slurmdbd needs a restart anyway.
@@ -12,18 +13,25 @@ from anywhere else):
   6. proof: the previous key is refused by slurmctld (check --key COPY.previous, exit 30), the
      new copy is accepted (check as the agent user, exit 0)
   7. restart the agent, prove again as the agent does
-Any failure after step 1 rolls every host back onto its KEY.previous / COPY.previous, restarts
-the daemons and the agent onto it, and proves that the previous key works again.
+  8. the kept keys are removed (and a KEY.previous left beside a key by a version before 0.9)
+Any failure after step 1 rolls every host back onto its kept key, restarts the daemons and the
+agent onto it, and proves that the previous key works again; the kept keys stay, for the next
+rotation or the deploy to converge from, until a rotation succeeds.
 """
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from deploys.lib.cluster import ClusterPlan
 from deploys.lib.settings import Settings
 
-PREVIOUS_SUFFIX = ".previous"
+# The tool's own state on each host: root's, 0700 (`key rotate|sync --private-dir`).
+STATE_DIR = "/var/lib/slurmrestd-access"
+PREVIOUS_DIR = STATE_DIR + "/previous"
+LEGACY_SUFFIX = ".previous"
 # slurmrestd-access check's exit codes: 30 = slurmctld refused the token; 31/33 = slurmctld
 # accepted it and only slurmdbd refused it / could not be reached.
 REJECTED_BY_SLURMCTLD = 30
@@ -31,7 +39,13 @@ PASSED_SLURMCTLD = (0, 31, 33)
 
 
 def previous_path(path: str) -> str:
-    return path + PREVIOUS_SUFFIX
+    """Where a host keeps the key at `path` during a rotation: one flat name per path."""
+    return f"{PREVIOUS_DIR}/{quote(path, safe='')}"
+
+
+def legacy_previous_path(path: str) -> str:
+    """Where versions before 0.9 kept it: beside the key, in a directory `slurm` may own."""
+    return path + LEGACY_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -62,15 +76,14 @@ def rotation_hosts(plan: ClusterPlan) -> RotationHosts:
 
 def rotate_args(s: Settings) -> tuple[str, ...]:
     return ("key", "rotate", "--path", s.jwt_key_path, "--keep-previous",
-            previous_path(s.jwt_key_path), "--owner", s.jwt_key_owner, "--group",
-            s.jwt_key_group, "--mode", f"{s.jwt_key_mode:04o}")
+            previous_path(s.jwt_key_path), "--private-dir", "--owner", s.jwt_key_owner,
+            "--group", s.jwt_key_group, "--mode", f"{s.jwt_key_mode:04o}")
 
 
 def keep_key_args(s: Settings) -> tuple[str, ...]:
-    """Keep a key host's current key as KEY.previous (owner only)."""
+    """Keep a key host's current key in root's state directory."""
     return ("key", "sync", "--source", s.jwt_key_path, "--dest", previous_path(s.jwt_key_path),
-            "--owner", s.jwt_key_owner, "--group", s.jwt_key_group, "--mode",
-            f"{s.jwt_key_mode & 0o700:04o}")
+            "--owner", "root", "--group", "root", "--mode", "0600", "--private-dir")
 
 
 def restore_key_args(s: Settings) -> tuple[str, ...]:
@@ -80,10 +93,17 @@ def restore_key_args(s: Settings) -> tuple[str, ...]:
 
 
 def keep_copy_args(s: Settings) -> tuple[str, ...]:
-    """Keep the agent's current copy as COPY.previous, root's only (signs the old-key proof)."""
+    """Keep the agent's current copy in root's state directory (signs the old-key proof)."""
     return ("key", "sync", "--source", s.agent_key_path, "--dest",
             previous_path(s.agent_key_path), "--owner", "root", "--group", "root",
-            "--mode", "0600")
+            "--mode", "0600", "--private-dir")
+
+
+def forget_script(paths: list[str]) -> str:
+    """Shell removing a host's kept keys once the rotation is proven; `rm` removes a name and
+    never follows one, so a link an account left at a legacy path is removed, not its target."""
+    names = [previous_path(p) for p in paths] + [legacy_previous_path(p) for p in paths]
+    return "rm -f -- " + " ".join(shlex.quote(n) for n in names)
 
 
 def restore_copy_args(s: Settings) -> tuple[str, ...]:
@@ -138,4 +158,5 @@ def failure_message(cluster: str, why: str, rollback_problems: list[str], *,
             f"run the deploy for it (pyinfra -y INVENTORY deploys/slurmrestd_access.py --limit "
             f"{cluster}): it installs the controller's key on every host by SHA-256 and restarts "
             f"what reads it; then `python -m deploys.report INVENTORY --limit {cluster}` must say "
-            f"{cluster}: OK (the previous keys are kept as *.previous beside the keys)")
+            f"{cluster}: OK (until a rotation succeeds, each host keeps its previous key in "
+            f"{PREVIOUS_DIR}, root only)")
