@@ -116,12 +116,16 @@ def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
     topo, _, _ = fleet
     before = key_hashes(topo)
     reloads = hostcheck.reload_counts(topo)
+    # The test's own copies of the old key (the rotation keeps none once it is proven).
+    old_key, old_copy = "/root/old-jwt.key", "/root/old-copy.key"
+    topo.ssh("beta-ctl", f"install -m 0600 {KEY} {old_key}")
+    topo.ssh("beta-rest", f"install -m 0600 {COPY} {old_copy}")
     run = run_deploy(topo.inventory_path, ROTATE, "--limit", "beta", "-vvv")
     assert run.returncode == 0, run.output[-6000:]
     hostcheck.assert_systemd_settled(topo, reloads, most=0)  # restarts only, no unit file
     assert summary(run) == {"beta": "changed"}
     # Neither key shows in the output, at pyinfra's highest verbosity.
-    for path in (KEY, KEY + ".previous"):
+    for path in (KEY, old_key):
         raw = topo.ssh("beta-ctl", f"base64 -w0 {path}; echo; od -An -tx1 -v {path} | "
                                    "tr -d ' \n'").stdout.split()
         assert len(raw) == 2 and all(len(r) >= 44 for r in raw)
@@ -132,12 +136,18 @@ def test_rotating_beta_leaves_alpha_and_gamma_untouched_and_is_proven(fleet):
     new = after["beta-ctl:key"]
     assert new != before["beta-ctl:key"]
     assert after["beta-db:key"] == new and after["beta-rest:copy"] == new
-    # The previous key is kept beside the key, owner only; tokens signed with it are refused.
-    previous = hostcheck.stat(topo, "beta-ctl", KEY + ".previous")
-    assert previous["sha256"] == before["beta-ctl:key"]
-    assert (previous["owner"], previous["mode"]) == ("slurm", 0o600)
-    old = topo.ssh("beta-rest", f"slurmrestd-access check --key {COPY}.previous", check=False)
+    # Proven, so no host keeps the previous key: not in root's state directory where the
+    # rotation kept it, not beside the key. Tokens signed with it are refused.
+    for name in ("beta-ctl", "beta-db", "beta-rest"):
+        kept = topo.ssh(name, "ls -A /var/lib/slurmrestd-access/previous; "
+                              "stat -c '%U %a' /var/lib/slurmrestd-access/previous; "
+                              f"ls {KEY}.previous {COPY}.previous 2>&1 | grep -v 'No such'",
+                        check=False).stdout.split()
+        assert kept == ["root", "700"], (name, kept)
+    old = topo.ssh("beta-rest", f"slurmrestd-access check --key {old_copy}", check=False)
     assert old.returncode == 30, old.stdout + old.stderr
+    topo.ssh("beta-ctl", f"rm -f {old_key}")
+    topo.ssh("beta-rest", f"rm -f {old_copy}")
     topo.ssh("beta-rest", "runuser -u slurm-web -- slurmrestd-access check")
     status = hostcheck.agent_view(topo, "beta-rest")
     assert status["accepted"] is True and status["key_sha256"] == new

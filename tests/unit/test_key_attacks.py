@@ -240,3 +240,20 @@ def test_export_refuses_what_an_account_can_put_at_the_key_path(tmp_path, capsys
     assert code != 0 and report["detail"] == expected, report
     assert report["file"] == str(key) and str(key) in err
     assert len(out.splitlines()) == 1  # the refusal, and nothing else on stdout
+
+
+def test_a_rollback_replaces_a_planted_link_and_never_writes_through_it(tmp_path, capsys,
+                                                                       other_file):
+    kept = tmp_path / "kept"
+    kept.write_bytes(KEY)
+    os.chmod(kept, 0o600)
+    key = tmp_path / "jwt.key"
+    key.symlink_to(other_file)
+    argv = ["key", "sync", "--source", str(kept), "--dest", str(key), "--owner", str(ME),
+            "--group", str(MYG), "--mode", "0600", "--json"]
+    assert main(argv) == ExitCode.KEY_INSECURE  # a plain sync refuses the link
+    capsys.readouterr()
+    assert main([*argv, "--replace-link"]) == 0
+    capsys.readouterr()
+    assert not key.is_symlink() and key.read_bytes() == KEY
+    assert other_file.read_bytes() == SECRET and stat.S_IMODE(os.stat(other_file).st_mode) == 0o600

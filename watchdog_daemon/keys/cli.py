@@ -122,6 +122,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", type=_mode, default=0o400, help="octal (default 0400)")
     p.add_argument("--private-dir", action="store_true",
                    help="create --dest's directory 0700 for us; refuse one others can enter")
+    p.add_argument("--replace-link", action="store_true",
+                   help="replace a symlink at --dest (never written through) instead of "
+                   "refusing it: a rollback restoring a key")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_run_sync)
 
@@ -281,7 +284,7 @@ def _run_sync(args: argparse.Namespace) -> int:
     if args.private_dir:
         ensure_private_dir(Path(args.dest).parent)
     changed = install_key_atomically(secret, args.dest, owner=args.owner, group=args.group,
-                                     mode=args.mode)
+                                     mode=args.mode, replace_link=args.replace_link)
     if args.json:
         _print_json({"changed": changed, "source": args.source, "dest": args.dest,
                      "sha256": secret.sha256})

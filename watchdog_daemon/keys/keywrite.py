@@ -186,11 +186,14 @@ def _write_temp(secret: SecretBytes, directory: Path, uid: int, gid: int, mode: 
 
 
 def install_key_atomically(secret: SecretBytes, dest: str | os.PathLike[str], *,
-                           owner: str | int, group: str | int, mode: int = 0o400) -> bool:
+                           owner: str | int, group: str | int, mode: int = 0o400,
+                           replace_link: bool = False) -> bool:
     """Make `dest` hold `secret` with owner, group and mode; return whether anything changed.
 
     Same content: owner/mode repaired in place (never a rewrite: Slurm maps the file). Other
     content: a temp file in the same directory, complete with owner and mode, renamed over.
+    A symlink at `dest` is refused, or with `replace_link` replaced (rename replaces the link
+    itself, never its target): what a rollback does to a link an account planted at a key.
     """
     dest = Path(dest)
     uid, gid = resolve_owner(owner, group, dest)
@@ -202,7 +205,7 @@ def install_key_atomically(secret: SecretBytes, dest: str | os.PathLike[str], *,
     except OSError as exc:
         raise _unwritable(dest, "look at", exc) from None
 
-    if st is not None:
+    if st is not None and not (replace_link and stat.S_ISLNK(st.st_mode)):
         _refuse_non_regular(dest, st)
         current = describe_file(dest)
         if current.sha256 is not None and current.sha256 == secret.sha256:

@@ -87,9 +87,11 @@ def keep_key_args(s: Settings) -> tuple[str, ...]:
 
 
 def restore_key_args(s: Settings) -> tuple[str, ...]:
+    # A link planted at the key (by the account owning its directory) is replaced, not
+    # followed: the rollback puts a real key back.
     return ("key", "sync", "--source", previous_path(s.jwt_key_path), "--dest", s.jwt_key_path,
             "--owner", s.jwt_key_owner, "--group", s.jwt_key_group, "--mode",
-            f"{s.jwt_key_mode:04o}")
+            f"{s.jwt_key_mode:04o}", "--replace-link")
 
 
 def keep_copy_args(s: Settings) -> tuple[str, ...]:
@@ -109,7 +111,7 @@ def forget_script(paths: list[str]) -> str:
 def restore_copy_args(s: Settings) -> tuple[str, ...]:
     return ("key", "sync", "--source", previous_path(s.agent_key_path), "--dest",
             s.agent_key_path, "--owner", s.agent_user, "--group", s.agent_group,
-            "--mode", f"{s.agent_key_mode:04o}")
+            "--mode", f"{s.agent_key_mode:04o}", "--replace-link")
 
 
 def local_copy_args(s: Settings) -> tuple[str, ...]:
