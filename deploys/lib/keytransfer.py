@@ -30,6 +30,7 @@ from pathlib import Path
 from pyinfra.api import OperationError, StringCommand
 
 from deploys.lib import privilege
+from deploys.lib.hostfail import record_failure
 
 
 class KeySourceError(RuntimeError):
@@ -211,3 +212,12 @@ def install_key(
                "down, or the command timed out)")
         )
     return True
+
+
+def install_key_step(state, host, *args, **kwargs) -> bool:
+    """FunctionCommand body of the deploy: `install_key`, its refusal said as this host's
+    reason (a red line, and the per-cluster summary's), not as a Python traceback."""
+    try:
+        return install_key(state, host, *args, **kwargs)
+    except OperationError as exc:
+        return record_failure(host, str(exc))

@@ -20,7 +20,7 @@ from deploys.lib import hostpython, survey
 from deploys.lib.facts import HostState
 from deploys.lib.hostfail import ClusterStopped, host_local
 from deploys.lib.hoststate import RemoteFile, UnitState
-from deploys.lib.keytransfer import KeySource, install_key, source_sha256
+from deploys.lib.keytransfer import KeySource, install_key_step, source_sha256
 from deploys.lib.settings import Settings
 from deploys.lib.toolplan import agent_ini_args, check_args, plan_problems
 from deploys.lib.watchconf import WATCH_UNIT, removal_script, watchdog_leftover
@@ -258,7 +258,7 @@ def push_key(settings: Settings, source: KeySource, dest: str, owner: str, group
         return
     survey.record(files=survey.written(dest, owner, group, mode, wanted))
     yield FunctionCommand(
-        install_key, (source, settings.tool, dest, owner, group, mode, create_parent),
+        install_key_step, (source, settings.tool, dest, owner, group, mode, create_parent),
         # A host's key must still be the one surveyed: the source refuses to send another.
         {"expected_sha256": wanted if source.kind == "host" else None},
     )
