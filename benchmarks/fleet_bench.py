@@ -127,7 +127,8 @@ def main() -> None:
     three = first_and_reruns((), args.repeat, args.first)
     rotations = [run("deploys/rotate_key.py", "--limit", "beta")[0] for _ in range(args.repeat)]
     start = time.monotonic()
-    report = subprocess.run([sys.executable, "-m", "deploys.report", str(INVENTORY)], cwd=ROOT,
+    report = subprocess.run([sys.executable, "-m", "slurmrestd_access.report", str(INVENTORY)],
+                            cwd=ROOT,
                             capture_output=True, text=True, check=False)
     report_s = time.monotonic() - start
     if report.returncode != 0:

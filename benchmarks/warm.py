@@ -1,6 +1,6 @@
 """Fill the workstation's wheelhouse for the testbed's hosts before anything is timed.
 
-The wheelhouse (wheels and the site-packages bundle, see deploys/lib/wheelhouse.py) is built
+The wheelhouse (wheels and the site-packages bundle, see slurmrestd_access/wheelhouse.py) is built
 once per workstation and tool version, not once per deploy: a benchmark of deploys reports
 its cost apart instead of charging it to whichever run comes first.
 """
@@ -21,7 +21,7 @@ def warm_wheelhouse(host: str) -> float:
     """Seconds it took to make the wheelhouse for `host`'s Python and machine ready."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from deploys.lib.wheelhouse import ensure_wheelhouse
+    from slurmrestd_access.wheelhouse import ensure_wheelhouse
 
     # `testbed ssh` hands its words to the remote shell as one line: quote the script.
     done = subprocess.run([sys.executable, "-m", "tests.testbed", "ssh", host, "--",

@@ -2,9 +2,9 @@
 
     pyinfra inventories/example_site.py deploys/slurmrestd_access.py --dry
     pyinfra inventories/example_site.py deploys/slurmrestd_access.py --limit atlas
-    python -m deploys.rollout inventories/example_site.py --canary canary   # canary first
+    slurmrestd-access-rollout inventories/example_site.py --canary canary   # canary first
     pyinfra -y inventories/example_site.py deploys/rotate_key.py --limit atlas
-    python -m deploys.report inventories/example_site.py                    # read-only audit
+    slurmrestd-access-report inventories/example_site.py                    # read-only audit
 
 One group per cluster holds the hosts with their data (at least `cluster`, the ClusterName
 of slurm.conf). The role groups say what runs where, by host name:
@@ -12,7 +12,7 @@ of slurm.conf). The role groups say what runs where, by host name:
   slurmdbd    the accounting daemon's host(s); they get the same key (checked by SHA-256)
   slurmrestd  the host of slurmrestd AND the Slurm-web agent (a unix socket puts both on one host)
   compute     hosts running slurmd from a local slurm.conf (it gets the AuthAlt lines too)
-Any setting of deploys/lib/settings.py can be host data; the defaults are the values of the
+Any setting of slurmrestd_access/settings.py can be host data; the defaults are the values of the
 Slurm-web documentation.
 """
 
@@ -47,6 +47,6 @@ slurmdbd = ["atlas-db", "nova-mgmt"]
 slurmrestd = ["atlas-web", "nova-mgmt"]
 compute = []
 
-# Staged roll-outs: `python -m deploys.rollout INVENTORY --canary canary` deploys these first,
+# Staged roll-outs: `slurmrestd-access-rollout INVENTORY --canary canary` deploys these first,
 # and the rest only when every canary cluster succeeded (exit 3 and nothing else touched if not).
 canary = ["nova-mgmt"]

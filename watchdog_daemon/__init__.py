@@ -3,4 +3,4 @@
 The connect check, key sync, config merging and the key-rotation watchdog.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import sys
 
+from watchdog_daemon import __version__
 from watchdog_daemon.exitcodes import ExitCode
 
 # module name -> help line. Each module exposes `register(subparsers)` which adds its parser(s)
@@ -42,6 +43,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="slurmrestd-access",
         description="Host side of slurmrestd-access (Slurm-web agent, slurmrestd, JWT keys).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     modules = [only] if only else list(SUBCOMMAND_MODULES)
     for module_name in modules:

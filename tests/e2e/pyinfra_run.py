@@ -58,3 +58,13 @@ def run_deploy(inventory: Path, deploy: str = "deploys/slurmrestd_access.py", *e
                           env=env, check=False)
     output = re.sub(r"\x1b\[[0-9;]*m", "", done.stdout + done.stderr)
     return DeployRun(done.returncode, output, time.monotonic() - start)
+
+
+def report_cmd() -> list[str]:
+    """The fleet report, as installed: the package's console script beside this Python."""
+    return [str(Path(sys.executable).parent / "slurmrestd-access-report")]
+
+
+def rollout_cmd() -> list[str]:
+    """The staged rollout, as installed: the package's console script beside this Python."""
+    return [str(Path(sys.executable).parent / "slurmrestd-access-rollout")]

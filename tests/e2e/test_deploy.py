@@ -6,15 +6,14 @@ import json
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 
-from deploys.lib.settings import Settings
-from deploys.lib.watchconf import render_watch_toml
-from deploys.lib.wheelhouse import source_digest
+from slurmrestd_access.hostwheel import source_digest
+from slurmrestd_access.settings import Settings
+from slurmrestd_access.watchconf import render_watch_toml
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import ROOT, run_deploy
+from tests.e2e.pyinfra_run import ROOT, report_cmd, run_deploy
 
 pytestmark = pytest.mark.e2e
 
@@ -128,7 +127,8 @@ def test_second_run_changes_nothing_and_restarts_nothing(deployed):
 
 def test_a_rerun_from_another_workstation_changes_nothing(deployed, tmp_path):
     """Another workstation (or a wiped .cache/): its own wheelhouse, the tool's wheel built
-    again, with other bytes. The tool is not reinstalled and the watchdog not restarted."""
+    again (another SOURCE_DATE_EPOCH: the same bytes all the same, it is reproducible). The tool
+    is not reinstalled and the watchdog not restarted."""
     topo, _, _ = deployed
     cache = ROOT / ".cache" / "wheelhouse"
     other = tmp_path / "wheelhouse"
@@ -148,7 +148,7 @@ def test_a_rerun_from_another_workstation_changes_nothing(deployed, tmp_path):
     assert run.returncode == 0, run.output[-6000:]
     built = f"project-{source_digest()}"
     (ours,), (theirs,) = ((c / built).glob("*.whl") for c in (cache, other))
-    assert ours.read_bytes() != theirs.read_bytes()  # two builds, other bytes
+    assert ours.read_bytes() == theirs.read_bytes()  # two builds, the same bytes
     assert run.totals()["changed"] == 0, run.output[-4000:]
     assert state() == before
 
@@ -303,7 +303,7 @@ def test_split_a_watchdog_left_on_the_agent_host_without_the_key_is_removed_once
     assert hostcheck.watchdog(topo, rest) == hostcheck.WATCHDOG_ABSENT
 
     def report() -> tuple[int, dict]:
-        done = subprocess.run([sys.executable, "-m", "deploys.report", str(topo.inventory_path),
+        done = subprocess.run([*report_cmd(), str(topo.inventory_path),
                                "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                               check=False)
         return done.returncode, json.loads(done.stdout)

@@ -16,7 +16,7 @@ import time
 import pytest
 
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import ROOT, DeployRun, run_deploy
+from tests.e2e.pyinfra_run import ROOT, DeployRun, report_cmd, rollout_cmd, run_deploy
 from tests.e2e.test_deploy import COPY, KEY, assert_deployed
 
 pytestmark = pytest.mark.e2e
@@ -70,7 +70,7 @@ snapshot = hostcheck.snapshot
 
 
 def report(topo, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "deploys.report", str(topo.inventory_path),
+    return subprocess.run([*report_cmd(), str(topo.inventory_path),
                            *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           check=False)
 
@@ -212,7 +212,7 @@ def test_a_host_killed_mid_rotation_is_named_and_one_deploy_rerun_converges(flee
         assert ": ;" not in message and "failed: ;" not in message and ": ." not in message
         assert "Keys now: beta-ctl:/var/spool/slurm/jwt_hs256.key " in message, message
         assert "beta-db:/var/spool/slurm/jwt_hs256.key unknown" in message, message
-        assert "deploys/slurmrestd_access.py --limit beta" in message, message
+        assert "slurmrestd_access.deploys.slurmrestd_access --limit beta" in message, message
     finally:
         # beta-db comes back on its own disk (as after a power failure).
         topo.boot("beta-db")
@@ -301,7 +301,7 @@ def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
     before = {h: hostcheck.stat(topo, h, AGENT_INI) for h in others}
     gamma_before = snapshot(topo, ["gamma1"])
     try:
-        done = subprocess.run([sys.executable, "-m", "deploys.rollout", str(topo.inventory_path),
+        done = subprocess.run([*rollout_cmd(), str(topo.inventory_path),
                                "--canary", "gamma"], cwd=ROOT, capture_output=True, text=True,
                               timeout=600, check=False)
         out = done.stdout + done.stderr
@@ -312,7 +312,7 @@ def test_a_failed_canary_leaves_the_other_clusters_untouched(fleet):
         assert {h: hostcheck.stat(topo, h, AGENT_INI) for h in others} == before
     finally:
         topo.ssh("gamma1", "sed -i '/^SLURMRESTD_LISTEN=/d' /etc/default/slurmrestd")
-    done = subprocess.run([sys.executable, "-m", "deploys.rollout", str(topo.inventory_path),
+    done = subprocess.run([*rollout_cmd(), str(topo.inventory_path),
                            "--canary", "gamma"], cwd=ROOT, capture_output=True, text=True,
                           timeout=600, check=False)
     out = done.stdout

@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 
 import pytest
 
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import ROOT, run_deploy
+from tests.e2e.pyinfra_run import ROOT, report_cmd, run_deploy
 
 pytestmark = pytest.mark.e2e
 
@@ -249,7 +248,7 @@ def test_forky_rotation_then_watchdog_report_and_slurmd(forky_deployed):
     for host in ("forky-rest", "forky-ctl", "forky-cn"):
         assert hostcheck.watchdog(topo, host) == hostcheck.WATCHDOG_ABSENT, host
     restart_slurmd(topo)
-    report = subprocess.run([sys.executable, "-m", "deploys.report", str(topo.inventory_path),
+    report = subprocess.run([*report_cmd(), str(topo.inventory_path),
                              "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             check=False)
     assert report.returncode == 0, report.stdout + report.stderr

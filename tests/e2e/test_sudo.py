@@ -172,13 +172,13 @@ def test_a_rotation_over_sudo(site):
 
 
 def test_the_report_over_sudo(site):
-    done = site.module("deploys.report", *site.limit)
+    done = site.module("slurmrestd_access.report", *site.limit)
     assert done.returncode == 0, done.stdout[-4000:]
     assert "no root" not in done.stdout
 
 
 def test_a_staged_rollout_over_sudo(site):
-    done = site.module("deploys.rollout", "--canary", site.cluster)
+    done = site.module("slurmrestd_access.rollout", "--canary", site.cluster)
     assert done.returncode == 0, done.stdout[-4000:]
     part = done.stdout.split("--> Rollout summary:")[1]
     assert f"{site.cluster}: unchanged" in part

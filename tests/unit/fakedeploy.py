@@ -81,8 +81,8 @@ class FakeHost:
 
 def deployed_host(key_sha: str = "a" * 64, **overrides) -> FakeHost:
     """A single host on which the deploy already ran: every file and unit as it leaves them."""
-    from deploys.lib.settings import Settings, settings_from_host_data
-    from deploys.lib.watchconf import (
+    from slurmrestd_access.settings import Settings, settings_from_host_data
+    from slurmrestd_access.watchconf import (
         WATCH_CONFIG_PATH,
         WATCH_UNIT,
         WATCH_UNIT_PATH,
@@ -175,7 +175,7 @@ def _main(out: str, argv: list[str]) -> None:
 
     from pyinfra.connectors.fake import FakeConnector
 
-    from deploys.lib import operations, wheelhouse
+    from slurmrestd_access import operations, wheelhouse
 
     bundle = Path(tempfile.mkdtemp()) / f"bundle-{DIGEST}.tar.gz"
     bundle.write_bytes(b"")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from deploys.lib.hoststate import UnitState as SurveyedUnit
+from slurmrestd_access.hoststate import UnitState as SurveyedUnit
 from watchdog_daemon.system import cli as agent_cli
 from watchdog_daemon.system.agentunits import AGENT_UNITS, choose, restart_agent_units, unit_in_use
 from watchdog_daemon.system.systemctl import SubprocessSystemctl, UnitState

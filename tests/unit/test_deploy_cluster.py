@@ -1,6 +1,6 @@
 import pytest
 
-from deploys.lib.cluster import HostEntry, InventoryError, plan_clusters, roles_of
+from slurmrestd_access.cluster import HostEntry, InventoryError, plan_clusters, roles_of
 
 
 def entry(name, cluster, *roles):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys.lib.hoststate import UnitState, parse_survey, survey_script
+from slurmrestd_access.hoststate import UnitState, parse_survey, survey_script
 
 
 def test_parse_survey_output():

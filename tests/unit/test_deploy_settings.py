@@ -1,6 +1,6 @@
 import pytest
 
-from deploys.lib.settings import Settings, SettingsError, settings_from_host_data
+from slurmrestd_access.settings import Settings, SettingsError, settings_from_host_data
 
 
 def test_defaults_are_the_documentation_values():

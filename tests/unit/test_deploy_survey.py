@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploys.lib import survey
-from deploys.lib.hoststate import HostState, RemoteFile, UnitState
+from slurmrestd_access import survey
+from slurmrestd_access.hoststate import HostState, RemoteFile, UnitState
 
 KEY = "/var/spool/slurm/jwt_hs256.key"
 

@@ -3,7 +3,7 @@ daemon-reload, so that systemd is left with nothing pending (NeedDaemonReload=no
 
 from __future__ import annotations
 
-from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
+from slurmrestd_access.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
 from tests.unit.fakedeploy import deploy, deployed_host
 
 HOST = "@fake/hpc1"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploys.lib.settings import settings_from_host_data
-from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args, plan_problems
+from slurmrestd_access.settings import settings_from_host_data
+from slurmrestd_access.toolplan import agent_ini_args, conf_files, plan_args, plan_problems
 from watchdog_daemon import cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -118,8 +118,8 @@ def test_a_tool_that_could_not_look_is_a_problem():
 def test_the_controller_is_asked_with_the_hosts_slurm_conf():
     """scontrol finds slurm.conf at its compiled-in path; a host whose slurm.conf is elsewhere
     (and a sudo shell, whose env_reset drops SLURM_CONF) must be told where."""
-    from deploys.lib.settings import settings_from_host_data
-    from deploys.lib.toolplan import controller_up
+    from slurmrestd_access.settings import settings_from_host_data
+    from slurmrestd_access.toolplan import controller_up
 
     default = settings_from_host_data("h", {"cluster": "hpc"})
     assert controller_up(default).startswith("SLURM_CONF=/etc/slurm/slurm.conf scontrol ping")

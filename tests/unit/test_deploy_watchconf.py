@@ -1,8 +1,8 @@
 import pytest
 
-from deploys.lib.hoststate import HostState, RemoteFile, UnitState
-from deploys.lib.settings import SettingsError, settings_from_host_data
-from deploys.lib.watchconf import (
+from slurmrestd_access.hoststate import HostState, RemoteFile, UnitState
+from slurmrestd_access.settings import SettingsError, settings_from_host_data
+from slurmrestd_access.watchconf import (
     WATCH_CONFIG_PATH,
     WATCH_STATE_FILE,
     WATCH_UNIT,
@@ -110,7 +110,7 @@ def test_a_masked_watchdog_keeps_its_mask_only_the_config_goes():
 def test_the_watchdog_and_the_deploys_check_read_the_slurm_conf_of_the_host_data():
     """A site whose slurm.conf is elsewhere: the watchdog (watch.toml) and every check the
     deploy, the rotation and the report run (check_args) read that file for accounting."""
-    from deploys.lib.toolplan import check_args
+    from slurmrestd_access.toolplan import check_args
 
     s = settings_from_host_data("h", {"cluster": "c", "slurm_conf": "/etc/slurm-llnl/slurm.conf"})
     assert str(watch_config(s).slurm_conf) == "/etc/slurm-llnl/slurm.conf"

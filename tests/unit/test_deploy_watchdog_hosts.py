@@ -4,7 +4,7 @@ none, and one an earlier deploy installed there is taken away, once."""
 
 from __future__ import annotations
 
-from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
+from slurmrestd_access.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
 from tests.unit.fakedeploy import KEY, deploy, deployed_host
 
 CTL, DB, REST = "@fake/ctl", "@fake/db", "@fake/rest"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from deploys.lib.settings import Settings
+from slurmrestd_access.settings import Settings
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.watch import config as watchconfig
 

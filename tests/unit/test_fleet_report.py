@@ -1,12 +1,12 @@
-"""Judging the fleet report's facts (deploys/lib/fleet/report.py)."""
+"""Judging the fleet report's facts (slurmrestd_access/fleet/report.py)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
-from deploys.lib.cluster import ClusterPlan
-from deploys.lib.fleet.report import (
+from slurmrestd_access.cluster import ClusterPlan
+from slurmrestd_access.fleet.report import (
     NO_WATCHDOG,
     WATCH_UNIT,
     HostFacts,
@@ -15,8 +15,8 @@ from deploys.lib.fleet.report import (
     render_table,
     to_dict,
 )
-from deploys.lib.hoststate import HostState, RemoteFile, UnitState
-from deploys.lib.settings import Settings
+from slurmrestd_access.hoststate import HostState, RemoteFile, UnitState
+from slurmrestd_access.settings import Settings
 from watchdog_daemon.config.dropin import render_dropin
 
 S = Settings(cluster="beta", agent_unit="slurm-web-agent.service")
@@ -161,4 +161,4 @@ def test_a_watchdog_left_on_an_agent_host_without_the_key_is_named_with_the_fix(
     assert problem.startswith(f"rest: {WATCH_UNIT} is installed on an agent host that does not "
                               "hold Slurm's key")
     assert "run the deploy, which removes it (stop, disable)" in problem
-    assert "deploys/rotate_key.py" in problem
+    assert "slurmrestd_access.deploys.rotate_key" in problem

@@ -143,7 +143,7 @@ def test_vermin_would_flag_a_311_module(tmp_path):
 
 
 def test_wheelhouse_fetches_tomli_for_hosts_before_311_only():
-    from deploys.lib.wheelhouse import requirements
+    from slurmrestd_access.wheelhouse import requirements
 
     # pip download --python-version evaluates markers for the workstation's Python, not the
     # host's: the wheelhouse must do it, or a 3.9 host gets no TOML parser.
@@ -165,7 +165,7 @@ def _wheel(path: Path, name: str, requires: list[str]) -> Path:
 
 
 def test_wheelhouse_closes_dependencies_for_the_hosts_python(tmp_path):
-    from deploys.lib.wheelhouse import missing_dependencies
+    from slurmrestd_access.wheelhouse import missing_dependencies
 
     # structlog 25 on 3.9 needs typing-extensions; pip, running on 3.11, skips it.
     wheels = [

@@ -28,10 +28,10 @@ DEPLOY = '''
 from pyinfra import host, state
 from pyinfra.api import OperationError, StringCommand, operation
 
-from deploys.lib.fleet import summary_hook
-from deploys.lib.hostfail import host_local
-from deploys.lib.operations import stop_if_cluster_failed
-from deploys.lib.settings import Settings
+from slurmrestd_access.fleet import summary_hook
+from slurmrestd_access.hostfail import host_local
+from slurmrestd_access.operations import stop_if_cluster_failed
+from slurmrestd_access.settings import Settings
 
 summary_hook.install(state)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from pyinfra.api import OperationError
 
-from deploys.lib import keytransfer
-from deploys.lib.keytransfer import KeySource, KeySourceError
+from slurmrestd_access import keytransfer
+from slurmrestd_access.keytransfer import KeySource, KeySourceError
 
 
 class DeadHost:
@@ -60,7 +60,7 @@ def test_reading_from_a_host_that_went_down_fails_in_bounded_time():
 
 def test_inventory_values_reach_the_shell_quoted():
     """Issue 21: paths and names from host data are quoted in the commands built from them."""
-    from deploys.lib.operations import _verified
+    from slurmrestd_access.operations import _verified
 
     check = _verified("/var/lib/x y/$(id).whl", "0" * 64)
     assert "'/var/lib/x y/$(id).whl'" in check

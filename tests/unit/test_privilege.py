@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deploys.lib.privilege import (
+from slurmrestd_access.privilege import (
     Probe,
     classify_probe,
     classify_sudo_failure,

@@ -1,11 +1,11 @@
-"""Staged rollout decisions (deploys/lib/fleet/rollout_plan.py) and the command line
+"""Staged rollout decisions (slurmrestd_access/fleet/rollout_plan.py) and the command line
 (deploys/rollout)."""
 
 from __future__ import annotations
 
 from deploys import rollout
-from deploys.lib.fleet import rollout_plan as rp
-from deploys.lib.fleet.summary import ClusterSummary
+from slurmrestd_access.fleet import rollout_plan as rp
+from slurmrestd_access.fleet.summary import ClusterSummary
 
 OK = (ClusterSummary("alpha", "changed"),)
 FAILED = (ClusterSummary("alpha", "failed", failures=(("a1", "boom"),)),)
@@ -25,7 +25,8 @@ def test_canaries_are_limited_first_and_excluded_after():
 def test_pyinfra_command():
     stage = rp.stages(["alpha"])[0]
     cmd = rp.pyinfra_command("py", "inv.py", stage, ["--parallel", "4"], dry=False)
-    assert cmd == ["py", "-m", "pyinfra", "-y", "inv.py", "deploys/slurmrestd_access.py",
+    assert cmd == ["py", "-m", "pyinfra", "-y", "inv.py",
+                   "slurmrestd_access.deploys.slurmrestd_access",
                    "--limit", "alpha", "--parallel", "4"]
     assert "--dry" in rp.pyinfra_command("py", "inv.py", stage, [], dry=True)
 

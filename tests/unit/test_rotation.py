@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from deploys.lib.cluster import ClusterPlan
-from deploys.lib.fleet import rotation_plan as rp
-from deploys.lib.fleet.rotation import Rotation, StepFailed, rotate_cluster
-from deploys.lib.settings import Settings
+from slurmrestd_access.cluster import ClusterPlan
+from slurmrestd_access.fleet import rotation_plan as rp
+from slurmrestd_access.fleet.rotation import Rotation, StepFailed, rotate_cluster
+from slurmrestd_access.settings import Settings
 
 KEY = b"k" * 32  # what `key export` on the controller answers: the new key
 NEW_SHA = hashlib.sha256(KEY).hexdigest()
@@ -296,7 +296,7 @@ def test_a_host_that_dies_mid_rotation_gets_a_rollback_report_saying_what_to_do(
     assert "db:/var/spool/slurm/jwt_hs256.key unknown (no answer, or missing)" in message
     assert f"rest:/var/lib/slurm-web/slurmrestd.key {OLD_SHA[:12]} (the previous key)" in message
     assert "once every host of beta answers again, run the deploy for it (pyinfra -y " \
-           "INVENTORY deploys/slurmrestd_access.py --limit beta)" in message
+           "INVENTORY slurmrestd_access.deploys.slurmrestd_access --limit beta)" in message
 
 
 def test_a_generation_without_answer_rolls_nothing_back_and_says_what_to_do():

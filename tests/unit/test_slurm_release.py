@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from deploys.lib import hostpython
-from deploys.lib.hoststate import parse_survey, survey_script
-from deploys.lib.settings import SettingsError, settings_from_host_data
+from slurmrestd_access import hostpython
+from slurmrestd_access.hoststate import parse_survey, survey_script
+from slurmrestd_access.settings import SettingsError, settings_from_host_data
 from watchdog_daemon.config import preflight, slurmrelease
 from watchdog_daemon.config.slurmrelease import decide, parse_release
 
@@ -142,7 +142,7 @@ def test_allow_unsupported_slurm_host_data():
 
 
 def test_opted_in_hosts_check_the_api_their_release_serves():
-    from deploys.lib.toolplan import check_args
+    from slurmrestd_access.toolplan import check_args
 
     plain = settings_from_host_data("h", {"cluster": "c"})
     opted = settings_from_host_data("h", {"cluster": "c", "allow_unsupported_slurm": True})

@@ -1,10 +1,10 @@
-"""The per-cluster summary of a run (deploys/lib/fleet/summary.py)."""
+"""The per-cluster summary of a run (slurmrestd_access/fleet/summary.py)."""
 
 from __future__ import annotations
 
 import json
 
-from deploys.lib.fleet.summary import (
+from slurmrestd_access.fleet.summary import (
     ClusterSummary,
     HostOutcome,
     exit_code,
@@ -14,6 +14,7 @@ from deploys.lib.fleet.summary import (
     summarise,
     to_json,
 )
+from watchdog_daemon import __version__
 
 
 def test_unchanged_changed_and_failed_clusters():
@@ -63,6 +64,7 @@ def test_json_round_trip_and_render():
     assert from_json(text) == summaries
     out = render(summaries)
     assert "alpha: changed" in out and "gamma: failed (g1: r)" in out
+    assert out.splitlines()[-1] == f"--> slurmrestd-access {__version__}"
     assert "no cluster" in render([])
 
 

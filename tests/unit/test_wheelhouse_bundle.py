@@ -10,7 +10,8 @@ import tarfile
 import zipfile
 from pathlib import Path
 
-from deploys.lib.wheelhouse import _build_project_wheel, _digest_of, build_bundle
+from slurmrestd_access import hostwheel
+from slurmrestd_access.wheelhouse import _digest_of, build_bundle
 
 
 def make_wheel(path: Path, members: dict[str, bytes], executable: tuple[str, ...] = ()) -> Path:
@@ -70,7 +71,7 @@ def test_the_digest_follows_the_wheels_content(tmp_path):
 
 def test_the_real_wheels_unpack_into_a_working_tool(tmp_path):
     """The project's own wheel and its dependencies, as the deploy ships them."""
-    _build_project_wheel(tmp_path / "w")
+    hostwheel.build(tmp_path / "w")
     site = tmp_path / "site"
     site.mkdir()
     with tarfile.open(fileobj=io.BytesIO(build_bundle(sorted((tmp_path / "w").glob("*.whl")))),
@@ -86,9 +87,9 @@ def test_the_real_wheels_unpack_into_a_working_tool(tmp_path):
 
 
 def _fresh_wheelhouse(root: Path, monkeypatch, epoch: str):
-    """A wheelhouse built from nothing in `root`: the project's wheel built now (zip times from
-    SOURCE_DATE_EPOCH, as two workstations' checkouts differ), no dependency wheels."""
-    from deploys.lib import wheelhouse
+    """A wheelhouse built from nothing in `root`: the project's wheel built now (with another
+    SOURCE_DATE_EPOCH, as two workstations differ), no dependency wheels."""
+    from slurmrestd_access import wheelhouse
 
     monkeypatch.setenv("SRA_WHEELHOUSE", str(root))
     monkeypatch.setenv("SOURCE_DATE_EPOCH", epoch)
@@ -102,20 +103,20 @@ def test_two_fresh_wheelhouses_of_the_same_source_have_the_same_digest(tmp_path,
     first = _fresh_wheelhouse(tmp_path / "a", monkeypatch, "315532800")
     second = _fresh_wheelhouse(tmp_path / "b", monkeypatch, "1700000000")
     (wheel_a,), (wheel_b,) = first.wheels, second.wheels
-    assert wheel_a.read_bytes() != wheel_b.read_bytes()  # two builds: other bytes
+    assert wheel_a.read_bytes() == wheel_b.read_bytes()  # reproducible: the same bytes
     assert first.digest == second.digest  # the same install: nothing to reinstall
     assert first.bundle.name == second.bundle.name == f"bundle-{first.digest}.tar.gz"
     # Asked again (a re-run): the digest comes from the cache, the bundle is not rebuilt.
     mtime = first.bundle.stat().st_mtime_ns
     monkeypatch.setenv("SRA_WHEELHOUSE", str(tmp_path / "a"))
-    from deploys.lib import wheelhouse
+    from slurmrestd_access import wheelhouse
 
     again = wheelhouse.ensure_wheelhouse("3.13", "x86_64")
     assert again.digest == first.digest and again.bundle.stat().st_mtime_ns == mtime
 
 
 def test_the_install_digest_follows_what_is_installed_only(tmp_path):
-    from deploys.lib.wheelhouse import install_digest, site_packages_entries
+    from slurmrestd_access.wheelhouse import install_digest, site_packages_entries
 
     def digest(members: dict[str, bytes], executable: tuple[str, ...] = ()) -> str:
         wheel = make_wheel(tmp_path / "demo-1.0-py3-none-any.whl", members, executable)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from watchdog_daemon import __version__
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.watch.config import (
     DEFAULT_CONFIG_PATH,
@@ -142,6 +143,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     state = read_state(state_file)
     if state is None:
         print(json.dumps({"running": False, "state_file": str(state_file),
+                          "tool_version": __version__,
                           "message": "no state: is slurmrestd-access-watch.service running?"},
                          indent=2))
         return int(ExitCode.WATCH_NOT_READY)
@@ -154,7 +156,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     code, reason = health(state) if state["running"] else (int(ExitCode.WATCH_NOT_READY),
                                                            "watch_not_running")
     age = proof_age(state)
+    # Which release of the tool answers: what the fleet report lists per host.
     state.update(status_exit_code=code, status_reason=reason, agent_serving=code == 0,
+                 tool_version=__version__,
                  proof_age_seconds=None if age is None else round(age, 1))
     print(json.dumps(state, indent=2, sort_keys=True))
     return code

@@ -17,15 +17,15 @@ from dataclasses import replace
 
 from pyinfra import host, state
 
-from deploys.lib import privilege
-from deploys.lib.cluster import roles_of
-from deploys.lib.facts import ToolReport
-from deploys.lib.hostfail import HostBlocked
-from deploys.lib.hoststate import HostState as HostStateData
-from deploys.lib.hoststate import RemoteFile, UnitState, parse_survey, survey_script
-from deploys.lib.settings import Settings
-from deploys.lib.toolplan import agent_ini_args, conf_files, plan_args
-from deploys.lib.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
+from slurmrestd_access import privilege
+from slurmrestd_access.cluster import roles_of
+from slurmrestd_access.facts import ToolReport
+from slurmrestd_access.hostfail import HostBlocked
+from slurmrestd_access.hoststate import HostState as HostStateData
+from slurmrestd_access.hoststate import RemoteFile, UnitState, parse_survey, survey_script
+from slurmrestd_access.settings import Settings
+from slurmrestd_access.toolplan import agent_ini_args, conf_files, plan_args
+from slurmrestd_access.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
 from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
 _cache: dict[tuple[str, bool], HostStateData] = {}

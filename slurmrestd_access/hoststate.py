@@ -10,7 +10,7 @@ import json
 import shlex
 from dataclasses import dataclass, field
 
-from deploys.lib.hostpython import CANDIDATES
+from slurmrestd_access.hostpython import CANDIDATES
 from watchdog_daemon.config.slurmrelease import VERSION_COMMANDS
 from watchdog_daemon.system.agentunits import unit_in_use
 
@@ -70,6 +70,7 @@ class HostState:
     slurm_version: str = ""
     machine: str = ""
     tool_digest: str = ""
+    tool_version: str = ""  # the release installed there ("" = none, or not known)
     jwt_plugin: str = ""  # path of Slurm's auth_jwt.so, "" when not installed
     uid: int | None = None  # who the commands run as: must be 0 (root, directly or by sudo)
     files: dict[str, RemoteFile] = field(default_factory=dict)
@@ -117,6 +118,10 @@ def survey_script(
         'v=$(PATH="$PATH:/usr/sbin:/sbin:/usr/local/sbin" "$b" -V 2>/dev/null | head -n1) '
         '&& [ -n "$v" ] && { echo "slurm $v"; break; }; done',
         f'echo "tool $(cat {q(tool_prefix + "/INSTALLED")} 2>/dev/null)"',
+        # The release installed: its dist-info's name (slurmrestd_access-VERSION.dist-info).
+        f"echo \"toolversion $(ls -d {q(tool_prefix)}/current/lib/python*/site-packages/"
+        "slurmrestd_access-*.dist-info 2>/dev/null | head -n1 | "
+        "sed 's/.*slurmrestd_access-//; s/[.]dist-info$//')\"",
         # Debian ships auth/jwt apart (slurm-wlm-jwt-plugin): without it every daemon reading
         # AuthAltTypes=auth/jwt dies at start.
         "d=$(sed -n 's/^[[:space:]]*[Pp][Ll][Uu][Gg][Ii][Nn][Dd][Ii][Rr][[:space:]]*=[[:space:]]*"
@@ -226,6 +231,8 @@ def parse_survey(lines: list[str]) -> HostState:
             state.jwt_plugin = line[10:].strip()
         elif line.startswith("tool "):
             state.tool_digest = line[5:].strip()
+        elif line.startswith("toolversion "):
+            state.tool_version = line[12:].strip()
         elif line.startswith("uid ") and line[4:].strip().isdigit():
             state.uid = int(line[4:])
     flush_unit()

@@ -15,13 +15,13 @@ import shlex
 from collections.abc import Callable
 from typing import Any
 
-from deploys.lib import privilege
-from deploys.lib.facts import EXIT_MARK, ToolReport
-from deploys.lib.fleet import rotation_plan as rp
-from deploys.lib.hostfail import record_failure
-from deploys.lib.keytransfer import KeySource, install_key
-from deploys.lib.settings import Settings
-from deploys.lib.toolplan import check_args, controller_up
+from slurmrestd_access import privilege
+from slurmrestd_access.facts import EXIT_MARK, ToolReport
+from slurmrestd_access.fleet import rotation_plan as rp
+from slurmrestd_access.hostfail import record_failure
+from slurmrestd_access.keytransfer import KeySource, install_key
+from slurmrestd_access.settings import Settings
+from slurmrestd_access.toolplan import check_args, controller_up
 
 q = shlex.quote
 
@@ -316,7 +316,8 @@ def rotate_cluster(state: Any, host: Any, hosts: rp.RotationHosts,
                 host, f"rotation of cluster {hosts.cluster} failed: {why}; the key on "
                 f"{hosts.controller} may or may not have been replaced (nothing was rolled "
                 f"back). To do by hand: once {hosts.controller} answers, run the deploy for the "
-                f"cluster (pyinfra -y INVENTORY deploys/slurmrestd_access.py --limit "
+                f"cluster (pyinfra -y INVENTORY slurmrestd_access.deploys.slurmrestd_access "
+                f"--limit "
                 f"{hosts.cluster}): it puts the controller's key {ctl.jwt_key_path} on every "
                 "host and restarts what reads it")
         if not rotation.rotated:

@@ -29,8 +29,8 @@ from pathlib import Path
 
 from pyinfra.api import OperationError, StringCommand
 
-from deploys.lib import privilege
-from deploys.lib.hostfail import record_failure
+from slurmrestd_access import privilege
+from slurmrestd_access.hostfail import record_failure
 
 
 class KeySourceError(RuntimeError):

@@ -15,14 +15,20 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations.util import any_changed
 
-from deploys.lib import operations as ops
-from deploys.lib import survey, systemd
-from deploys.lib.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
-from deploys.lib.fleet import summary_hook
-from deploys.lib.keytransfer import KeySource
-from deploys.lib.settings import Settings, SettingsError, settings_from_host_data
-from deploys.lib.toolplan import conf_files, controller_up, slurmrestd_dropin
-from deploys.lib.watchconf import (
+from slurmrestd_access import operations as ops
+from slurmrestd_access import survey, systemd
+from slurmrestd_access.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
+from slurmrestd_access.fleet import summary_hook
+from slurmrestd_access.keytransfer import KeySource
+from slurmrestd_access.settings import (
+    Settings,
+    SettingsError,
+    setting_keywords,
+    settings_from_host_data,
+    with_keywords,
+)
+from slurmrestd_access.toolplan import conf_files, controller_up, slurmrestd_dropin
+from slurmrestd_access.watchconf import (
     WATCH_CONFIG_PATH,
     WATCH_UNIT,
     WATCH_UNIT_PATH,
@@ -33,19 +39,23 @@ from deploys.lib.watchconf import (
 q = shlex.quote
 
 
-def settings_for(name: str, data: dict) -> Settings:
-    """A host's settings; a bad value in the inventory is a pyinfra error that names the host and
-    the setting (no Python traceback), raised before any command runs."""
+def settings_for(name: str, data: dict, keywords: dict | None = None) -> Settings:
+    """A host's settings: the deploy call's keywords over its host data over the defaults. A bad
+    value is a pyinfra error that names the host and the setting (no Python traceback), raised
+    before any command runs."""
     try:
-        return settings_from_host_data(name, data)
+        return settings_from_host_data(name, data, keywords)
     except SettingsError as exc:
-        raise DeployError(f"inventory host data: {exc}") from None
+        where = "deploy keywords" if keywords and str(exc).startswith("keyword ") else \
+            "inventory host data"
+        raise DeployError(f"{where}: {exc}") from None
 
 
-def cluster_plans() -> dict[str, ClusterPlan]:
+def cluster_plans(keywords: dict | None = None) -> dict[str, ClusterPlan]:
     """Every cluster of the whole inventory (not only the --limit'ed hosts)."""
     entries = [
-        HostEntry(h.name, str(h.data.get("cluster")), roles_of(h.groups))
+        HostEntry(h.name, str(with_keywords(dict(h.data.dict()), keywords or {}).get("cluster")),
+                  roles_of(h.groups))
         for h in inventory
         if roles_of(h.groups)
     ]
@@ -69,15 +79,22 @@ def key_source(settings: Settings, plan: ClusterPlan) -> KeySource:
 
 
 @deploy("slurmrestd access")
-def slurmrestd_access() -> None:
+@setting_keywords
+def slurmrestd_access(**keywords) -> None:
+    """Set up slurmrestd for the Slurm-web agent on every host of the inventory's clusters.
+
+    Every setting of docs/deploy.md's table is a keyword (see the signature); a keyword wins
+    over the same host data, which wins over the default. pyinfra's global arguments (`_sudo`,
+    `_if`...) apply to every operation.
+    """
     summary_hook.install(state)  # per-cluster summary at the end of the run
     survey.bring_plan_along()  # the operations below read the tool's plan
     roles = roles_of(host.groups)
     if not roles:
         host.noop("in no role group (slurmctld, slurmdbd, slurmrestd, compute): nothing to do")
         return
-    settings = settings_for(host.name, dict(host.data.dict()))
-    plan = cluster_plans()[settings.cluster]
+    settings = settings_for(host.name, dict(host.data.dict()), keywords)
+    plan = cluster_plans(keywords)[settings.cluster]
     source = key_source(settings, plan)
     own_key = host.name == plan.key_origin and source.kind == "host"
 

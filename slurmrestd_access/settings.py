@@ -7,9 +7,14 @@ Slurm-web documentation page this project automates. Pure: no pyinfra import.
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any
+
+from watchdog_daemon.watch.config import MAX_RESTART_SPACING
 
 ROLES = ("slurmctld", "slurmdbd", "slurmrestd", "compute")
 
@@ -70,6 +75,11 @@ class Settings:
     restart_wait: int = 60
     # How often the watchdog proves the agent can serve (watch.toml's health_interval)
     watch_health_interval: int = 60
+    # The watchdog's Prometheus metrics, "127.0.0.1:PORT" (loopback only); None = off
+    watch_metrics: str | None = None
+    # The least time between two agent restarts by the watchdog (watch.toml's restart_spacing);
+    # None = the daemon's default
+    watch_restart_spacing: float | None = None
     # Go on on a Slurm older than Slurm-web's agent can use (24.05): JWT for other REST clients.
     allow_unsupported_slurm: bool = False
 
@@ -94,6 +104,21 @@ def _as_mode(host: str, name: str, value: Any) -> int:
     return mode
 
 
+def _watch_metrics(host: str, value: Any) -> str:
+    """The watchdog's own rule (loopback HOST:PORT), checked here so that a wrong value stops
+    the run before any change instead of the daemon at its start."""
+    from watchdog_daemon.watch.config import WatchConfigError, config_from_mapping
+
+    if not isinstance(value, str):
+        raise SettingsError(f"{host}: watch_metrics={value!r} must be a string like "
+                            "'127.0.0.1:9812'")
+    try:
+        config_from_mapping({"metrics": value})
+    except WatchConfigError as exc:
+        raise SettingsError(f"{host}: watch_metrics={value!r}: {exc}") from None
+    return value
+
+
 def misspelt_settings(data: dict[str, Any]) -> list[str]:
     """Host data keys that look like a setting but are none: a near miss of a setting's name,
     or a name under the deploy's own prefixes. A site's other data and pyinfra's stay allowed."""
@@ -112,11 +137,53 @@ def misspelt_settings(data: dict[str, Any]) -> list[str]:
     return problems
 
 
-def settings_from_host_data(host_name: str, data: dict[str, Any]) -> Settings:
-    """Build and validate the settings of one host from its inventory data."""
+def setting_names() -> list[str]:
+    return [f.name for f in fields(Settings)]
+
+
+def setting_keywords(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a deploy function taking `**keywords` the signature of every setting, each with its
+    type and a default of None (= host data, else the setting's own default): what `help()`,
+    editors and `inspect.signature` show, from the one list of settings there is."""
+    hints = typing.get_type_hints(Settings)
+    params = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                annotation=hints[f.name] | None)
+              for f in fields(Settings)]
+    func.__signature__ = inspect.Signature(params, return_annotation=None)  # type: ignore
+    return func
+
+
+def unknown_keywords(keywords: dict[str, Any]) -> list[str]:
+    """Keyword arguments of a deploy call that are no setting: every one is an error (unlike
+    host data, a keyword has no other use), with the setting it likely meant."""
+    known = setting_names()
+    problems = []
+    for key in sorted(k for k in keywords if k not in known):
+        near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+        hint = f"did you mean {near[0]!r}?" if near else \
+            "see the settings in docs/deploy.md, \"Host-data settings\""
+        problems.append(f"keyword {key!r} is not a setting of this deploy: {hint}")
+    return problems
+
+
+def with_keywords(data: dict[str, Any], keywords: dict[str, Any]) -> dict[str, Any]:
+    """Host data under the deploy call's keywords: keyword > host data > default. A keyword
+    given as None leaves the host data's value (or the default) in place."""
+    return {**data, **{k: v for k, v in keywords.items() if v is not None}}
+
+
+def settings_from_host_data(host_name: str, data: dict[str, Any],
+                            keywords: dict[str, Any] | None = None) -> Settings:
+    """Build and validate the settings of one host from its inventory data and the keywords
+    the deploy was called with (which win)."""
+    keywords = keywords or {}
+    wrong = unknown_keywords(keywords)
+    if wrong:
+        raise SettingsError("; ".join(wrong))
     typos = misspelt_settings(data)
     if typos:
         raise SettingsError(f"{host_name}: " + "; ".join(typos))
+    data = with_keywords(data, keywords)
     cluster = data.get("cluster")
     if not cluster or not isinstance(cluster, str) or not _CLUSTER_NAME.match(cluster):
         raise SettingsError(
@@ -149,6 +216,15 @@ def settings_from_host_data(host_name: str, data: dict[str, Any]) -> Settings:
                                                               bool):
         raise SettingsError(f"{host_name}: allow_unsupported_slurm must be True or False, not "
                             f"{values['allow_unsupported_slurm']!r}")
+    if "watch_metrics" in values:
+        values["watch_metrics"] = _watch_metrics(host_name, values["watch_metrics"])
+    if "watch_restart_spacing" in values:
+        spacing = values["watch_restart_spacing"]
+        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) \
+                or not 0 <= spacing <= MAX_RESTART_SPACING:
+            raise SettingsError(f"{host_name}: watch_restart_spacing={spacing!r} must be a "
+                                f"number of seconds from 0 to {MAX_RESTART_SPACING:g}")
+        values["watch_restart_spacing"] = float(spacing)
     unit = values.get("agent_unit")
     if unit is not None and not _UNIT_NAME.match(unit):
         raise SettingsError(f"{host_name}: agent_unit={unit!r} is not a systemd service name")

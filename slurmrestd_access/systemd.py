@@ -13,10 +13,10 @@ from dataclasses import replace
 from pyinfra import host
 from pyinfra.api import StringCommand, operation
 
-from deploys.lib import survey
-from deploys.lib.hostfail import host_local
-from deploys.lib.operations import stop_if_cluster_failed
-from deploys.lib.settings import Settings
+from slurmrestd_access import survey
+from slurmrestd_access.hostfail import host_local
+from slurmrestd_access.operations import stop_if_cluster_failed
+from slurmrestd_access.settings import Settings
 from watchdog_daemon.system.agentunits import choose as choose_agent_units
 
 q = shlex.quote

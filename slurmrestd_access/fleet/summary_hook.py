@@ -16,9 +16,9 @@ from typing import Any
 
 from pyinfra.api.state import StateStage
 
-from deploys.lib import hostfail
-from deploys.lib.cluster import roles_of
-from deploys.lib.fleet.summary import HostOutcome, render, summarise, to_json
+from slurmrestd_access import hostfail
+from slurmrestd_access.cluster import roles_of
+from slurmrestd_access.fleet.summary import HostOutcome, render, summarise, to_json
 
 SUMMARY_ENV = "SRA_SUMMARY_JSON"
 

@@ -13,8 +13,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploys.lib.hoststate import HostState
-from deploys.lib.settings import Settings
+from slurmrestd_access.hoststate import HostState
+from slurmrestd_access.settings import Settings
 from watchdog_daemon.watch.config import DEFAULT_CONFIG_PATH, WatchConfig, config_from_mapping
 from watchdog_daemon.watch.unit import UNIT_NAME, render_unit
 
@@ -40,9 +40,13 @@ def render_watch_toml(settings: Settings) -> str:
         f"agent_ini = {_toml_string(settings.agent_ini)}",
         f"slurm_conf = {_toml_string(settings.slurm_conf)}",
         f"health_interval = {settings.watch_health_interval}",
-        # Timing (probe_interval, restart_spacing, circuit_*) stays the daemon's default: no
+        # Other timing (probe_interval, circuit_*) stays the daemon's default: no
         # restart_budget/restart_window any more, which the daemon would only warn about.
     ]
+    if settings.watch_restart_spacing is not None:
+        lines.append(f"restart_spacing = {settings.watch_restart_spacing:g}")
+    if settings.watch_metrics:
+        lines.append(f"metrics = {_toml_string(settings.watch_metrics)}")
     if settings.agent_unit:
         lines.append(f"agent_units = [{_toml_string(settings.agent_unit)}]")
     return "\n".join(lines) + "\n"

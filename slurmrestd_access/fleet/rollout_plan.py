@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploys.lib.fleet.summary import ClusterSummary
+from slurmrestd_access.fleet.summary import ClusterSummary
 
 EXIT_OK = 0  # every cluster deployed (changed or unchanged)
 EXIT_FAILED = 1  # some cluster failed (canaries were fine, or there were none)
 EXIT_USAGE = 2
 EXIT_CANARY_FAILED = 3  # a canary failed: nothing else was touched
 
-DEPLOY = "deploys/slurmrestd_access.py"
+# The deploy function, found by pyinfra from any directory (no checkout needed).
+DEPLOY = "slurmrestd_access.deploys.slurmrestd_access"
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import shlex
 
-from deploys.lib.settings import Settings
+from slurmrestd_access.settings import Settings
 from watchdog_daemon.config.dropin import render_dropin
 
 

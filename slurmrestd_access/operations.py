@@ -16,15 +16,15 @@ from io import BytesIO
 from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
-from deploys.lib import hostpython, survey
-from deploys.lib.facts import HostState
-from deploys.lib.hostfail import ClusterStopped, host_local
-from deploys.lib.hoststate import RemoteFile, UnitState
-from deploys.lib.keytransfer import KeySource, install_key_step, source_sha256
-from deploys.lib.settings import Settings
-from deploys.lib.toolplan import agent_ini_args, check_args, plan_problems
-from deploys.lib.watchconf import WATCH_UNIT, removal_script, watchdog_leftover
-from deploys.lib.wheelhouse import WheelhouseError, ensure_wheelhouse
+from slurmrestd_access import hostpython, survey
+from slurmrestd_access.facts import HostState
+from slurmrestd_access.hostfail import ClusterStopped, host_local
+from slurmrestd_access.hoststate import RemoteFile, UnitState
+from slurmrestd_access.keytransfer import KeySource, install_key_step, source_sha256
+from slurmrestd_access.settings import Settings
+from slurmrestd_access.toolplan import agent_ini_args, check_args, plan_problems
+from slurmrestd_access.watchconf import WATCH_UNIT, removal_script, watchdog_leftover
+from slurmrestd_access.wheelhouse import WheelhouseError, ensure_wheelhouse
 from watchdog_daemon.config import slurmrelease
 
 q = shlex.quote

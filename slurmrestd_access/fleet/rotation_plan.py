@@ -25,8 +25,8 @@ import shlex
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from deploys.lib.cluster import ClusterPlan
-from deploys.lib.settings import Settings
+from slurmrestd_access.cluster import ClusterPlan
+from slurmrestd_access.settings import Settings
 
 # The tool's own state on each host: root's, 0700 (`key rotate|sync --private-dir`).
 STATE_DIR = "/var/lib/slurmrestd-access"
@@ -157,8 +157,9 @@ def failure_message(cluster: str, why: str, rollback_problems: list[str], *,
     return (f"rotation of cluster {cluster} failed: {why}; rolled back to the previous key, BUT "
             f"the rollback had problems: {'; '.join(rollback_problems)}. Keys now: "
             f"{held or 'not known'}. To do by hand: once every host of {cluster} answers again, "
-            f"run the deploy for it (pyinfra -y INVENTORY deploys/slurmrestd_access.py --limit "
+            f"run the deploy for it (pyinfra -y INVENTORY "
+            f"slurmrestd_access.deploys.slurmrestd_access --limit "
             f"{cluster}): it installs the controller's key on every host by SHA-256 and restarts "
-            f"what reads it; then `python -m deploys.report INVENTORY --limit {cluster}` must say "
+            f"what reads it; then `slurmrestd-access-report INVENTORY --limit {cluster}` must say "
             f"{cluster}: OK (until a rotation succeeds, each host keeps its previous key in "
             f"{PREVIOUS_DIR}, root only)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from deploys.lib.settings import ROLES
+from slurmrestd_access.settings import ROLES
 
 
 class InventoryError(ValueError):
@@ -41,8 +41,9 @@ class ClusterPlan:
 
         The watchdog follows the key file on its own host; it cannot follow a key it cannot
         see. On an agent host without the key (slurmrestd apart from slurmctld and slurmdbd)
-        the copy is pushed from the workstation's memory by the deploy and by
-        `deploys/rotate_key.py`, and a watchdog there would only report `key_missing` forever.
+        the copy is pushed from the workstation's memory by the deploy and by the rotation
+        (`slurmrestd_access.deploys.rotate_key`), and a watchdog there would only report
+        `key_missing` forever.
         """
         holders = set(self.hosts_needing_key())
         return [h for h in self.rest_hosts if h in holders]

@@ -12,6 +12,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from watchdog_daemon import __version__
+
 Status = Literal["unchanged", "changed", "failed"]
 
 # Exit codes of the commands that print a summary (pyinfra itself exits 1 on any failure).
@@ -116,6 +118,8 @@ def render(summaries: Iterable[ClusterSummary], title: str = "Per-cluster summar
         return f"--> {title}: no cluster in this run\n"
     lines = [f"--> {title}:"]
     lines.extend(f"    {s.line()}" for s in summaries)
+    # Which release did this: what a site pins, and what `status` shows on each host.
+    lines.append(f"--> slurmrestd-access {__version__}")
     return "\n".join(lines) + "\n"
 
 

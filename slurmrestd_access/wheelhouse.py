@@ -24,7 +24,6 @@ import tarfile
 import tempfile
 import threading
 import time
-import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +31,8 @@ from pathlib import Path
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
-PACKAGE_DIR = PROJECT_ROOT / "watchdog_daemon"
+from slurmrestd_access import hostwheel
+
 # Part of the digest: a host installed from another bundle layout is re-installed.
 BUNDLE_FORMAT = b"site-packages-tar-2"
 
@@ -59,18 +58,14 @@ class Wheelhouse:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("SRA_WHEELHOUSE", PROJECT_ROOT / ".cache" / "wheelhouse"))
-
-
-def source_digest() -> str:
-    """Hash of what goes into the project's own wheel, to rebuild it only when it changed."""
-    digest = hashlib.sha256()
-    files = [PROJECT_ROOT / "pyproject.toml", *sorted(PACKAGE_DIR.rglob("*"))]
-    for path in files:
-        if path.is_file() and "__pycache__" not in path.parts:
-            digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
-            digest.update(path.read_bytes())
-    return digest.hexdigest()[:16]
+    """$SRA_WHEELHOUSE; else `.cache/wheelhouse/` of a checkout; else, installed from the
+    wheel, the user's cache directory (XDG)."""
+    if os.environ.get("SRA_WHEELHOUSE"):
+        return Path(os.environ["SRA_WHEELHOUSE"])
+    if hostwheel.CHECKOUT_ROOT is not None:
+        return hostwheel.CHECKOUT_ROOT / ".cache" / "wheelhouse"
+    xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(xdg) / "slurmrestd-access" / "wheelhouse"
 
 
 def requirements(python_version: str | None = None) -> list[str]:
@@ -80,8 +75,7 @@ def requirements(python_version: str | None = None) -> list[str]:
     markers (`tomli; python_version < '3.11'`) for the workstation's own Python: they are
     evaluated here for the host's, and passed on without them.
     """
-    project = tomllib.loads((PROJECT_ROOT / "pyproject.toml").read_text())["project"]
-    wanted = list(project["dependencies"])
+    wanted = hostwheel.host_requirements()
     if python_version is None:
         return wanted
     env = _target_env(python_version)
@@ -140,22 +134,6 @@ def _run(cmd: list[str], what: str) -> None:
             "On a workstation without access to the package index, fill the wheelhouse "
             "elsewhere and point SRA_WHEELHOUSE at it."
         )
-
-
-def _build_project_wheel(target: Path) -> None:
-    with tempfile.TemporaryDirectory() as build_dir:
-        _run(
-            [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-             "-q", "-w", build_dir, str(PROJECT_ROOT)],
-            "building the slurmrestd-access wheel",
-        )
-        # setuptools leaves build/ behind in the source tree; it must not leak into later builds
-        shutil.rmtree(PROJECT_ROOT / "build", ignore_errors=True)
-        built = list(Path(build_dir).glob("slurmrestd_access-*.whl"))
-        if len(built) != 1:
-            raise WheelhouseError(f"expected one wheel, got {built}")
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.move(str(built[0]), target / built[0].name)
 
 
 def _target_env(python_version: str) -> dict[str, str]:
@@ -237,7 +215,7 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
     root = cache_root()
     root.mkdir(parents=True, exist_ok=True)
     deps_dir = dependencies_dir(root, python_version, machine)
-    project_dir = root / f"project-{source_digest()}"
+    project_dir = root / f"project-{hostwheel.source_digest()}"
     with _build_lock, open(root / ".lock", "w") as lock:
         while True:  # other processes (parallel runs) building the same cache
             try:
@@ -251,7 +229,7 @@ def ensure_wheelhouse(python_version: str, machine: str) -> Wheelhouse:
             (deps_dir / ".complete").touch()
         if not (project_dir / ".complete").exists():
             shutil.rmtree(project_dir, ignore_errors=True)
-            _build_project_wheel(project_dir)
+            hostwheel.build(project_dir)
             (project_dir / ".complete").touch()
         # pip is not needed on the host any more (older caches hold its wheel)
         wheels = [w for w in sorted(deps_dir.glob("*.whl")) if not w.name.startswith("pip-")]

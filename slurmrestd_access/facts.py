@@ -7,8 +7,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
-from deploys.lib.hoststate import HostState as HostStateData
-from deploys.lib.hoststate import parse_survey, survey_script
+from slurmrestd_access.hoststate import HostState as HostStateData
+from slurmrestd_access.hoststate import parse_survey, survey_script
 
 EXIT_MARK = "__slurmrestd_access_exit="
 

@@ -9,23 +9,24 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploys.lib.cluster import ClusterPlan
-from deploys.lib.hoststate import HostState, RemoteFile
-from deploys.lib.settings import Settings
-from deploys.lib.toolplan import slurmrestd_dropin
-from deploys.lib.watchconf import WATCH_UNIT, watchdog_leftover
+from slurmrestd_access.cluster import ClusterPlan
+from slurmrestd_access.hoststate import HostState, RemoteFile
+from slurmrestd_access.settings import Settings
+from slurmrestd_access.toolplan import slurmrestd_dropin
+from slurmrestd_access.watchconf import WATCH_UNIT, watchdog_leftover
 from watchdog_daemon.system.agentunits import choose as choose_agent_units
 
 NO_WATCHDOG = "not needed (no key here)"
 FP = 12  # hex digits of a fingerprint
 
-COLUMNS = ("cluster", "host", "roles", "key", "copy", "authalt", "dropin", "slurmrestd", "agent",
-           "watchdog", "check")
+COLUMNS = ("cluster", "host", "roles", "tool", "key", "copy", "authalt", "dropin", "slurmrestd",
+           "agent", "watchdog", "check")
 
 
 @dataclass
 class HostFacts:
-    """What was read from one host (by deploys/report.py); None = not gathered (unreachable)."""
+    """What was read from one host (by slurmrestd_access/report.py); None = not gathered
+    (unreachable)."""
 
     name: str
     cluster: str
@@ -140,7 +141,7 @@ def _judge_watchdog(hs: HostState, wanted: bool) -> tuple[str, str | None]:
     return _unit_cell(hs, WATCH_UNIT) + " (not needed)", (
         f"{WATCH_UNIT} is installed on an agent host that does not hold Slurm's key: it has no "
         "key to follow (its status stays key_missing); run the deploy, which removes it "
-        f"({leftover.describe()}); rotate the key with deploys/rotate_key.py")
+        f"({leftover.describe()}); rotate the key with slurmrestd_access.deploys.rotate_key")
 
 
 def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
@@ -157,6 +158,7 @@ def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
         cells["check"] = "unreachable"
         return row
     hs = facts.state
+    cells["tool"] = hs.tool_version or ("?" if hs.tool_digest else "missing")
     if not hs.tool_digest:
         problems.append("the slurmrestd-access host tool is not installed: run the deploy")
 
