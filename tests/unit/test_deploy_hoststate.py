@@ -130,3 +130,18 @@ def test_the_survey_reads_a_key_through_the_installed_tool(tmp_path):
     hs = _survey([str(key)], tool)
     assert hs.file(str(key)).sha256 == hashlib.sha256(b"K" * 40).hexdigest()
     assert hs.file(str(key)).kind == "regular file" and hs.file(str(key)).mode == 0o600
+
+
+def test_the_survey_reads_the_release_of_the_installed_tool(tmp_path):
+    venv = tmp_path / "venv-abc"
+    (venv / "lib" / "python3.11" / "site-packages" / "slurmrestd_access-0.2.0.dist-info").mkdir(
+        parents=True)
+    (tmp_path / "current").symlink_to(venv)
+    (tmp_path / "INSTALLED").write_text("abc\n")
+    script = survey_script([], [], [], [], str(tmp_path))
+    out = subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+    hs = parse_survey(out.splitlines())
+    assert (hs.tool_digest, hs.tool_version) == ("abc", "0.2.0")
+    bare = subprocess.run(["sh", "-c", survey_script([], [], [], [], str(tmp_path / "none"))],
+                          capture_output=True, text=True, check=True).stdout
+    assert parse_survey(bare.splitlines()).tool_version == ""

@@ -11,6 +11,7 @@ from slurmrestd_access.fleet.report import (
     WATCH_UNIT,
     HostFacts,
     evaluate,
+    evaluate_host,
     exit_code,
     render_table,
     to_dict,
@@ -24,8 +25,8 @@ KEY = "a" * 64
 DROPIN = hashlib.sha256(render_dropin(socket_path=S.slurmrestd_socket).encode()).hexdigest()
 
 
-def state(files=(), units=()) -> HostState:
-    hs = HostState(tool_digest="d1")
+def state(files=(), units=(), tool_version="") -> HostState:
+    hs = HostState(tool_digest="d1", tool_version=tool_version)
     for f in files:
         hs.files[f.path] = f
     for u in units:
@@ -76,6 +77,20 @@ def test_a_healthy_cluster():
     # The agent host does not hold Slurm's key: no watchdog there, and that is right.
     assert rest.cells["watchdog"] == NO_WATCHDOG and rest.cells["check"] == "ok"
     assert "beta: OK" in render_table(reports)
+    # The release each host runs: known from its dist-info, else "?" (installed, not named).
+    assert rest.cells["tool"] == "?" and "TOOL" in render_table(reports).splitlines()[0]
+
+
+def test_the_report_names_each_hosts_release():
+    plan = ClusterPlan("beta", ["ctl"], ["ctl"], ["ctl"], ["ctl"])
+    named = HostFacts("ctl", "beta", frozenset({"slurmctld"}), S,
+                      state=state([key_file()], tool_version="0.2.0"),
+                      conf={S.slurm_conf: present()})
+    assert evaluate_host(named, plan).cells["tool"] == "0.2.0"
+    bare = HostFacts("ctl", "beta", frozenset({"slurmctld"}), S, state=HostState(),
+                     conf={S.slurm_conf: present()})
+    row = evaluate_host(bare, plan)
+    assert row.cells["tool"] == "missing" and row.to_dict()["tool"] == "missing"
 
 
 def test_a_copy_with_a_wrong_mode():
