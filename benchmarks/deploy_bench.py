@@ -12,6 +12,9 @@ With --sudo, each topology is also deployed as the testbed's unprivileged `admin
 (`.testbed/<topology>-sudo.py`: each host's own rule, with or without a password), and the
 re-run's median over sudo is given as a ratio of root's (issue 11: at most 1.2), from re-runs
 taken in turns, root then sudo, on the same hosts.
+The floor: as many runs of benchmarks/floor_deploy.py (pyinfra with one `true` per host) on the
+same hosts, in turns with the re-runs; `rerun_over_floor` is the re-runs' median over the
+floor's (issue 23: at most 1.3).
 Prints one JSON object; nothing is asserted.
 """
 
@@ -81,9 +84,17 @@ def bench(topology: str, repeat: int, firsts: int, sudo: bool = False) -> dict:
     counted_first = first_deploy(topology, "--debug", sudo=sudo)  # --debug slows it: not timed
     first_runs = [first_deploy(topology, sudo=sudo).seconds for _ in range(firsts)]
     inventory = inventory_of(topology, sudo)
-    reruns = [run_deploy(inventory) for _ in range(repeat)]
+    # In turns, so that a change of the machine's load during the benchmark weighs on both.
+    reruns, floors = [], []
+    for _ in range(repeat):
+        reruns.append(run_deploy(inventory))
+        floors.append(run_deploy(inventory, "benchmarks/floor_deploy.py"))
     if any(r.returncode != 0 or r.totals()["changed"] for r in reruns):
         raise SystemExit("a re-run failed or changed something")
+    if any(f.returncode != 0 for f in floors):
+        raise SystemExit(f"the floor deploy failed:\n{floors[0].output[-3000:]}")
+    rerun_median = statistics.median(r.seconds for r in reruns)
+    floor_median = statistics.median(f.seconds for f in floors)
     counted = run_deploy(inventory, "deploys/slurmrestd_access.py", "--debug")
     return {
         "topology": topology,
@@ -94,7 +105,10 @@ def bench(topology: str, repeat: int, firsts: int, sudo: bool = False) -> dict:
         "first_run_median_s": round(statistics.median(first_runs), 2),
         "first_run_commands_per_host": commands_per_host(counted_first.output),
         "rerun_s": [round(r.seconds, 2) for r in reruns],
-        "rerun_median_s": round(statistics.median(r.seconds for r in reruns), 2),
+        "rerun_median_s": round(rerun_median, 2),
+        "floor_s": [round(f.seconds, 2) for f in floors],
+        "floor_median_s": round(floor_median, 2),
+        "rerun_over_floor": round(rerun_median / floor_median, 2),
         "rerun_commands_per_host": commands_per_host(counted.output),
     }
 

@@ -101,6 +101,17 @@ def _as_mode(host: str, name: str, value: Any) -> int:
         raise SettingsError(f"{host}: {name}={value!r} is not a file mode; write it like '0600'")
     if mode & ~0o7777:
         raise SettingsError(f"{host}: {name}={value!r} is not a file mode; write it like '0600'")
+    # What the host tool accepts for each file (the watchdog's copy_mode, `key ensure`): Slurm's
+    # key at most owner rw and group r, the agent's copy owner-only. This also catches a mode
+    # read as a decimal number (pyinfra's command line makes 400 of `agent_key_mode=0400`).
+    allowed = 0o600 if name == "agent_key_mode" else 0o640
+    if mode & ~allowed or not mode & 0o400:
+        most = "owner-only (0400 or 0600)" if allowed == 0o600 else \
+            "at most owner read-write and group read (0640)"
+        raise SettingsError(f"{host}: {name}={value!r} is mode {mode:04o}: a key file's mode is "
+                            f"{most} and lets its owner read it; write it as the string '0400' "
+                            "(a bare 0400 on pyinfra's command line is the decimal 400) or as "
+                            "0o400")
     return mode
 
 

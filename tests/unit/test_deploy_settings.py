@@ -16,10 +16,10 @@ def test_defaults_are_the_documentation_values():
 
 def test_host_data_overrides_and_modes_as_text():
     s = settings_from_host_data(
-        "h", {"cluster": "c1", "agent_key_mode": "0440", "jwt_lifespan": "600",
+        "h", {"cluster": "c1", "agent_key_mode": "0600", "jwt_lifespan": "600",
               "agent_unit": "slurm-web-agent-uwsgi.service", "unrelated": 1}
     )
-    assert s.agent_key_mode == 0o440
+    assert s.agent_key_mode == 0o600
     assert s.jwt_lifespan == 600
     assert s.agent_unit == "slurm-web-agent-uwsgi.service"
     assert isinstance(s, Settings)
@@ -32,6 +32,9 @@ def test_host_data_overrides_and_modes_as_text():
         ({"cluster": "bad name"}, "'cluster' is missing or invalid"),
         ({"cluster": "c", "agent_key_mode": "rw-"}, "not a file mode"),
         ({"cluster": "c", "agent_key_mode": 0o17777}, "not a file mode"),
+        ({"cluster": "c", "agent_key_mode": "0440"}, "owner-only"),
+        ({"cluster": "c", "jwt_key_mode": "0644"}, "at most owner read-write and group read"),
+        ({"cluster": "c", "jwt_key_mode": "0200"}, "lets its owner read it"),
         ({"cluster": "c", "jwt_lifespan": "soon"}, "not a number"),
         ({"cluster": "c", "jwt_lifespan": 0}, "must be positive"),
         ({"cluster": "c", "agent_user": "Bad User"}, "not a user/group name"),

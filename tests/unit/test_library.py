@@ -35,8 +35,8 @@ def test_a_keyword_wins_over_host_data_which_wins_over_the_default():
 def test_keywords_are_validated_as_host_data_is():
     with pytest.raises(SettingsError, match="agent_key_mode='rw' is not a file mode"):
         settings_from_host_data("h", HOST_DATA, {"agent_key_mode": "rw"})
-    assert settings_from_host_data("h", HOST_DATA, {"agent_key_mode": "0440"}).agent_key_mode \
-        == 0o440
+    assert settings_from_host_data("h", HOST_DATA, {"agent_key_mode": "0600"}).agent_key_mode \
+        == 0o600
     with pytest.raises(SettingsError, match="cluster"):
         settings_from_host_data("h", {}, {"cluster": "bad name"})
     # The cluster may come from the keyword alone.
@@ -130,3 +130,13 @@ def test_the_wheel_never_ships_the_checkouts_entry_folder():
 
     found = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert not [p for p in found["packages"]["find"]["include"] if p.startswith("deploys")]
+
+
+def test_a_mode_from_the_command_line_read_as_decimal_is_refused():
+    # `pyinfra INV slurmrestd_access.deploys.slurmrestd_access agent_key_mode=0400` passes 400.
+    with pytest.raises(SettingsError, match="is mode 0620: a key file's mode is owner-only"):
+        settings_from_host_data("h", HOST_DATA, {"agent_key_mode": 400})
+    with pytest.raises(SettingsError, match="is mode 1130: a key file's mode is at most"):
+        settings_from_host_data("h", HOST_DATA, {"jwt_key_mode": 600})
+    s = settings_from_host_data("h", HOST_DATA, {"agent_key_mode": "0o400", "jwt_key_mode": 0o640})
+    assert (s.agent_key_mode, s.jwt_key_mode) == (0o400, 0o640)
