@@ -46,7 +46,8 @@ def settings_for(name: str, data: dict, keywords: dict | None = None) -> Setting
     try:
         return settings_from_host_data(name, data, keywords)
     except SettingsError as exc:
-        where = "deploy keywords" if keywords and str(exc).startswith("keyword ") else \
+        where = "deploy keywords" if str(exc).startswith("keyword ") else \
+            "settings (deploy keywords over inventory host data)" if keywords else \
             "inventory host data"
         raise DeployError(f"{where}: {exc}") from None
 
