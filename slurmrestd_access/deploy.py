@@ -25,7 +25,6 @@ from slurmrestd_access.settings import (
     SettingsError,
     setting_keywords,
     settings_from_host_data,
-    with_keywords,
 )
 from slurmrestd_access.toolplan import conf_files, controller_up, slurmrestd_dropin
 from slurmrestd_access.watchconf import (
@@ -54,9 +53,9 @@ def settings_for(name: str, data: dict, keywords: dict | None = None) -> Setting
 
 def cluster_plans(keywords: dict | None = None) -> dict[str, ClusterPlan]:
     """Every cluster of the whole inventory (not only the --limit'ed hosts)."""
+    cluster = (keywords or {}).get("cluster")  # a keyword: every host's cluster
     entries = [
-        HostEntry(h.name, str(with_keywords(dict(h.data.dict()), keywords or {}).get("cluster")),
-                  roles_of(h.groups))
+        HostEntry(h.name, str(cluster or h.data.get("cluster")), roles_of(h.groups))
         for h in inventory
         if roles_of(h.groups)
     ]
