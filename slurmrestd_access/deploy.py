@@ -15,8 +15,8 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations.util import any_changed
 
+from slurmrestd_access import callkeywords, survey, systemd
 from slurmrestd_access import operations as ops
-from slurmrestd_access import survey, systemd
 from slurmrestd_access.cluster import ClusterPlan, HostEntry, plan_clusters, roles_of
 from slurmrestd_access.fleet import summary_hook
 from slurmrestd_access.keytransfer import KeySource
@@ -51,11 +51,10 @@ def settings_for(name: str, data: dict, keywords: dict | None = None) -> Setting
         raise DeployError(f"{where}: {exc}") from None
 
 
-def cluster_plans(keywords: dict | None = None) -> dict[str, ClusterPlan]:
+def cluster_plans() -> dict[str, ClusterPlan]:
     """Every cluster of the whole inventory (not only the --limit'ed hosts)."""
-    cluster = (keywords or {}).get("cluster")  # a keyword: every host's cluster
     entries = [
-        HostEntry(h.name, str(cluster or h.data.get("cluster")), roles_of(h.groups))
+        HostEntry(h.name, str(callkeywords.cluster_of(state, h)), roles_of(h.groups))
         for h in inventory
         if roles_of(h.groups)
     ]
@@ -87,6 +86,7 @@ def slurmrestd_access(**keywords) -> None:
     over the same host data, which wins over the default. pyinfra's global arguments (`_sudo`,
     `_if`...) apply to every operation.
     """
+    callkeywords.remember(state, keywords)
     summary_hook.install(state)  # per-cluster summary at the end of the run
     survey.bring_plan_along()  # the operations below read the tool's plan
     roles = roles_of(host.groups)
@@ -94,7 +94,7 @@ def slurmrestd_access(**keywords) -> None:
         host.noop("in no role group (slurmctld, slurmdbd, slurmrestd, compute): nothing to do")
         return
     settings = settings_for(host.name, dict(host.data.dict()), keywords)
-    plan = cluster_plans(keywords)[settings.cluster]
+    plan = cluster_plans()[settings.cluster]
     source = key_source(settings, plan)
     own_key = host.name == plan.key_origin and source.kind == "host"
 

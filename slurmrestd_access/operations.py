@@ -16,7 +16,7 @@ from io import BytesIO
 from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
-from slurmrestd_access import hostpython, survey
+from slurmrestd_access import callkeywords, hostpython, survey
 from slurmrestd_access.facts import HostState
 from slurmrestd_access.hostfail import ClusterStopped, host_local
 from slurmrestd_access.hoststate import RemoteFile, UnitState
@@ -49,7 +49,7 @@ def stop_if_cluster_failed(settings: Settings) -> None:
         return
     failed = sorted(
         h.name for h in state.failed_hosts
-        if h.data.get("cluster") == settings.cluster and h.name != host.name
+        if callkeywords.cluster_of(state, h) == settings.cluster and h.name != host.name
     )
     if failed:
         raise ClusterStopped(

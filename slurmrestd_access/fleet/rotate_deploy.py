@@ -13,6 +13,7 @@ import functools
 from pyinfra import host, inventory, state
 from pyinfra.api import FunctionCommand, OperationError, deploy, operation
 
+from slurmrestd_access import callkeywords
 from slurmrestd_access import operations as ops
 from slurmrestd_access.cluster import ClusterPlan, roles_of
 from slurmrestd_access.deploy import cluster_plans, settings_for
@@ -56,12 +57,13 @@ def rotate_cluster_key(settings: Settings, plan: ClusterPlan, keywords: dict):
 def rotate_key(**keywords) -> None:
     """Rotate each cluster's JWT signing key, with its proof and rollback. The keywords are the
     deploy's settings (see slurmrestd_access), over host data, over the defaults."""
+    callkeywords.remember(state, keywords)
     summary_hook.install(state)
     if not roles_of(host.groups):
         host.noop("in no role group: nothing to do")
         return
     settings = settings_of(host.name, keywords)
-    plan = cluster_plans(keywords)[settings.cluster]
+    plan = cluster_plans()[settings.cluster]
     ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
                      agent_host=host.name in plan.watchdog_hosts(), _timeout=600)
     # Bounds the whole rotation: 2 restarts per daemon (rotation + rollback) and the checks.

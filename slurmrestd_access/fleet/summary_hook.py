@@ -16,7 +16,7 @@ from typing import Any
 
 from pyinfra.api.state import StateStage
 
-from slurmrestd_access import hostfail
+from slurmrestd_access import callkeywords, hostfail
 from slurmrestd_access.cluster import roles_of
 from slurmrestd_access.fleet.summary import HostOutcome, render, summarise, to_json
 
@@ -48,7 +48,7 @@ def _first_error(state: Any, host: Any) -> str | None:
 def host_outcomes(state: Any) -> list[HostOutcome]:
     outcomes = []
     for host in state.inventory:
-        cluster = host.data.get("cluster")
+        cluster = callkeywords.cluster_of(state, host)
         if not cluster or not roles_of(host.groups) or not state.is_host_in_limit(host):
             continue
         ops = state.ops.get(host, {})
