@@ -130,6 +130,13 @@ def _watch_metrics(host: str, value: Any) -> str:
     return value
 
 
+def _hint(key: str, known: list[str]) -> str:
+    """The setting a wrong name likely meant, else where the settings are listed."""
+    near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f"did you mean {near[0]!r}?" if near else \
+        "see the settings in docs/deploy.md, \"Host-data settings\""
+
+
 def misspelt_settings(data: dict[str, Any]) -> list[str]:
     """Host data keys that look like a setting but are none: a near miss of a setting's name,
     or a name under the deploy's own prefixes. A site's other data and pyinfra's stay allowed."""
@@ -141,9 +148,7 @@ def misspelt_settings(data: dict[str, Any]) -> list[str]:
         near = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
         if not near and not key.startswith(OWN_PREFIXES):
             continue
-        near = near or difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-        hint = f"did you mean {near[0]!r}?" if near else \
-            "see the settings in docs/deploy.md, \"Host-data settings\""
+        hint = _hint(key, known)
         problems.append(f"host data {key!r} is not a setting of this deploy: {hint}")
     return problems
 
@@ -170,9 +175,7 @@ def unknown_keywords(keywords: dict[str, Any]) -> list[str]:
     known = setting_names()
     problems = []
     for key in sorted(k for k in keywords if k not in known):
-        near = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
-        hint = f"did you mean {near[0]!r}?" if near else \
-            "see the settings in docs/deploy.md, \"Host-data settings\""
+        hint = _hint(key, known)
         problems.append(f"keyword {key!r} is not a setting of this deploy: {hint}")
     return problems
 
