@@ -270,7 +270,8 @@ def test_slurm_on_old_key_no_restart_until_it_accepts(h):
     h.idle(0.5)
     assert h.systemctl.restarts == [AGENT]
     assert h.daemon.pipeline.status.state == "in_sync"
-    assert _status(h)[0] == ExitCode.OK
+    # 0 again once the restarted agent is proven (at most PROOF_SPACING after the last proof).
+    assert wait_for(lambda: _status(h)[0] == ExitCode.OK, timeout=3)
     names = h.log.names()
     assert names.index("waiting_for_slurm") < names.index("verified") < names.index("synced") \
         < names.index("agent_restarted")
@@ -627,8 +628,8 @@ def test_metrics_say_whether_the_agent_can_be_serving(h):
     assert "AGENT NOT SERVING" in read_state(h.config.state_file)["status_line"]
     h.slurm.reload_ctld(new)
     assert wait_for(lambda: h.daemon.pipeline.status.state == "in_sync")
-    h.idle(0.1)
-    assert h.daemon.metrics.get("agent_serving") == 1
+    # Serving again once the restarted agent is proven (within PROOF_SPACING).
+    assert wait_for(lambda: h.daemon.metrics.get("agent_serving") == 1, timeout=3)
     assert h.systemctl.restarts == [AGENT]
 
 
@@ -638,6 +639,27 @@ def test_the_first_proof_is_taken_before_ready(h):
     daemon = h.start()
     status = daemon.pipeline.status
     assert status.proof_at is not None and status.proof_reason == "ok"
+    assert _status(h)[0] == ExitCode.OK
+
+
+def test_a_proof_from_before_a_sync_is_not_read_as_about_now(h, monkeypatch):
+    """A sync that lands within PROOF_SPACING of the last proof defers the next one: until it
+    comes, `status` says the proof is pending (50), not the last proof's verdict (a stale 0,
+    or a stale 30 from the moment Slurm refused the old copy: seen once in a rehearsal)."""
+    from watchdog_daemon.watch import daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "PROOF_SPACING", 60.0)
+    daemon = h.start()
+    new = new_key("pending")
+    write_key(h.key_path, new)
+    h.slurm.reload_dbd(new)
+    h.slurm.reload_ctld(new)
+    assert wait_for(lambda: daemon.pipeline.status.state == "in_sync" and h.copy_bytes() == new)
+    h.idle(0.2)
+    code, state = _status(h)
+    assert (code, state["status_reason"]) == (ExitCode.WATCH_NOT_READY, "proof_pending")
+    assert state["status_line"].endswith("proving the agent serves"), state["status_line"]
+    daemon._prove()
     assert _status(h)[0] == ExitCode.OK
 
 

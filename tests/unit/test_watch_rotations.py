@@ -307,6 +307,10 @@ GOOD_PROOF = {"proof_at": 1000.0, "proof_exit_code": 0, "proof_reason": "ok",
     ({**GOOD_PROOF, "proof_exit_code": 31, "proof_reason": "refused_by_slurmdbd"}, 1001.0,
      (ExitCode.REJECTED_BY_SLURMDBD, "refused_by_slurmdbd")),
     ({**GOOD_PROOF, "proof_exit_code": True}, 1001.0, (ExitCode.INTERNAL_ERROR, "ok")),
+    # A proof older than the last sync says nothing about now, good or bad.
+    ({**GOOD_PROOF, "proof_pending": True}, 1001.0, (ExitCode.WATCH_NOT_READY, "proof_pending")),
+    ({**GOOD_PROOF, "proof_exit_code": 30, "proof_reason": "refused_by_slurmctld",
+      "proof_pending": True}, 1001.0, (ExitCode.WATCH_NOT_READY, "proof_pending")),
 ])
 def test_health_needs_a_recent_good_proof(proof, now, expected):
     assert health({"state": "in_sync", **proof}, now) == expected

@@ -49,6 +49,8 @@ MAX_LOOP_ERRORS = 30
 # Least time between two proofs that the agent can serve (watch/proof.py): one is taken after
 # every run that changed something, and runs can follow each other quickly while Slurm reloads.
 PROOF_SPACING = 1.0
+# The part of _proof_inputs() that a proof is about: the copy and the agent unit.
+AGENT_SIDE = slice(0, 3)
 
 
 class StartConfigError(Exception):
@@ -234,12 +236,19 @@ class WatchDaemon:
             if "reconcile" in batch.vias or "start" in batch.vias:
                 self._last_reconcile_done = self.clock()
             retry_at = None if delay is None else self.clock() + delay
+            after = self._proof_inputs()
+            changed = after != before
+            if after[AGENT_SIDE] != before[AGENT_SIDE]:
+                # A new copy or a restarted agent: until the next proof, `status` must not read
+                # the last one as about now. (Slurm's side, state and agent_key, is already
+                # in what `status` reads without a proof.)
+                self.pipeline.status.proof_pending = True
             self.persist()
             # The first proof before READY=1; another at once after a run that changed what
             # the agent runs with (a proof from before it says nothing about now).
             if not self.first_run_done.is_set() or self.clock() >= self._next_proof_at:
                 self._prove()
-            elif self._proof_inputs() != before:
+            elif changed:
                 # Soon, not at once when one was just taken: at most one per PROOF_SPACING.
                 self._next_proof_at = min(self._next_proof_at,
                                           self._last_proof_at + PROOF_SPACING)
@@ -249,8 +258,8 @@ class WatchDaemon:
 
     def _proof_inputs(self) -> tuple[Any, ...]:
         status = self.pipeline.status
-        return (status.state, status.restart_pending, status.last_restart_at,
-                status.copy_fingerprint, status.agent_key)
+        return (status.restart_pending, status.last_restart_at, status.copy_fingerprint,
+                status.state, status.agent_key)
 
     def _prove(self) -> None:
         """Take the proof that the agent can serve now (watch/proof.py) and report it."""
@@ -268,6 +277,7 @@ class WatchDaemon:
                                                       status.proof_exit_code) and (
             status.proof_at is not None or not proof.ok)
         status.proof_at = time.time()
+        status.proof_pending = False
         status.proof_exit_code, status.proof_reason = proof.exit_code, proof.reason
         status.proof_message, status.proof_units = proof.message, list(proof.units)
         self.count("proofs_total", result=proof.reason)

@@ -18,8 +18,9 @@ not finished its first look (50).
 good: within `proof_max_age` seconds, the agent unit in use was active and started after the
 copy was written, and Slurm accepted a token signed with the copy. A proof that failed gives its
 own code (54 for the unit, 51 for a unit older than its copy, 30/31 for a refusal, 20-33 for
-slurmrestd or a daemon out of reach); no proof yet is 50; a proof too old (the daemon is stuck)
-is 55.
+slurmrestd or a daemon out of reach); no proof yet is 50, and so is a proof taken before the
+copy or the agent last changed (`proof_pending`: the next one follows within a second); a proof
+too old (the daemon is stuck) is 55.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def proof_health(state: Mapping[str, Any], now: float) -> tuple[int, str] | None
     at = state.get("proof_at")
     if not _number(at):
         return int(ExitCode.WATCH_NOT_READY), "not_proven_yet"
+    if state.get("proof_pending") is True:
+        return int(ExitCode.WATCH_NOT_READY), "proof_pending"
     max_age = state.get("proof_max_age")
     if not _number(max_age) or now - at > max_age:
         return int(ExitCode.PROOF_TOO_OLD), "proof_too_old"

@@ -50,6 +50,9 @@ class Status:
     proof_reason: str = ""
     proof_message: str = ""
     proof_units: list[str] = field(default_factory=list)
+    # True from a run that changed what the agent runs with until the next proof (taken within
+    # a second): the last proof predates the change, so it says nothing about now.
+    proof_pending: bool = False
     health_interval: float | None = None
     proof_max_age: float | None = None
 
@@ -66,6 +69,8 @@ class Status:
         code, why = self.health()
         if self.state == "in_sync" and code == 0:
             return f"in sync (key sha256:{key})"
+        if why == "proof_pending":
+            return f"{self.state.replace('_', ' ')} (key sha256:{key}); proving the agent serves"
         if self.state == "waiting_for_slurm":
             text = f"waiting for Slurm to reload the key (new key sha256:{key})"
             if code == 0:
