@@ -82,6 +82,9 @@ class Settings:
     watch_restart_spacing: float | None = None
     # Go on on a Slurm older than Slurm-web's agent can use (24.05): JWT for other REST clients.
     allow_unsupported_slurm: bool = False
+    # The Slurm-web release of the agent host ("5.2", "6.0"), read only where neither the
+    # package manager nor the agent's vendor definitions name it (watchdog_daemon slurmweb).
+    slurmweb_release: str | None = None
 
     @property
     def socket_uri(self) -> str:
@@ -90,6 +93,19 @@ class Settings:
     @property
     def tool(self) -> str:
         return self.tool_link
+
+
+def _slurmweb_release(host: str, value: Any) -> str:
+    from watchdog_daemon.config.slurmweb import SERIES, parse_version
+
+    text = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) \
+        else ""
+    version = parse_version(text)
+    if version is None or version[0] not in SERIES:
+        known = ", ".join(f'"{s}.x"' for s in SERIES)
+        raise SettingsError(f"{host}: slurmweb_release={value!r} is not a Slurm-web release this "
+                            f'tool knows (a string such as "5.2" or "6.0"; series {known})')
+    return text
 
 
 def _as_mode(host: str, name: str, value: Any) -> int:
@@ -232,6 +248,8 @@ def settings_from_host_data(host_name: str, data: dict[str, Any],
                             f"{values['allow_unsupported_slurm']!r}")
     if "watch_metrics" in values:
         values["watch_metrics"] = _watch_metrics(host_name, values["watch_metrics"])
+    if "slurmweb_release" in values:
+        values["slurmweb_release"] = _slurmweb_release(host_name, values["slurmweb_release"])
     if "watch_restart_spacing" in values:
         spacing = values["watch_restart_spacing"]
         if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) \

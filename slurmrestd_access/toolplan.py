@@ -36,7 +36,13 @@ def agent_ini_args(settings: Settings) -> list[str]:
         args += ["--jwt-user", settings.jwt_user]
     if settings.jwt_lifespan:
         args += ["--jwt-lifespan", str(settings.jwt_lifespan)]
-    return args
+    return args + release_args(settings)
+
+
+def release_args(settings: Settings) -> list[str]:
+    """The agent's release as host data names it, for the tool's commands that read agent.ini
+    (read there only where nothing on the host names it)."""
+    return ["--slurmweb-release", settings.slurmweb_release] if settings.slurmweb_release else []
 
 
 def conf_files(settings: Settings, roles: frozenset[str]) -> list[str]:
@@ -62,6 +68,8 @@ def plan_args(settings: Settings, roles: frozenset[str]) -> list[str]:
         ini[ini.index("--file")] = "--agent-ini"
         ini[ini.index("--jwt-key")] = "--agent-jwt-key"
         args += ini
+        if settings.allow_unsupported_slurm:
+            args += ["--allow-unsupported-slurm"]
     return args
 
 
@@ -73,6 +81,7 @@ def check_args(s: Settings, key: str | None = None) -> tuple[str, ...]:
         # A Slurm older than the agent can use, kept with JWT on purpose: the check proves the
         # API that release serves instead of failing on the agent's versions.
         args = (*args, "--any-api-version")
+    args = (*args, *release_args(s))
     return (*args, "--key", key) if key else args
 
 

@@ -49,6 +49,8 @@ def render_watch_toml(settings: Settings) -> str:
         lines.append(f"metrics = {_toml_string(settings.watch_metrics)}")
     if settings.agent_unit:
         lines.append(f"agent_units = [{_toml_string(settings.agent_unit)}]")
+    if settings.slurmweb_release:
+        lines.append(f"slurmweb_release = {_toml_string(settings.slurmweb_release)}")
     return "\n".join(lines) + "\n"
 
 

@@ -25,6 +25,8 @@ class ExitCode(IntEnum):
     CONNECTION_REFUSED = 22
     NO_API_VERSION = 23  # slurmrestd answers none of the REST API versions we know
     SLURMRESTD_ERROR = 24  # slurmrestd answered something we cannot interpret
+    # The Slurm-web release installed asks for REST API versions this Slurm does not serve.
+    SLURMWEB_INCOMPATIBLE = 25
 
     REJECTED_BY_SLURMCTLD = 30
     REJECTED_BY_SLURMDBD = 31

@@ -20,7 +20,7 @@ NO_WATCHDOG = "not needed (no key here)"
 FP = 12  # hex digits of a fingerprint
 
 COLUMNS = ("cluster", "host", "roles", "tool", "key", "copy", "authalt", "dropin", "slurmrestd",
-           "agent", "watchdog", "check")
+           "agent", "slurmweb", "watchdog", "check")
 
 
 @dataclass
@@ -144,6 +144,11 @@ def _judge_watchdog(hs: HostState, wanted: bool) -> tuple[str, str | None]:
         f"({leftover.describe()}); rotate the key with slurmrestd_access.deploys.rotate_key")
 
 
+def _slurmweb_cell(check: dict | None) -> str:
+    name = (check or {}).get("slurmweb")
+    return str(name).removeprefix("Slurm-web ") if name else "?"
+
+
 def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
     s, roles = facts.settings, facts.roles
     cells = {c: "-" for c in COLUMNS[3:]}
@@ -208,6 +213,8 @@ def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
             problems.append(watch_problem)
 
         check = facts.check
+        # The agent's release as the host tool detected it for the check (`?`: not known).
+        cells["slurmweb"] = _slurmweb_cell(check)
         if check is None:
             cells["check"] = "not run"
             problems.append("the connect check did not run")

@@ -49,7 +49,7 @@ def site() -> Iterator[tuple[Path, Path, Path]]:
 def check(ini: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "watchdog_daemon.cli", "check", "--agent-ini", str(ini),
-         "--accounting", "no", "--timeout", "3", *extra],
+         "--accounting", "no", "--timeout", "3", "--slurmweb-release", "6.0", *extra],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
 
 

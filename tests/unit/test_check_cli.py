@@ -26,7 +26,9 @@ def env(tmp_path):
                    f"jwt_key = {key}\n")
     conf = tmp_path / "slurm.conf"
     conf.write_text("AccountingStorageType=accounting_storage/slurmdbd\n")
-    args = ["check", "--agent-ini", str(ini), "--slurm-conf", str(conf), "--timeout", "3"]
+    # No Slurm-web on this machine: the release is named, as host data names it there.
+    args = ["check", "--agent-ini", str(ini), "--slurm-conf", str(conf), "--timeout", "3",
+            "--slurmweb-release", "5.2"]
     return args, sock, key, ini
 
 
@@ -59,9 +61,46 @@ def test_json_success(env, capsys):
     out, err = capsys.readouterr()
     data = json.loads(out)
     assert code == 0 and data["ok"] is True and data["exit_code"] == 0
+    # 5.2 asks for its one version, 0.0.41, not the newest served (6.0 would discover 0.0.42).
     assert (data["slurm"], data["cluster"], data["api_version"], data["accounting"]) == \
-        ("24.11.5", "hpc", "0.0.42", True)
+        ("24.11.5", "hpc", "0.0.41", True)
+    assert data["slurmweb"] == "Slurm-web 5.2"
+    assert data["line"] == "✅ connection successful (slurm: 24.11.5, cluster: hpc)"
     assert err == ""
+
+
+def test_six_zero_discovers_and_prints_its_own_success_line(env, capsys):
+    args, sock, _, _ = env
+    args[args.index("--slurmweb-release") + 1] = "6.0"
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        code = main(args)
+    out, _err = capsys.readouterr()
+    assert code == 0
+    assert out == "✅ connection successful! (cluster: hpc, slurm: 24.11.5, api: 0.0.42)\n"
+
+
+def test_a_release_slurm_does_not_serve_is_its_own_exit_code_naming_both(env, capsys):
+    """Slurm-web 5.2 on Slurm 26.05 (serving 0.0.42 to 0.0.45): 0.0.41 is not served."""
+    args, sock, _, _ = env
+    with FakeSlurmrestd(sock, slurmctld_key=KEY, versions=("0.0.42", "0.0.43", "0.0.44",
+                                                            "0.0.45")):
+        code = main([*args, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == ExitCode.SLURMWEB_INCOMPATIBLE == 25
+    assert data["reason"] == "slurmweb_incompatible"
+    assert "Slurm-web 5.2 uses REST API 0.0.41 only" in data["message"]
+    assert "serves 0.0.42 to 0.0.45" in data["message"]
+    assert "install Slurm-web 6.x" in data["hint"] and "Slurm 24.05 to 25.11" in data["hint"]
+
+
+def test_versions_chosen_in_agent_ini_that_slurm_does_not_serve_stay_23(env, capsys):
+    """The site's own choice, not the release's: the remedy is agent.ini, not an upgrade."""
+    args, sock, _, ini = env
+    ini.write_text(ini.read_text() + "version = 0.0.39\n")
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        code = main([*args, "--json"])
+    data = json.loads(capsys.readouterr().out)
+    assert code == ExitCode.NO_API_VERSION, data
 
 
 def test_json_failure(env, capsys):

@@ -166,7 +166,8 @@ def test_conf_write_failure(capsys, slurm_conf, monkeypatch):
 
 
 def _ini_args(action, path, *extra):
-    return ["agent-ini", action, "--file", str(path), "--uri", URI, "--jwt-key", AGENT_KEY, *extra]
+    return ["agent-ini", action, "--file", str(path), "--uri", URI, "--jwt-key", AGENT_KEY,
+            "--slurmweb-release", "6.0", *extra]
 
 
 def test_agent_ini_plan_and_apply(capsys, agent_ini):
@@ -281,7 +282,7 @@ def test_plan_gives_every_part_in_one_document_and_writes_nothing(capsys, monkey
     code, data = run_json(capsys, [
         "plan", "--preflight-unit", "restd.service", "--conf", str(slurm), "--conf", str(done),
         "--jwt-key", KEY, "--agent-ini", str(agent_ini), "--uri", URI,
-        "--agent-jwt-key", AGENT_KEY,
+        "--agent-jwt-key", AGENT_KEY, "--slurmweb-release", "6.0",
     ])
     assert code == 0
     assert {p: p.read_bytes() for p in before} == before

@@ -37,6 +37,7 @@ def site(tmp_path: Path):
         "cluster": "hpc", "slurm_conf": str(tmp_path / "slurm.conf"),
         "slurmdbd_conf": str(tmp_path / "slurmdbd.conf"),
         "agent_ini": str(tmp_path / "agent.ini"), "jwt_user": "slurm", "jwt_lifespan": 600,
+        "slurmweb_release": "6.0",  # no Slurm-web on this machine: named, as host data may
     })
 
 

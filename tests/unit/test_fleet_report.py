@@ -93,6 +93,16 @@ def test_the_report_names_each_hosts_release():
     assert row.cells["tool"] == "missing" and row.to_dict()["tool"] == "missing"
 
 
+def test_the_slurm_web_release_is_the_checks_and_unknown_without_it():
+    reports = beta(check={"exit_code": 0, "slurmweb": "Slurm-web 5.2.0"})
+    rest = reports[0].rows[2]
+    assert rest.cells["slurmweb"] == "5.2.0" and rest.to_dict()["slurmweb"] == "5.2.0"
+    assert "SLURMWEB" in render_table(reports).splitlines()[0]
+    assert reports[0].rows[0].cells["slurmweb"] == "-"  # not an agent host
+    reports = beta(check={"exit_code": 10, "reason": "config_invalid", "message": "m"})
+    assert reports[0].rows[2].cells["slurmweb"] == "?"
+
+
 def test_a_copy_with_a_wrong_mode():
     (report,) = beta(copy=copy_file(mode=0o440))
     assert not report.ok

@@ -61,7 +61,7 @@ def site(tmp_path):
         f'copy_group = "nogroup"\nagent_ini = "{tmp_path / "agent.ini"}"\n'
         f'state_file = "{tmp_path / "run" / "state.json"}"\nreconcile_interval = 2\n'
         f'accounting = "yes"\ncheck_timeout = 3\nmetrics = "127.0.0.1:{port}"\n'
-        f'health_interval = 1\n')
+        f'health_interval = 1\nslurmweb_release = "6.0"\n')
     # The agent, running since after its copy was written, as fake_systemctl tells it.
     units = tmp_path / "units.json"
     write_units(units, {AGENT: {"active": "active", "unit_file": "enabled",

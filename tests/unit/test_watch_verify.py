@@ -29,7 +29,8 @@ def env(tmp_path):
     ini = tmp_path / "agent.ini"
     ini.write_text(f"[service]\ncluster = hpc\n[slurmrestd]\nuri = unix://{sock}\n"
                    f"jwt_key = {copy}\n")
-    cfg = WatchConfig(copy_path=copy, agent_ini=ini, accounting="yes", check_timeout=2.0)
+    cfg = WatchConfig(copy_path=copy, agent_ini=ini, accounting="yes", check_timeout=2.0,
+                      slurmweb_release="6.0")  # no Slurm-web here: named, as host data may
     with FakeSlurmrestd(sock, slurmctld_key=OLD) as fake:
         yield CheckVerifier(cfg), fake
 
@@ -112,7 +113,8 @@ def test_accounting_is_read_from_the_configured_slurm_conf_and_its_includes(env,
     (etc / "slurm.conf").write_text("ClusterName=hpc\nInclude acct.conf\n")
     (etc / "acct.conf").write_text("AccountingStorageType=accounting_storage/slurmdbd\n")
     cfg = WatchConfig(copy_path=verifier.config.copy_path, agent_ini=verifier.config.agent_ini,
-                      accounting="auto", slurm_conf=etc / "slurm.conf", check_timeout=2.0)
+                      accounting="auto", slurm_conf=etc / "slurm.conf", check_timeout=2.0,
+                      slurmweb_release="6.0")
     fake.config.slurmctld_key, fake.config.slurmdbd_key = NEW, OLD
     verdict = CheckVerifier(cfg).verify_new_key(SecretBytes(NEW))
     assert verdict.rejected and verdict.reason == "rejected_by_slurmdbd"

@@ -1,9 +1,11 @@
 """`slurmrestd-access check`: the Slurm-web connect check that a wrong key cannot pass.
 
-Output, for people: success `✅ connection successful (slurm: 24.11.5, cluster: hpc)` on stdout,
-exit 0; failure `❌ connection failure` on stdout and `ERROR: <reason>: <message> — <hint>` on
-stderr, exit the reason's code. With `--json`: one JSON object on stdout (the same fields), the
-same exit code.
+It speaks for the Slurm-web release installed (config/slurmweb.py): the REST API version(s) that
+release asks for, its agent.ini rules, and its connect-check's success line on stdout, exit 0:
+5.x `✅ connection successful (slurm: 24.11.5, cluster: hpc)`, 6.x `✅ connection successful!
+(cluster: hpc, slurm: 24.11.5, api: 0.0.42)`; failure `❌ connection failure` on stdout and
+`ERROR: <reason>: <message> — <hint>` on stderr, exit the reason's code. With `--json`: one JSON
+object on stdout (the same fields), the same exit code.
 """
 
 from __future__ import annotations
@@ -11,12 +13,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from typing import TextIO
 
 from watchdog_daemon.check.classify import DEFAULT_SLURM_CONF
 from watchdog_daemon.check.result import CheckResult, failure
 from watchdog_daemon.check.run import run_check, run_check_with_key
-from watchdog_daemon.config.agentconf import DEFAULT_AGENT_INI, ConfigError, load_agent_settings
+from watchdog_daemon.config.agentconf import (
+    DEFAULT_AGENT_INI,
+    AgentSettings,
+    ConfigError,
+    load_installed_agent_settings,
+)
+from watchdog_daemon.config.slurmweb import VENDOR_DEFINITIONS, add_release_arguments
 from watchdog_daemon.keys.keyfile import KeyFileError, read_key
 
 
@@ -40,6 +49,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--agent-ini", default=DEFAULT_AGENT_INI, metavar="PATH",
                    help=f"the agent's configuration (default {DEFAULT_AGENT_INI})")
+    add_release_arguments(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--timeout", type=_positive_float, default=10.0, metavar="SECONDS",
                    help="timeout of each call to slurmrestd (default 10)")
@@ -64,6 +74,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="root only: run the check as USER (the agent's user), as `runuser -u "
                    "USER` would; its libraries are loaded before the switch")
     p.set_defaults(func=run)
+
+
+def load_for_release(args: argparse.Namespace) -> AgentSettings:
+    """The agent's settings read for the release installed; ConfigError when either fails."""
+    return load_installed_agent_settings(
+        args.agent_ini, getattr(args, "slurmweb_release", None),
+        getattr(args, "agent_definitions", VENDOR_DEFINITIONS))
 
 
 def _write(stream: TextIO, text: str) -> None:
@@ -105,7 +122,7 @@ def run(args: argparse.Namespace) -> int:
         if refused is not None:
             return report(refused, as_json=args.json, out=sys.stdout, err=sys.stderr)
     try:
-        settings = load_agent_settings(args.agent_ini)
+        settings = load_for_release(args)
     except ConfigError as exc:
         result = failure("config_invalid", exc.message, exc.hint)
     else:
@@ -122,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
                 result = failure(exc.reason, exc.message, exc.hint)
             else:
                 result = run_check_with_key(settings, key, **common)
+        if settings.release is not None and result.agent_release is None:
+            # Named on every answer (a key problem too): the report shows it per host.
+            result = replace(result, agent_series=settings.release.series,
+                             agent_release=settings.release.name)
     return report(result, as_json=args.json, out=sys.stdout, err=sys.stderr)
 
 

@@ -29,6 +29,9 @@ class CheckResult:
     cluster: str | None = None
     api_version: str | None = None
     accounting: bool | None = None
+    # The agent's release the check spoke for (slurmweb.AgentRelease.series; None: not known).
+    agent_series: int | None = None
+    agent_release: str | None = None  # its name, "Slurm-web 5.2.0"
 
     @property
     def public_reason(self) -> str:
@@ -49,11 +52,18 @@ class CheckResult:
             "cluster": self.cluster,
             "api_version": self.api_version,
             "accounting": self.accounting,
+            "slurmweb": self.agent_release,
+            "line": self.success_line() if self.ok else None,
         }
 
     def success_line(self) -> str:
-        return (f"✅ connection successful (slurm: {self.slurm_release or 'unknown'}, "
-                f"cluster: {self.cluster or 'unknown'})")
+        """The line the agent's own connect-check prints, in its release's words (Slurm-web
+        5.x's `slurm-web-connect-check`; 6.x's `slurm-web connect-check`)."""
+        slurm, cluster = self.slurm_release or "unknown", self.cluster or "unknown"
+        if self.agent_series is not None and self.agent_series >= 6:
+            return (f"✅ connection successful! (cluster: {cluster}, slurm: {slurm}, "
+                    f"api: {self.api_version or 'unknown'})")
+        return f"✅ connection successful (slurm: {slurm}, cluster: {cluster})"
 
     def error_line(self) -> str:
         return f"ERROR: {self.public_reason}: {self.message} — {self.hint}"
@@ -71,6 +81,9 @@ _HINTS: dict[str, str] = {
     "no_api_version": "this slurmrestd serves none of these REST API versions: check the Slurm "
                       "version, the openapi plugins slurmrestd loads, and [slurmrestd] versions",
     "slurmrestd_error": "read `journalctl -u slurmrestd` and the slurmctld/slurmdbd logs",
+    "slurmweb_incompatible": "install a Slurm-web release that speaks a REST API version this "
+                             "Slurm serves (docs/releases.md), or a Slurm that serves the "
+                             "agent's",
     "authentication_failure": "slurmrestd refused the request's X-SLURM-USER-* headers: run it "
                               "with `-a rest_auth/jwt` (the drop-in's ExecStart) and check "
                               "[slurmrestd] jwt_user",
@@ -110,6 +123,7 @@ _CODES: dict[str, ExitCode] = {
     "connection_refused": ExitCode.CONNECTION_REFUSED,
     "no_api_version": ExitCode.NO_API_VERSION,
     "slurmrestd_error": ExitCode.SLURMRESTD_ERROR,
+    "slurmweb_incompatible": ExitCode.SLURMWEB_INCOMPATIBLE,
     "authentication_failure": ExitCode.SLURMRESTD_ERROR,
     "token_not_verified": ExitCode.SLURMRESTD_ERROR,
     "slurmdbd_not_served": ExitCode.SLURMRESTD_ERROR,

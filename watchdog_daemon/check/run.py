@@ -231,6 +231,9 @@ def run_check_with_key(settings: Any, key: SecretBytes, *, timeout: float = 10.0
     if not result.cluster and result.ok:
         # 22.05 reports no cluster: fall back to the agent's own name, as its line would show.
         result = replace(result, cluster=settings.cluster)
+    release = getattr(settings, "release", None)
+    if release is not None:
+        result = replace(result, agent_series=release.series, agent_release=release.name)
     return scrub(result, secret_texts)
 
 
@@ -292,7 +295,8 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
                 break
             skipped.append(f"v{version}: {why}")
         if api_version is None:
-            return _no_api_version(versions, skipped, sock_text, call, headers, agent_discovery)
+            return _no_api_version(versions, skipped, sock_text, call, headers, agent_discovery,
+                                   settings)
 
         # 2. slurmctld must accept the token: an authenticated call with that version.
         answer = call("slurm", f"/slurm/v{api_version}/diag", headers, api_version)
@@ -351,8 +355,12 @@ def _run_with_token(settings: Any, key: SecretBytes, token: str, socket_path: Pa
 
 def _no_api_version(versions: tuple[str, ...], skipped: list[str], sock_text: str,
                     call: Callable[..., HttpAnswer | CheckResult],
-                    headers: dict[str, str], agent_discovery: bool) -> CheckResult:
-    """The agent would fail here: say which versions slurmrestd does serve (asked only now)."""
+                    headers: dict[str, str], agent_discovery: bool,
+                    settings: Any = None) -> CheckResult:
+    """The agent would fail here: say which versions slurmrestd does serve (asked only now).
+
+    When the versions are the installed release's own (not agent.ini's choice), it is that
+    release that cannot work with this Slurm: SLURMWEB_INCOMPATIBLE, naming both."""
     if not agent_discovery:
         return failure("no_api_version", f"slurmrestd on {sock_text} answers none of the REST "
                        f"API versions Slurm releases serve ({'; '.join(skipped)})")
@@ -367,6 +375,15 @@ def _no_api_version(versions: tuple[str, ...], skipped: list[str], sock_text: st
             served.append(version)
     serves = (f"it serves {', '.join(served)}" if served
               else "it serves none of the versions Slurm releases know")
+    release = getattr(settings, "release", None)
+    if release is not None and not settings.api_versions_from_agent_ini:
+        from watchdog_daemon.config.slurmweb import incompatible_message, remedy
+
+        served_sorted = sorted(served, key=lambda v: [int(p) for p in v.split(".")])
+        return failure("slurmweb_incompatible",
+                       incompatible_message(release, versions, served_sorted,
+                                            f"slurmrestd on {sock_text}"),
+                       remedy(release, versions, served_sorted))
     return failure(
         "no_api_version",
         f"slurmrestd on {sock_text} answers none of the REST API versions the agent tries "

@@ -1,8 +1,10 @@
-"""Read /etc/slurm-web/agent.ini the way the Slurm-web agent (6.0) does, and say what it refuses.
+"""Read /etc/slurm-web/agent.ini the way the Slurm-web agent does, and say what it refuses.
 
 The agent layers agent.ini over its vendor definitions (`conf/vendor/agent.yml`) with RFL's
 settings loader. What that loader does decides whether the agent starts at all, so it is
-followed here rule by rule (read from Slurm-web 6.0.0 and RFL 1.6, and run against them):
+followed here rule by rule (read from Slurm-web 4.2.0, 5.2.0, 6.0.0 and RFL 1.4 to 1.9, and run
+against them), with the definitions of the release installed (config/slurmweb.py; 6.0's when
+none is given):
 
 * `configparser.ConfigParser` with **extended interpolation**: `$` is special (`$$` is a literal
   `$`, `${key}` / `${section:key}` substitute, a lone `$` is an error), `%` is not;
@@ -12,7 +14,10 @@ followed here rule by rule (read from Slurm-web 6.0.0 and RFL 1.6, and run again
   present (in practice: no `[DEFAULT]` keys at all);
 * ints are `int(text)`, bools are 1/yes/true/on or 0/no/false/off, lists are one item per line
   (`versions` is NOT split on commas), `auth` and `jwt_mode` take only their choices;
-* `[service] cluster` is required (an empty value passes).
+* `[service] cluster` is required (an empty value passes);
+* a deprecated key (`socket`) is ignored when the key that replaces it (`uri`) is set too, else
+  it stands for it (RFL's `deprecated` rule, measured with RFL.settings 1.4 to 1.9 on each
+  release's definitions: `uri` wins over `socket`).
 
 Pure functions of the text (`agent_ini_problems`, `parse_agent_ini`) so it is all tested without
 files; `load_agent_settings` adds the reading. Messages name lines and keys, never values: a value
@@ -25,10 +30,14 @@ import configparser
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keys.secret import SecretBytes
+
+if TYPE_CHECKING:
+    from watchdog_daemon.config.slurmweb import AgentRelease
 
 DEFAULT_AGENT_INI = "/etc/slurm-web/agent.ini"
 DEFAULT_URI = "unix:///run/slurmrestd/slurmrestd.socket"
@@ -115,10 +124,13 @@ class AgentSettings:
     jwt_user: str = DEFAULT_JWT_USER
     jwt_lifespan: int = DEFAULT_JWT_LIFESPAN
     jwt_key: Path = Path(DEFAULT_JWT_KEY)
-    # None: the agent's default list (AGENT_DEFAULT_VERSIONS)
+    # None: the release's default list (6.x); `version`: the one version of 4.x and 5.x.
     versions: tuple[str, ...] | None = None
+    version: str | None = None
     # Static-mode token: a secret too, kept wrapped.
     jwt_token: SecretBytes | None = None
+    # The agent release these settings were read for (None: 6.0's rules, from before releases).
+    release: AgentRelease | None = None
 
     @property
     def socket_path(self) -> Path | None:
@@ -131,8 +143,17 @@ class AgentSettings:
 
     @property
     def api_versions(self) -> tuple[str, ...]:
-        """The versions the agent tries, in its order."""
+        """The versions the agent asks slurmrestd for, in its order (one for 4.x and 5.x)."""
+        if self.release is not None:
+            return self.release.api_versions(self.version, self.versions)
         return self.versions if self.versions is not None else AGENT_DEFAULT_VERSIONS
+
+    @property
+    def api_versions_from_agent_ini(self) -> bool:
+        """Whether agent.ini chose the versions (not the release's default)."""
+        if self.release is not None and not self.release.discovers:
+            return self.version is not None
+        return self.versions is not None
 
 
 def _where(path: str | None) -> str:
@@ -207,10 +228,19 @@ def _convert(kind: str, text: str) -> object:
     return text
 
 
+def _definitions(release: AgentRelease | None
+                 ) -> tuple[dict[str, dict[str, str]], dict[tuple[str, str], tuple[str, ...]], str]:
+    """(schema, choices, whose) of a release; 6.0's built-in ones for None."""
+    if release is None:
+        return AGENT_SCHEMA, AGENT_CHOICES, "the agent"
+    return release.schema(), release.choices(), f"the agent ({release.name})"
+
+
 def _settings_values(parser: configparser.ConfigParser, where: str,
-                     lines: dict[tuple[str, str], int]
+                     lines: dict[tuple[str, str], int], release: AgentRelease | None = None
                      ) -> tuple[dict[tuple[str, str], object], list[SettingsProblem]]:
     """Every value as the agent converts it, and every reason it would refuse to start."""
+    schemas, choices_of, whose = _definitions(release)
     values: dict[tuple[str, str], object] = {}
     problems: list[SettingsProblem] = []
     defaults = set(parser.defaults())
@@ -226,10 +256,10 @@ def _settings_values(parser: configparser.ConfigParser, where: str,
         problems.append(SettingsProblem(detail, hint, section, key, line, where, spilled))
 
     for section in parser.sections():
-        schema = AGENT_SCHEMA.get(section)
+        schema = schemas.get(section)
         if schema is None:
-            problem(f"section [{section}] is not one the agent knows "
-                    f"({', '.join(AGENT_SCHEMA)}; names are case-sensitive)",
+            problem(f"section [{section}] is not one {whose} knows "
+                    f"({', '.join(schemas)}; names are case-sensitive)",
                     "rename or remove the section: the agent refuses to start with it",
                     section, None, at(section))
             continue
@@ -242,7 +272,8 @@ def _settings_values(parser: configparser.ConfigParser, where: str,
                                f"[{section}] has no setting `{key}`")
                     hint = f"move `{key}` into the section it belongs to"
                 else:
-                    message = f"[{section}] has no setting `{key}`"
+                    message = f"[{section}] has no setting `{key}`" + (
+                        f" in {release.name}" if release is not None else "")
                     hint = f"fix the key's spelling or remove it ([{section}] takes " \
                            f"{', '.join(schema)})"
                 problem(message, hint + ": the agent refuses to start", section, key, line,
@@ -262,7 +293,7 @@ def _settings_values(parser: configparser.ConfigParser, where: str,
                 problem(f"[{section}] {key} is not a valid {schema[key]}",
                         "fix the value: the agent refuses to start with it", section, key, line)
                 continue
-            choices = AGENT_CHOICES.get((section, key))
+            choices = choices_of.get((section, key))
             items = value if isinstance(value, list) else [value]
             if choices and any(item not in choices for item in items):
                 problem(f"[{section}] {key} is not one of {', '.join(choices)}",
@@ -280,8 +311,9 @@ def _settings_values(parser: configparser.ConfigParser, where: str,
     return values, problems
 
 
-def agent_ini_problems(text: str, *, path: str | None = None) -> list[SettingsProblem]:
-    """Every reason the agent would refuse to start with this agent.ini (empty: it starts)."""
+def agent_ini_problems(text: str, *, path: str | None = None,
+                       release: AgentRelease | None = None) -> list[SettingsProblem]:
+    """Every reason the agent (of `release`) would refuse to start with this agent.ini."""
     where = _where(path)
     try:
         parser = _read(text, where)
@@ -291,14 +323,16 @@ def agent_ini_problems(text: str, *, path: str | None = None) -> list[SettingsPr
         if detail.startswith("line "):
             detail = detail.split(": ", 1)[1]
         return [SettingsProblem(detail, exc.hint, line=exc.line, where=where)]
-    return _settings_values(parser, where, option_lines(text))[1]
+    return _settings_values(parser, where, option_lines(text), release)[1]
 
 
-def parse_agent_ini(text: str, *, path: str | None = None) -> AgentSettings:
-    """Settings from the text of agent.ini; ConfigError naming the line or key when wrong."""
+def parse_agent_ini(text: str, *, path: str | None = None,
+                    release: AgentRelease | None = None) -> AgentSettings:
+    """Settings from the text of agent.ini, read as the agent of `release` reads it;
+    ConfigError naming the line or key when wrong."""
     where = _where(path)
     parser = _read(text, where)
-    values, problems = _settings_values(parser, where, option_lines(text))
+    values, problems = _settings_values(parser, where, option_lines(text), release)
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
@@ -323,6 +357,7 @@ def parse_agent_ini(text: str, *, path: str | None = None) -> AgentSettings:
             "give the token lifespan in seconds, e.g. jwt_lifespan = 3600", path,
         )
     versions = get("versions", None)
+    version = get("version", None)
     token = get("jwt_token", None)
     return AgentSettings(
         cluster=str(values[("service", "cluster")]).strip(), uri=uri,
@@ -330,11 +365,13 @@ def parse_agent_ini(text: str, *, path: str | None = None) -> AgentSettings:
         jwt_user=str(get("jwt_user", DEFAULT_JWT_USER)), jwt_lifespan=lifespan,
         jwt_key=Path(str(get("jwt_key", DEFAULT_JWT_KEY))),
         versions=tuple(str(v) for v in versions) if isinstance(versions, list) else None,
-        jwt_token=SecretBytes(str(token).encode()) if token else None,
+        version=str(version).strip() or None if version is not None else None,
+        jwt_token=SecretBytes(str(token).encode()) if token else None, release=release,
     )
 
 
-def load_agent_settings(path: str | Path = DEFAULT_AGENT_INI) -> AgentSettings:
+def load_agent_settings(path: str | Path = DEFAULT_AGENT_INI,
+                        release: AgentRelease | None = None) -> AgentSettings:
     """Read and parse agent.ini; a missing or unreadable file is a ConfigError too."""
     path_text = str(path)
     try:
@@ -351,7 +388,23 @@ def load_agent_settings(path: str | Path = DEFAULT_AGENT_INI) -> AgentSettings:
     except OSError as exc:
         raise ConfigError(f"cannot read {path_text}: {exc.strerror or type(exc).__name__}",
                           "check the path", path_text) from None
-    return parse_agent_ini(text, path=path_text)
+    return parse_agent_ini(text, path=path_text, release=release)
+
+
+def load_installed_agent_settings(path: str | Path = DEFAULT_AGENT_INI,
+                                  declared_release: str | None = None,
+                                  definitions_path: str | None = None) -> AgentSettings:
+    """agent.ini read for the Slurm-web release installed on this host (slurmweb.detect;
+    `declared_release` only where nothing on the host names it); ConfigError when the release
+    cannot be known or the file is wrong for it."""
+    from watchdog_daemon.config import slurmweb
+
+    try:
+        release = slurmweb.detect(declared_release,
+                                  definitions_path=definitions_path or slurmweb.VENDOR_DEFINITIONS)
+    except slurmweb.ReleaseError as exc:
+        raise ConfigError(exc.message, exc.hint) from None
+    return load_agent_settings(path, release)
 
 
 __all__ = [
@@ -363,6 +416,7 @@ __all__ = [
     "SettingsProblem",
     "agent_ini_problems",
     "load_agent_settings",
+    "load_installed_agent_settings",
     "option_lines",
     "parse_agent_ini",
 ]

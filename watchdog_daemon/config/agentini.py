@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from watchdog_daemon.config.agentconf import agent_ini_problems, option_lines
 from watchdog_daemon.config.atomicwrite import (
@@ -33,6 +34,9 @@ from watchdog_daemon.config.atomicwrite import (
     apply_change,
 )
 from watchdog_daemon.exitcodes import ExitCode
+
+if TYPE_CHECKING:
+    from watchdog_daemon.config.slurmweb import AgentRelease
 
 SECTION = "slurmrestd"
 MANAGED = ("uri", "auth", "jwt_mode", "jwt_key", "jwt_user", "jwt_lifespan")
@@ -215,14 +219,16 @@ def merge_agent_ini(
     jwt_key: str,
     jwt_user: str | None = None,
     jwt_lifespan: int | None = None,
+    release: AgentRelease | None = None,
 ) -> MergeResult:
     """Set uri, auth=jwt, jwt_mode=auto, jwt_key (and jwt_user/jwt_lifespan when given).
 
-    Refused (IniParseError, naming the lines) when the agent would not start with the result.
+    Refused (IniParseError, naming the lines) when the agent of `release` (6.0 for None) would
+    not start with the result. Every key written is one each release defines (MANAGED).
     """
     result = merge_agent_ini_unchecked(text, uri=uri, jwt_key=jwt_key, jwt_user=jwt_user,
                                        jwt_lifespan=jwt_lifespan)
-    _refuse_what_the_agent_refuses(text, result.text)
+    _refuse_what_the_agent_refuses(text, result.text, release)
     return result
 
 
@@ -298,13 +304,14 @@ def merge_agent_ini_unchecked(
     return MergeResult(new_text, changed, before, after, warnings)
 
 
-def _refuse_what_the_agent_refuses(text: str, new_text: str) -> None:
+def _refuse_what_the_agent_refuses(text: str, new_text: str,
+                                   release: AgentRelease | None = None) -> None:
     """The merged file must be one the agent starts with; else nothing is written.
 
     Checked on the result (a `[DEFAULT]` key that was harmless may spill into the
     `[slurmrestd]` section the merge adds), located on the administrator's own lines.
     """
-    problems = agent_ini_problems(new_text)
+    problems = agent_ini_problems(new_text, release=release)
     if not problems:
         return
     original = option_lines(text)
@@ -316,8 +323,9 @@ def _refuse_what_the_agent_refuses(text: str, new_text: str) -> None:
             line = original.get((origin, problem.key or ""))
         where = f"line {line}: " if line else ""
         located.append(f"{where}{problem.detail} ({problem.hint})")
+    agent = release.name if release is not None else "the Slurm-web agent"
     raise IniParseError(
-        "the Slurm-web agent would refuse to start with this agent.ini: " + "; ".join(located),
+        f"{agent} would refuse to start with this agent.ini: " + "; ".join(located),
         "fix the line(s) named; nothing was changed",
     )
 
@@ -399,6 +407,7 @@ def apply_agent_ini(
     jwt_user: str | None = None,
     jwt_lifespan: int | None = None,
     dry_run: bool,
+    release: AgentRelease | None = None,
 ) -> MergeResult:
     """Merge into the agent.ini at `path`; write it only when it changes (owner/mode kept)."""
     if not os.path.exists(path):
@@ -412,7 +421,8 @@ def apply_agent_ini(
     return apply_change(
         path,
         lambda text: merge_agent_ini(
-            text, uri=uri, jwt_key=jwt_key, jwt_user=jwt_user, jwt_lifespan=jwt_lifespan
+            text, uri=uri, jwt_key=jwt_key, jwt_user=jwt_user, jwt_lifespan=jwt_lifespan,
+            release=release,
         ),
         dry_run=dry_run,
     )

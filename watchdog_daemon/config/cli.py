@@ -30,6 +30,12 @@ from collections.abc import Callable
 
 from watchdog_daemon.config.atomicwrite import ChangeError, MergeResult
 from watchdog_daemon.config.dropin import DEFAULT_SOCKET
+from watchdog_daemon.config.slurmweb import (
+    AgentRelease,
+    ReleaseError,
+    add_release_arguments,
+    detect,
+)
 from watchdog_daemon.exitcodes import ExitCode
 
 
@@ -70,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         p.add_argument("--jwt-key", required=True, metavar="PATH", help="the agent's key copy")
         p.add_argument("--jwt-user", default=None, metavar="U")
         p.add_argument("--jwt-lifespan", type=_positive_int, default=None, metavar="N")
+        add_release_arguments(p)
         _add_json(p)
         p.set_defaults(func=_run_agent_ini)
 
@@ -84,6 +91,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pre.add_argument("--allow-unsupported-slurm", action="store_true",
                      help="do not refuse a Slurm older than 24.05 (Slurm-web's agent cannot use "
                      "it; JWT for other REST clients)")
+    pre.add_argument("--agent-ini", default=None, metavar="FILE",
+                     help="on the agent's host: also refuse a Slurm-web release that cannot "
+                     "work with this Slurm (read with this agent.ini)")
+    add_release_arguments(pre)
     _add_json(pre)
     pre.set_defaults(func=_run_preflight)
 
@@ -106,6 +117,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                       help="the agent's key copy (with --agent-ini)")
     plan.add_argument("--jwt-user", default=None, metavar="U")
     plan.add_argument("--jwt-lifespan", type=_positive_int, default=None, metavar="N")
+    plan.add_argument("--allow-unsupported-slurm", action="store_true",
+                      help="do not refuse a Slurm-web release this Slurm cannot serve")
+    add_release_arguments(plan)
     _add_json(plan)
     plan.set_defaults(func=_run_plan)
 
@@ -134,13 +148,49 @@ def _conf_merge(file: str, jwt_key: str) -> Callable[[bool], MergeResult]:
 
 
 def _agent_ini_merge(file: str, uri: str, jwt_key: str, jwt_user: str | None,
-                     jwt_lifespan: int | None) -> Callable[[bool], MergeResult]:
+                     jwt_lifespan: int | None, release: AgentRelease | None = None
+                     ) -> Callable[[bool], MergeResult]:
     from watchdog_daemon.config.agentini import apply_agent_ini
 
     return lambda dry_run: apply_agent_ini(
         file, uri=uri, jwt_key=jwt_key, jwt_user=jwt_user, jwt_lifespan=jwt_lifespan,
-        dry_run=dry_run,
+        dry_run=dry_run, release=release,
     )
+
+
+def _release(args: argparse.Namespace) -> tuple[AgentRelease | None, ReleaseError | None]:
+    try:
+        return detect(args.slurmweb_release, definitions_path=args.agent_definitions), None
+    except ReleaseError as exc:
+        return None, exc
+
+
+def _release_report(release: AgentRelease | None, error: ReleaseError | None) -> dict:
+    if release is None:
+        assert error is not None
+        return {"ok": False, "message": error.message, "hint": error.hint}
+    return {"ok": True, **release.to_dict()}
+
+
+def _agent_api_versions(agent_ini: str, release: AgentRelease) -> tuple[str, ...]:
+    """What the agent will ask slurmrestd for with this agent.ini (its release's defaults when
+    the file cannot be read: the agent-ini plan says why)."""
+    from watchdog_daemon.config.agentconf import ConfigError, load_agent_settings
+
+    try:
+        return load_agent_settings(agent_ini, release).api_versions
+    except ConfigError:
+        return release.default_api_versions()
+
+
+def _slurmweb_finding(args: argparse.Namespace, release: AgentRelease | None,
+                      error: ReleaseError | None, version: str | None) -> list:
+    from watchdog_daemon.config.preflight import slurmweb_finding
+
+    versions = _agent_api_versions(args.agent_ini, release) if release is not None else ()
+    finding = slurmweb_finding(release, error, versions, version,
+                               getattr(args, "allow_unsupported_slurm", False))
+    return [finding] if finding is not None else []
 
 
 def _run_conf(args: argparse.Namespace) -> int:
@@ -148,8 +198,14 @@ def _run_conf(args: argparse.Namespace) -> int:
 
 
 def _run_agent_ini(args: argparse.Namespace) -> int:
+    release, error = _release(args)
+    if release is None:
+        assert error is not None
+        return _report_error(args, {"file": args.file, "error": "config_invalid",
+                                    "message": error.message, "hint": error.hint,
+                                    "exit_code": int(ExitCode.CONFIG_INVALID)})
     return _run_merge(args, _agent_ini_merge(args.file, args.uri, args.jwt_key, args.jwt_user,
-                                             args.jwt_lifespan))
+                                             args.jwt_lifespan, release))
 
 
 def merge_report(
@@ -223,8 +279,10 @@ def _print_human(action: str, result: MergeResult) -> None:
 
 
 def preflight_report(unit: str, socket_path: str, release: bool = False,
-                     allow_unsupported: bool = False) -> tuple[dict[str, object], list]:
-    """The preflight's findings; with `release`, also whether this host's Slurm is supported."""
+                     allow_unsupported: bool = False, args: argparse.Namespace | None = None
+                     ) -> tuple[dict[str, object], list]:
+    """The preflight's findings; with `release`, also whether this host's Slurm is supported;
+    with `args.agent_ini`, whether the Slurm-web release installed can work with it."""
     from watchdog_daemon.config.preflight import failed, release_finding, run_preflight
     from watchdog_daemon.config.slurmrelease import read_release
 
@@ -234,6 +292,13 @@ def preflight_report(unit: str, socket_path: str, release: bool = False,
         version = read_release()
         finding = release_finding(version, allow_unsupported)
         findings = ([finding] if finding else []) + findings
+    agent: dict | None = None
+    if args is not None and getattr(args, "agent_ini", None):
+        if version is None:
+            version = read_release()
+        agent_release, error = _release(args)
+        agent = _release_report(agent_release, error)
+        findings = _slurmweb_finding(args, agent_release, error, version) + findings
     ok = not failed(findings)
     report: dict[str, object] = {
         "ok": ok,
@@ -244,12 +309,14 @@ def preflight_report(unit: str, socket_path: str, release: bool = False,
     }
     if release:
         report["slurm"] = version
+    if agent is not None:
+        report["slurmweb"] = agent
     return report, findings
 
 
 def _run_preflight(args: argparse.Namespace) -> int:
     report, findings = preflight_report(args.unit, args.socket, release=True,
-                                        allow_unsupported=args.allow_unsupported_slurm)
+                                        allow_unsupported=args.allow_unsupported_slurm, args=args)
     code = int(report.pop("exit_code"))  # type: ignore[call-overload]
     if args.json:
         _print_json(report)
@@ -270,16 +337,25 @@ def _run_plan(args: argparse.Namespace) -> int:
         return _usage(args, "--agent-ini needs --uri and --agent-jwt-key")
     plan: dict[str, object] = {}
     if args.preflight_unit:
-        plan["preflight"] = preflight_report(args.preflight_unit, args.socket)[0]
+        plan["preflight"] = preflight_report(args.preflight_unit, args.socket, args=args)[0]
+    release, error = _release(args) if args.agent_ini else (None, None)
+    if args.agent_ini:
+        plan["slurmweb"] = _release_report(release, error)
     conf_reports = []
     for file in args.conf:
         report, _ = merge_report("plan", file, _conf_merge(file, args.jwt_key))
         report.setdefault("exit_code", int(ExitCode.OK))
         conf_reports.append(report)
     plan["conf"] = conf_reports
-    if args.agent_ini:
+    if args.agent_ini and release is None:
+        assert error is not None
+        plan["agent_ini"] = {"file": args.agent_ini, "error": "config_invalid",
+                             "message": error.message, "hint": error.hint,
+                             "exit_code": int(ExitCode.CONFIG_INVALID)}
+    elif args.agent_ini:
         report, _ = merge_report("plan", args.agent_ini, _agent_ini_merge(
-            args.agent_ini, args.uri, args.agent_jwt_key, args.jwt_user, args.jwt_lifespan))
+            args.agent_ini, args.uri, args.agent_jwt_key, args.jwt_user, args.jwt_lifespan,
+            release))
         report.setdefault("exit_code", int(ExitCode.OK))
         plan["agent_ini"] = report
     _print_json(plan)

@@ -15,7 +15,9 @@ what these files set still reaches slurmrestd:
 
 It also refuses a Slurm older than Slurm-web's agent can use (config/slurmrelease.py), unless told
 `--allow-unsupported-slurm`. (The deploy decides that on every host from its own survey, before
-it asks the tool for a plan: `plan` does not decide it again.)
+it asks the tool for a plan: `plan` does not decide it again.) On the agent's host, it refuses a
+Slurm-web release that cannot work with this Slurm (config/slurmweb.py: the REST API versions
+the release asks for, none of which this Slurm serves), or that cannot be known at all.
 
 Pure functions take text; `run_preflight` gathers it from the host.
 """
@@ -29,7 +31,7 @@ import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 
-from watchdog_daemon.config import slurmrelease
+from watchdog_daemon.config import slurmrelease, slurmweb
 from watchdog_daemon.config.dropin import DEFAULT_SOCKET
 
 ERROR = "error"
@@ -313,6 +315,20 @@ def release_finding(version_text: str | None, allow_unsupported: bool = False) -
     if verdict.ok:
         return None
     return Finding(ERROR, verdict.message, verdict.hint)
+
+
+def slurmweb_finding(release: slurmweb.AgentRelease | None, error: slurmweb.ReleaseError | None,
+                     api_versions: tuple[str, ...], version_text: str | None,
+                     allow_unsupported: bool = False) -> Finding | None:
+    """An ERROR when the agent's release is not known, or cannot work with this Slurm."""
+    if release is None:
+        assert error is not None
+        return Finding(ERROR, error.message, error.hint)
+    slurm = slurmrelease.parse_release(version_text) if version_text else None
+    verdict = slurmweb.pairing(release, api_versions, slurm)
+    if verdict.ok or allow_unsupported:
+        return None
+    return Finding(ERROR, verdict.message + ". Nothing was changed", verdict.hint)
 
 
 def failed(findings: list[Finding]) -> bool:

@@ -70,12 +70,12 @@ def configure_logging() -> None:
 
 def validate(config: WatchConfig) -> tuple[str, str, ExitCode, str] | None:
     """Start-time checks that turn a silent months-long misbehaviour into a clear error."""
-    from watchdog_daemon.config.agentconf import ConfigError, load_agent_settings
+    from watchdog_daemon.config.agentconf import ConfigError, load_installed_agent_settings
     from watchdog_daemon.keys.keyfile import KeyFileError
     from watchdog_daemon.keys.keywrite import resolve_owner
 
     try:
-        settings = load_agent_settings(config.agent_ini)
+        settings = load_installed_agent_settings(config.agent_ini, config.slurmweb_release)
     except ConfigError as exc:
         return ("config_invalid", str(exc), ExitCode.CONFIG_INVALID, "")
     if Path(settings.jwt_key) != config.copy_path:

@@ -47,6 +47,9 @@ class WatchConfig:
     copy_group: str = "slurm-web"
     copy_mode: int = 0o400
     agent_ini: Path = Path("/etc/slurm-web/agent.ini")
+    # The Slurm-web release, where neither its package nor its vendor definitions name it
+    # (config/slurmweb.py); None: they must.
+    slurmweb_release: str | None = None
     # "auto": the ones in use among DEFAULT_AGENT_UNITS (agentunits); or an explicit list.
     agent_units: tuple[str, ...] | None = None
 
@@ -232,6 +235,12 @@ def _convert(where: str, name: str, value: Any) -> Any:
         return value
     if name == "metrics":
         return _listen_address(value, bad)
+    if name == "slurmweb_release":
+        from watchdog_daemon.config.slurmweb import parse_version
+
+        if not isinstance(value, str) or parse_version(value) is None:
+            raise bad('a Slurm-web release such as "5.2" or "6.0"')
+        return value
     raise bad("a known setting")  # pragma: no cover - _KNOWN and the branches above agree
 
 

@@ -51,9 +51,10 @@ def _verdict(result: Any) -> Verdict:
 
 
 def load_settings(config: WatchConfig) -> Any:
-    from watchdog_daemon.config.agentconf import load_agent_settings
+    from watchdog_daemon.config.agentconf import load_installed_agent_settings
 
-    return load_agent_settings(config.agent_ini)
+    # Per load: an agent upgraded under the daemon is spoken for as it now is.
+    return load_installed_agent_settings(config.agent_ini, config.slurmweb_release)
 
 
 class CheckVerifier:
