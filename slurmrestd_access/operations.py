@@ -400,9 +400,11 @@ def connect_check(settings: Settings, when: str):
     if report["exit_code"] != 0:
         reason = report.get("reason", "unknown")
         raise _fail(f"connect check {when} failed ({reason}, exit {report['exit_code']})", report)
-    host.noop(
-        f"connect check {when}: ✅ connection successful (slurm: {report.get('slurm')}, "
-        f"cluster: {report.get('cluster')})"
-    )
+    # The line of the agent's own connect-check, in its release's words (a tool from before
+    # releases gives no `line`: 5.x's words, as it printed them).
+    line = report.get("line") or (f"✅ connection successful (slurm: {report.get('slurm')}, "
+                                  f"cluster: {report.get('cluster')})")
+    release = f" [{report['slurmweb']}]" if report.get("slurmweb") else ""
+    host.noop(f"connect check {when}: {line}{release}")
     return
     yield  # pragma: no cover - makes this a generator, as pyinfra operations are

@@ -130,8 +130,9 @@ def test_bookworm_opt_in_deploys_and_the_check_speaks_for_2205s_api(bookworm_opt
     topo, inventory, run = bookworm_opted_in
     for text in ("Slurm 22.05.8 is older than 24.05, which Slurm-web's agent needs; going on "
                  "because allow_unsupported_slurm is set; 22.05 serves v0.0.36 to v0.0.38",
-                 "connect check before the agent restart: ✅ connection successful "
-                 "(slurm: 22.05.8, cluster: bookworm)"):
+                 # bookworm1's agent is Slurm-web 6.0: its connect-check's words.
+                 "connect check before the agent restart: ✅ connection successful! "
+                 "(cluster: bookworm, slurm: 22.05.8, api: 0.0.38)"):
         assert text in run.output, run.output[-4000:]
     # JWT is set up as on a supported release; the check with the newest API 22.05 serves
     # (v0.0.38), slurmctld and slurmdbd accepting the agent's token, the random key refused.
@@ -215,10 +216,13 @@ def forky_deployed(testbed):
 
 def test_forky_deploy_proves_slurm_2605(forky_deployed):
     topo, run = forky_deployed
-    for text in ("✅ connection successful (slurm: 26.05", "preflight passed: Slurm 26.05"):
+    # forky-rest's agent is Slurm-web 6.0: it discovers 0.0.44, the newest it knows that
+    # 26.05 serves, and the check says so in 6.0's words.
+    line = "✅ connection successful! (cluster: forky, slurm: 26.05.5, api: 0.0.44)"
+    for text in (line, "preflight passed: Slurm 26.05"):
         assert text in run.output, run.output[-4000:]
     check = topo.ssh("forky-rest", "slurmrestd-access check --as-user slurm-web")
-    assert "✅ connection successful (slurm: 26.05" in check.stdout, check.stdout
+    assert check.stdout.strip() == line, check.stdout
     assert hostcheck.agent_view(topo, "forky-rest")["accepted"] is True
     # The compute-only host got the AuthAlt* lines (same slurm.conf everywhere) but no key.
     assert hostcheck.grep_lines(topo, "forky-cn", "/etc/slurm/slurm.conf", "^AuthAltTypes=")
