@@ -70,8 +70,10 @@ def get(path):
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read().decode() or "{}")
 _, facts = get("/standin/status")
+# The agent's paths carry its own release (/v5.2.0/, /v6.0.0/).
+prefix = "/v" + facts.get("slurmweb_version", "6.0.0")
 for name in ("jobs", "accounts"):
-    code, body = get("/v6.0.0/" + name)
+    code, body = get(prefix + "/" + name)
     facts[name] = code
     if code != 200:
         facts.setdefault("errors", {})[name] = body.get("description", "")
@@ -82,9 +84,10 @@ json.dump(facts, sys.stdout)
 def agent_view(tb, host: str) -> dict:
     """Whether the agent (stand-in) serves, read on its own paths, not on any check of ours.
 
-    `accepted`: `/v6.0.0/jobs` (slurmctld) answers 200 and, where slurm.conf sends accounting
-    to slurmdbd, so does `/v6.0.0/accounts` (slurmdbd). `reason`: the first agent error. The
-    rest is what the stand-in loaded at start (unit, uri, key_sha256...).
+    `accepted`: `/v{release}/jobs` (slurmctld) answers 200 and, where slurm.conf sends
+    accounting to slurmdbd, so does `/v{release}/accounts` (slurmdbd), with the Slurm-web
+    release the stand-in runs as (5.2.0 or 6.0.0). `reason`: the first agent error. The rest
+    is what the stand-in loaded at start (slurmweb, unit, uri, key_sha256...).
     """
     res = tb.ssh(host, f"python3 -c {shlex.quote(_AGENT_VIEW)}")
     view = json.loads(_text(res))

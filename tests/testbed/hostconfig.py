@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tests.testbed.accounts import ACCOUNTS
-from tests.testbed.topology import AGENT_UNITS, Catalog, Cluster, Host
+from tests.testbed.topology import AGENT_UNITS, DEFAULT_SLURMWEB, Catalog, Cluster, Host
 
 # Baked into the base's MariaDB by basecache; slurmdbd.conf must carry the same one.
 DB_USER = "slurm"
@@ -171,7 +171,8 @@ def agent_ini(cluster: Cluster) -> str:
     return f"[service]\ncluster={cluster.name}\n"
 
 
-def standin_unit(unit: str) -> str:
+def standin_unit(unit: str, release: str = DEFAULT_SLURMWEB) -> str:
+    """A unit of the stand-in package of Slurm-web `release` (slurmweb_pkg.py ships it)."""
     # As Slurm-web's own units: the native one restarts on failure (systemd's default 100 ms,
     # so an agent without its key ends "failed" after 5 tries), the uWSGI one does not.
     restart = "Restart=on-failure\n" if unit == AGENT_UNITS[0] else ""
@@ -184,6 +185,8 @@ def standin_unit(unit: str) -> str:
         "User=slurm-web\n"
         "Group=slurm-web\n"
         f"Environment=UNIT={unit}\n"
+        # The package's code runs as its release, as a real package's units run its own code.
+        f"Environment=STANDIN_RELEASE={release}\n"
         f"ExecStart=/usr/bin/python3 {STANDIN_PATH}\n"
         f"{restart}"
         "\n"
@@ -207,7 +210,6 @@ def host_files(
     host: Host,
     munge_key: bytes,
     authorized_key: str,
-    standin_source: str,
     machine_id: str,
     gateway_key: bytes = b"",
 ) -> list[HostFile]:
@@ -233,12 +235,12 @@ def host_files(
             HostFile("/etc/slurm/slurmdbd.conf", slurmdbd_conf(cluster), 0o600, "slurm", "slurm")
         )
     if host.is_agent_host:
+        # The stand-in, its units and the release's agent.yml come in the slurm-web-agent
+        # package (slurmweb_pkg.py), installed beside these site files.
         files.append(HostFile("/etc/slurm-web/agent.ini", agent_ini(cluster)))
-        files.append(HostFile(STANDIN_PATH, standin_source, 0o755))
         # The agent's own signing key for its front-end tokens ([jwt] key), which the Slurm-web
         # package's set-up creates (slurm-web-gen-jwt-key): without it the agent does not start.
         files.append(HostFile(GATEWAY_KEY, gateway_key, 0o400, "slurm-web", "slurm-web"))
-        files.extend(HostFile(f"{UNIT_DIR}/{u}", standin_unit(u)) for u in AGENT_UNITS)
     return files
 
 

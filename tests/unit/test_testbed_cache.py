@@ -123,7 +123,7 @@ def test_host_files_per_role():
     def files(name):
         host = split.host(name)
         return {f.path: f for f in hostconfig.host_files(cat, host, key, "ssh-ed25519 AAA x",
-                                                          "print()", "0" * 32)}
+                                                          "0" * 32)}
 
     db, rest, ctl = files("split-db"), files("split-rest"), files("split-ctl")
     assert db["/etc/slurm/slurmdbd.conf"].mode == 0o600
@@ -132,7 +132,9 @@ def test_host_files_per_role():
     assert "/etc/slurm/slurmdbd.conf" not in ctl
     assert rest["/etc/slurm-web/agent.ini"].content == "[service]\ncluster=split\n"
     assert "/etc/slurm-web/agent.ini" not in ctl
-    assert rest["/usr/lib/systemd/system/slurm-web-agent-uwsgi.service"].content
+    # The stand-in and its units come in the slurm-web-agent package (test_slurmweb_pkg.py).
+    assert hostconfig.GATEWAY_KEY in rest and hostconfig.GATEWAY_KEY not in ctl
+    assert not [p for p in rest if p.startswith(hostconfig.UNIT_DIR)]
     assert db["/etc/munge/munge.key"].content == key
     assert db["/etc/munge/munge.key"].mode == 0o400
     hosts = db["/etc/hosts"].content
@@ -158,3 +160,5 @@ def test_standin_units_name_themselves_stand_ins_and_run_as_slurm_web():
         assert "STAND-IN" in text
         assert "User=slurm-web" in text.splitlines()
         assert f"Environment=UNIT={unit}" in text.splitlines()
+        assert "Environment=STANDIN_RELEASE=6.0" in text.splitlines()
+        assert "Environment=STANDIN_RELEASE=5.2" in hostconfig.standin_unit(unit, "5.2")
