@@ -19,6 +19,10 @@ DEFAULT_TOPOLOGIES_FILE = Path(__file__).with_name("topologies.toml")
 # Debian releases a topology may name; each has its own cached base (basecache.RELEASES).
 RELEASES = ("bullseye", "bookworm", "trixie", "forky")
 DEFAULT_RELEASE = "trixie"
+# Releases whose base has Debian's uWSGI (basecache.UWSGI_PACKAGES), which
+# slurm-web-agent-uwsgi.service runs: only where a topology runs that unit, since a package
+# more rebuilds a release's base.
+UWSGI_RELEASES = ("trixie",)
 
 # Host names double as nspawn machine names and DNS labels in /etc/hosts.
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -207,6 +211,11 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any], release: str) -> C
     agent_unit = raw.get("agent_unit", AGENT_UNITS[0])
     if agent_unit not in AGENT_UNITS:
         raise TestbedError(f"{where}: agent_unit must be one of {', '.join(AGENT_UNITS)}")
+    if agent_unit == AGENT_UNITS[1] and release not in UWSGI_RELEASES:
+        having = ", ".join(UWSGI_RELEASES)
+        raise TestbedError(f"{where}: {agent_unit} needs uWSGI, which the base of {having} "
+                           f"has, not {release}'s (add {release} to topology.UWSGI_RELEASES: "
+                           "its base is then rebuilt with uWSGI)")
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise TestbedError(f"{where}: hosts must be a non-empty list")

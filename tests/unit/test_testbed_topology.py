@@ -126,6 +126,10 @@ def _single_host(data):
          "host hpc1: sudo must be one of nopasswd, password, not 'nopassword'"),
         (lambda d: _single_host(d).update(sudo_mode="password"),
          "host hpc1: unknown setting.s. sudo_mode"),
+        # Only trixie's base has uWSGI (basecache.UWSGI_PACKAGES).
+        (lambda d: d["topologies"]["bookworm"]["clusters"]["bookworm"].update(
+            agent_unit="slurm-web-agent-uwsgi.service"),
+         "needs uWSGI, which the base of trixie has, not bookworm's"),
     ],
 )
 def test_bad_topologies_are_refused(raw, change, message):
