@@ -163,3 +163,12 @@ def test_fleet_clusters_are_separate_and_gamma_runs_the_uwsgi_unit(testbed):
     assert restart.split() == ["no", "on-failure"]
     enabled = fleet.ssh("gamma1", "systemctl is-enabled slurm-web-agent.service", check=False)
     assert enabled.stdout.strip() == "disabled"
+    # Slurm-web's uWSGI unit and ini, run by Debian's uWSGI (in trixie's base).
+    exec_start = fleet.ssh("gamma1", "systemctl show -p ExecStart --value "
+                                     "slurm-web-agent-uwsgi.service").stdout
+    assert "argv[]=/usr/bin/uwsgi --ini /usr/share/slurm-web/wsgi/agent/slurm-web-agent.ini " \
+        in exec_start, exec_start
+    installed = fleet.ssh("gamma1", "dpkg-query -W -f '${Package} ${Status}\\n' uwsgi-core "
+                                    "uwsgi-plugin-python3").stdout.splitlines()
+    assert installed == ["uwsgi-core install ok installed",
+                         "uwsgi-plugin-python3 install ok installed"], installed
