@@ -23,6 +23,10 @@ DEFAULT_RELEASE = "trixie"
 # package of that release on an agent host (slurmweb_pkg.py).
 SLURMWEB_RELEASES = ("5.2", "6.0")
 DEFAULT_SLURMWEB = "6.0"
+# Releases whose base has Debian's uWSGI (basecache.UWSGI_PACKAGES), which
+# slurm-web-agent-uwsgi.service runs: only where a topology runs that unit, since a package
+# more rebuilds a release's base.
+UWSGI_RELEASES = ("trixie",)
 
 # Host names double as nspawn machine names and DNS labels in /etc/hosts.
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -213,6 +217,11 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any], release: str) -> C
     agent_unit = raw.get("agent_unit", AGENT_UNITS[0])
     if agent_unit not in AGENT_UNITS:
         raise TestbedError(f"{where}: agent_unit must be one of {', '.join(AGENT_UNITS)}")
+    if agent_unit == AGENT_UNITS[1] and release not in UWSGI_RELEASES:
+        having = ", ".join(UWSGI_RELEASES)
+        raise TestbedError(f"{where}: {agent_unit} needs uWSGI, which the base of {having} "
+                           f"has, not {release}'s (add {release} to topology.UWSGI_RELEASES: "
+                           "its base is then rebuilt with uWSGI)")
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise TestbedError(f"{where}: hosts must be a non-empty list")

@@ -133,6 +133,10 @@ def _single_host(data):
         (lambda d: d["topologies"]["split"]["clusters"]["split"]["hosts"][1].update(
             slurmweb="5.2"), "host split-db: slurmweb names the agent's release; only the "
                              "slurmrestd host has the agent"),
+        # Only trixie's base has uWSGI (basecache.UWSGI_PACKAGES).
+        (lambda d: d["topologies"]["bookworm"]["clusters"]["bookworm"].update(
+            agent_unit="slurm-web-agent-uwsgi.service"),
+         "needs uWSGI, which the base of trixie has, not bookworm's"),
     ],
 )
 def test_bad_topologies_are_refused(raw, change, message):
