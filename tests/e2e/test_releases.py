@@ -206,12 +206,51 @@ def restart_slurmd(topo) -> None:
 
 
 @pytest.fixture(scope="module")
-def forky_deployed(testbed):
+def forky_refused(testbed):
+    """A fresh forky whose agent host runs Slurm-web 5.2 (REST API 0.0.41 only, which 26.05 no
+    longer serves): the deploy, what it left, and the hosts before it. Then back to 6.0."""
+    topo = testbed.up("forky", fresh=True)
+    with topo.slurmweb_release("forky-rest", "5.2"):
+        before = hostcheck.snapshot(topo)
+        dropins = topo.ssh("forky-rest", "ls -la /etc/systemd/system/slurmrestd.service.d/ "
+                                         "2>&1 || true").stdout
+        run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py")
+        after = hostcheck.snapshot(topo)
+        dropins_after = topo.ssh("forky-rest", "ls -la /etc/systemd/system/slurmrestd.service.d/ "
+                                               "2>&1 || true").stdout
+    return run, (before, dropins), (after, dropins_after)
+
+
+@pytest.fixture(scope="module")
+def forky_deployed(testbed, forky_refused):
     topo = testbed.up("forky", fresh=True)
     assert "26.05" in topo.ssh("forky-ctl", "sinfo -V").stdout
     run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "-v")
     assert run.returncode == 0, run.output[-6000:]
     return topo, run
+
+
+def test_forky_refuses_a_5_2_agent_before_any_change(forky_refused):
+    run, before, after = forky_refused
+    assert run.returncode != 0
+    assert ("Slurm-web 5.2.0 uses REST API 0.0.41 only; Slurm 26.05 serves 0.0.42 to 0.0.45: "
+            "the agent cannot work with it. Nothing was changed — install Slurm-web 6.x; run it "
+            "with Slurm 24.05 to 25.11") in run.output, run.output[-6000:]
+    # slurm.conf, slurmdbd.conf, the drop-in directory, the keys, agent.ini: as they were, on
+    # every host of the cluster (the agent host's refusal stops the cluster), no daemon restarted.
+    assert after == before
+
+
+def test_forky_check_of_a_5_2_agent_exits_25_naming_both(forky_deployed):
+    topo, _ = forky_deployed
+    with topo.slurmweb_release("forky-rest", "5.2"):
+        res = topo.ssh("forky-rest", "slurmrestd-access check --as-user slurm-web --json",
+                       check=False)
+    data = json.loads(res.stdout)
+    assert (res.returncode, data["reason"]) == (25, "slurmweb_incompatible"), data
+    assert "Slurm-web 5.2.0 uses REST API 0.0.41 only" in data["message"]
+    assert "serves 0.0.42 to 0.0.45" in data["message"], data["message"]
+    assert hostcheck.agent_view(topo, "forky-rest")["accepted"] is True  # 6.0 again
 
 
 def test_forky_deploy_proves_slurm_2605(forky_deployed):

@@ -7,13 +7,16 @@ The tests run in file order on one fresh fleet; only alpha is deployed.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import time
 import warnings
 
 import pytest
 from rfl.settings import RuntimeSettings
 
 from tests.e2e import hostcheck
-from tests.e2e.pyinfra_run import run_deploy
+from tests.e2e.pyinfra_run import ROOT, report_cmd, run_deploy
 from tests.testbed import slurmweb_pkg
 
 pytestmark = pytest.mark.e2e
@@ -107,3 +110,79 @@ def test_switching_a_running_agent_to_6_0_and_back(fleet):
     assert view["unit"] == "slurm-web-agent.service"
     # No unit left waiting for a daemon-reload by the switches.
     assert hostcheck.units_needing_reload(fleet, "alpha1") == []
+
+
+# ---- the project speaks for the 5.2 agent (issue 19) -------------------------------------------
+
+KEY = "/var/spool/slurm/jwt_hs256.key"
+COPY = "/var/lib/slurm-web/slurmrestd.key"
+SIX_ONLY = ("[slurmrestd] versions", "[cache] associations", "[filters] associations")
+
+
+def tool_check(topo, host: str, *extra: str):
+    return topo.ssh(host, " ".join(["slurmrestd-access check --as-user slurm-web", *extra]),
+                    check=False)
+
+
+def test_the_deploy_and_the_check_speak_for_5_2_on_alpha1(fleet, tmp_path):
+    """The deploy above ran the check for 5.2 (one version, 0.0.41, its own success line),
+    and left an agent.ini that Slurm-web 5.2's own loader takes (no key 6.0 added)."""
+    done = run_deploy(fleet.inventory_path, "deploys/slurmrestd_access.py", "--limit", "alpha",
+                      "-v")
+    assert done.returncode == 0, done.output[-6000:]
+    # A re-run changes nothing, and its check says 5.x's line, the release named.
+    assert ("connect check before the agent restart: "
+            f"{SUCCESS['5.2'].format(cluster='alpha')} [Slurm-web 5.2.0]") in done.output, \
+        done.output[-4000:]
+    res = tool_check(fleet, "alpha1")
+    assert (res.returncode, res.stdout.strip()) == (0, SUCCESS["5.2"].format(cluster="alpha"))
+    as_json = json.loads(tool_check(fleet, "alpha1", "--json").stdout)
+    assert (as_json["api_version"], as_json["slurmweb"]) == ("0.0.41", "Slurm-web 5.2.0")
+    # The same line as the release's own connect-check: the two agree.
+    assert connect_check(fleet, "alpha1", "5.2").stdout.strip() == res.stdout.strip()
+    ini = fleet.ssh("alpha1", "cat /etc/slurm-web/agent.ini").stdout
+    assert "[slurmrestd]" in ini and "versions" not in ini
+    defs, path = tmp_path / "agent.yml", tmp_path / "agent.ini"
+    defs.write_text(slurmweb_pkg.agent_yml("5.2"))
+    path.write_text(ini)
+    settings = RuntimeSettings.yaml_definition(defs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        settings.override_ini(path)  # raises on a key 5.2 does not define
+    assert settings.slurmrestd.jwt_key.as_posix() == COPY
+
+
+def test_a_hand_rotation_on_alpha1_is_followed_by_the_watchdog_for_5_2(fleet):
+    topo, host = fleet, "alpha1"
+    topo.ssh(host, f"umask 077; head -c 32 /dev/urandom > {KEY}.rot && chown slurm:slurm "
+                   f"{KEY}.rot && mv -f {KEY}.rot {KEY}")
+    new_key = hostcheck.stat(topo, host, KEY)["sha256"]
+    topo.ssh(host, "systemctl restart slurmdbd && for i in $(seq 60); do ss -Hltn "
+                   "'sport = :6819' | grep -q . && break; sleep 0.5; done; scontrol reconfigure")
+    deadline = time.monotonic() + 60
+    while True:
+        res = topo.ssh(host, "slurmrestd-access status", check=False)
+        state = json.loads(res.stdout or "{}")
+        copy = hostcheck.stat(topo, host, COPY) or {}
+        if res.returncode == 0 and state.get("state") == "in_sync" and \
+                copy.get("sha256") == new_key:
+            break
+        assert time.monotonic() < deadline, (res.returncode, state)
+        time.sleep(0.5)
+    view = hostcheck.agent_view(topo, host)
+    assert (view["slurmweb"], view["key_sha256"], view["accepted"]) == ("5.2", new_key, True), \
+        view
+    assert tool_check(topo, host).returncode == 0
+
+
+def test_rotate_key_and_the_report_on_alpha(fleet):
+    done = run_deploy(fleet.inventory_path, "deploys/rotate_key.py", "--limit", "alpha")
+    assert done.returncode == 0, done.output[-6000:]
+    assert hostcheck.agent_view(fleet, "alpha1")["accepted"] is True
+    report = subprocess.run([*report_cmd(), str(fleet.inventory_path), "--limit", "alpha",
+                             "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                            check=False)
+    data = json.loads(report.stdout)
+    assert report.returncode == 0, data
+    (row,) = [h for c in data["clusters"] for h in c["hosts"] if h["host"] == "alpha1"]
+    assert (row["slurmweb"], row["check"]) == ("5.2.0", "ok"), row
