@@ -98,8 +98,8 @@ class Settings:
 def _slurmweb_release(host: str, value: Any) -> str:
     from watchdog_daemon.config.slurmweb import SERIES, parse_version
 
-    text = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) \
-        else ""
+    # A string only: a number would lose what it says (6.10 reads as 6.1).
+    text = value if isinstance(value, str) else ""
     version = parse_version(text)
     if version is None or version[0] not in SERIES:
         known = ", ".join(f'"{s}.x"' for s in SERIES)

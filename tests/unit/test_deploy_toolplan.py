@@ -3,6 +3,7 @@ commands the deploy later applies with would."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmrestd_access.settings import settings_from_host_data
+from slurmrestd_access.settings import SettingsError, settings_from_host_data
 from slurmrestd_access.toolplan import agent_ini_args, conf_files, plan_args, plan_problems
 from watchdog_daemon import cli
 
@@ -127,3 +128,33 @@ def test_the_controller_is_asked_with_the_hosts_slurm_conf():
     llnl = settings_from_host_data("h", {"cluster": "hpc",
                                          "slurm_conf": "/etc/slurm-llnl/slurm.conf"})
     assert "SLURM_CONF=/etc/slurm-llnl/slurm.conf scontrol ping" in controller_up(llnl)
+
+
+def test_the_release_host_data_names_reaches_every_command_that_reads_agent_ini(site):
+    """slurmweb_release (where nothing on the host names the release): the check, the
+    agent-ini merge, the plan and the watchdog's config all get it; without it, none does."""
+    from slurmrestd_access.toolplan import check_args
+    from slurmrestd_access.watchconf import render_watch_toml, watch_config
+
+    assert site.slurmweb_release == "6.0"
+    for args in (list(check_args(site)), agent_ini_args(site), plan_args(site, ALL)):
+        assert args.count("--slurmweb-release") == 1, args
+        assert args[args.index("--slurmweb-release") + 1] == "6.0", args
+    assert 'slurmweb_release = "6.0"' in render_watch_toml(site)
+    assert watch_config(site).slurmweb_release == "6.0"
+    bare = dataclasses.replace(site, slurmweb_release=None)
+    assert "--slurmweb-release" not in [*check_args(bare), *agent_ini_args(bare),
+                                        *plan_args(bare, ALL)]
+    assert "slurmweb_release" not in render_watch_toml(bare)
+
+
+@pytest.mark.parametrize("value", ["4.2", "5.2", "6.0", "5.2.1"])
+def test_slurmweb_release_values_taken(value):
+    assert settings_from_host_data("h", {"cluster": "c", "slurmweb_release": value}) \
+        .slurmweb_release == value
+
+
+@pytest.mark.parametrize("value", ["3.1", "7.0", "latest", 5.2, True])
+def test_slurmweb_release_values_refused_by_name(value):
+    with pytest.raises(SettingsError, match=r"slurmweb_release=.* is not a Slurm-web release"):
+        settings_from_host_data("h", {"cluster": "c", "slurmweb_release": value})
