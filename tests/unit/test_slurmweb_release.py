@@ -48,6 +48,15 @@ def render(sections: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+def test_documentation_in_any_yaml_form_is_skipped():
+    text = ("slurmrestd:\n  version:\n    type: str\n    default: '0.0.41'\n"
+            "    doc: Slurm REST API version, a plain scalar\n      that goes on: here\n"
+            "      - and here\n    ex: 0.0.41\n  uri:\n    type: uri\n    doc: >\n"
+            "      folded: text\n")
+    assert slurmweb.parse_definitions(text) == {
+        "slurmrestd": {"version": {"type": "str", "default": "0.0.41"}, "uri": {"type": "uri"}}}
+
+
 def release_of(tag: str, package: tuple[str, str] | None = None) -> slurmweb.AgentRelease:
     return slurmweb.decide(package, render(RELEASES[tag]["sections"]))
 

@@ -130,7 +130,8 @@ class AgentRelease:
         """The API version(s) it uses when agent.ini says nothing, in the order it tries them."""
         key = "versions" if self.discovers else "version"
         if self.definitions:
-            found = self.definitions.get("slurmrestd", {}).get(key, {}).get("default")
+            param = (self.definitions.get("slurmrestd") or {}).get(key)
+            found = param.get("default") if isinstance(param, Mapping) else None
             if isinstance(found, list) and found:
                 return tuple(str(v) for v in found)
             if isinstance(found, (str, int, float)) and str(found):
@@ -301,9 +302,8 @@ def parse_definitions(text: str) -> dict[str, dict[str, dict[str, Any]]]:
                 block_indent, prop = indent, None
                 continue
             if key == "doc" or key == "ex":
-                prop = None
-                if not value:
-                    block_indent = indent  # a plain multi-line value
+                # Text only: skip it and any deeper line that continues it.
+                prop, block_indent = None, indent
                 continue
             if value:
                 param[key] = _scalar(value)
