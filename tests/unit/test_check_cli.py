@@ -101,6 +101,10 @@ def test_versions_chosen_in_agent_ini_that_slurm_does_not_serve_stay_23(env, cap
         code = main([*args, "--json"])
     data = json.loads(capsys.readouterr().out)
     assert code == ExitCode.NO_API_VERSION, data
+    # 5.x refuses `versions` at start: the remedy names its own key (measured with the real
+    # 5.2.0 agent, tests/testbed/MEASUREMENTS.md).
+    assert "[slurmrestd] version to one this slurmrestd serves" in data["hint"]
+    assert "versions" not in data["hint"] and "Slurm-web 5.2's default is 0.0.41" in data["hint"]
 
 
 def test_json_failure(env, capsys):

@@ -384,12 +384,19 @@ def _no_api_version(versions: tuple[str, ...], skipped: list[str], sock_text: st
                        incompatible_message(release, versions, served_sorted,
                                             f"slurmrestd on {sock_text}"),
                        remedy(release, versions, served_sorted))
+    if release is not None and not release.discovers:
+        # 4.x/5.x have no `versions` (they refuse it at start): their one key is `version`.
+        hint = (f"set agent.ini's [slurmrestd] version to one this slurmrestd serves, or remove "
+                f"it ({release.name}'s default is {release.default_api_versions()[0]})")
+    else:
+        hint = ("Slurm-web's agent needs REST API 0.0.41 or later (Slurm 24.05 and later); list "
+                "in agent.ini's [slurmrestd] versions (one per line) only versions the agent "
+                "supports")
     return failure(
         "no_api_version",
         f"slurmrestd on {sock_text} answers none of the REST API versions the agent tries "
         f"({'; '.join(skipped)}): {serves}",
-        "Slurm-web's agent needs REST API 0.0.41 or later (Slurm 24.05 and later); list in "
-        "agent.ini's [slurmrestd] versions (one per line) only versions the agent supports",
+        hint,
     )
 
 
