@@ -267,6 +267,10 @@ def main() -> int:
     parser.add_argument("--poll", type=float, default=0.1)
     parser.add_argument("--settle", type=float, default=3.0)
     args = parser.parse_args()
+    if args.agent_unit == "slurm-web-agent-uwsgi.service":
+        # Its agent listens on uWSGI's unix socket (tests/testbed/standin/uwsgi_client.py),
+        # not on 5012: the poller would count an outage all along.
+        parser.error("the poller speaks HTTP to 127.0.0.1:5012: not the uWSGI unit's socket")
     gaps = [float(g) for g in args.gaps.split(",") if g.strip()]
     original = enable_metrics()
     poller = Poller(f"http://127.0.0.1:5012{args.endpoint}", args.poll)

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
+from pathlib import Path
+
+from tests.testbed.standin import uwsgi_client
 
 UNITS = ("slurmctld.service", "slurmdbd.service", "slurmrestd.service",
          "slurm-web-agent.service", "slurm-web-agent-uwsgi.service",
@@ -59,40 +63,116 @@ def snapshot(tb, hosts: list[str] | None = None) -> dict:
             for name in names}
 
 
-# One SSH: what the agent loaded (the stand-in's own facts), then the agent's own data paths,
-# which ask slurmrestd exactly as Slurm-web's do: /jobs goes to slurmctld, /accounts to slurmdbd.
-_AGENT_VIEW = """
-import json, sys, urllib.error, urllib.request
-def get(path):
-    try:
-        r = urllib.request.urlopen("http://127.0.0.1:5012" + path, timeout=30)
-        return r.status, json.loads(r.read().decode())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read().decode() or "{}")
-_, facts = get("/standin/status")
-for name in ("jobs", "accounts"):
-    code, body = get("/v6.0.0/" + name)
-    facts[name] = code
-    if code != 200:
-        facts.setdefault("errors", {})[name] = body.get("description", "")
-json.dump(facts, sys.stdout)
-"""
+# The agent is reached where its unit serves it: HTTP on 127.0.0.1:5012
+# (slurm-web-agent.service) or uWSGI's unix socket (slurm-web-agent-uwsgi.service), by
+# tests/testbed/standin/uwsgi_client.py run with the host's python3 (fed on stdin, one SSH).
+CLIENT_SOURCE = Path(uwsgi_client.__file__).read_bytes()
+
+
+def agent_command(unit: str, paths: list[str], held: int = 0) -> str:
+    """The command line that asks the agent these paths on its host (the client on stdin)."""
+    return " ".join(["python3", "-", "--unit", shlex.quote(unit),
+                     *(["--held", str(held)] if held else []),
+                     *(shlex.quote(p) for p in paths)])
+
+
+def agent_requests(tb, host: str, paths: list[str], held: int = 0) -> list[dict]:
+    """GET each path of the agent on its host: [{"status", "headers", "body"}, ...] (with
+    held=N, each path N times over N connections held together: N different uWSGI workers)."""
+    res = tb.ssh(host, agent_command(tb.host(host).agent_unit, paths, held),
+                 input=CLIENT_SOURCE)
+    return json.loads(_text(res))
+
+
+def _json(answer: dict):
+    return json.loads(answer["body"] or "{}")
+
+
+# The agent's data paths of each release the stand-in can be (its prefix is its release).
+DATA_PATHS = ("/v5.2.0/jobs", "/v5.2.0/accounts", "/v6.0.0/jobs", "/v6.0.0/accounts")
+
+
+def release_prefix(status: dict) -> str:
+    """`/v5.2.0` or `/v6.0.0`: the agent's paths, from what its `/standin/status` says."""
+    return "/v" + str(status.get("slurmweb_version") or "6.0.0")
 
 
 def agent_view(tb, host: str) -> dict:
     """Whether the agent (stand-in) serves, read on its own paths, not on any check of ours.
 
-    `accepted`: `/v6.0.0/jobs` (slurmctld) answers 200 and, where slurm.conf sends accounting
-    to slurmdbd, so does `/v6.0.0/accounts` (slurmdbd). `reason`: the first agent error. The
-    rest is what the stand-in loaded at start (unit, uri, key_sha256...).
+    `accepted`: `/v{release}/jobs` (slurmctld) answers 200 and, where slurm.conf sends
+    accounting to slurmdbd, so does `/v{release}/accounts` (slurmdbd), with the Slurm-web
+    release the stand-in runs as (5.2.0 or 6.0.0). `reason`: the first agent error. The rest
+    is what the stand-in loaded at start (slurmweb, unit, uri, key_sha256...).
+    One SSH: what the agent loaded (the stand-in's own facts, its release included), then the
+    agent's own data paths of either release (the other's answer 404 and are dropped), which
+    ask slurmrestd exactly as Slurm-web's do: /jobs goes to slurmctld, /accounts to slurmdbd.
     """
-    res = tb.ssh(host, f"python3 -c {shlex.quote(_AGENT_VIEW)}")
-    view = json.loads(_text(res))
+    status, *data = agent_requests(tb, host, ["/standin/status", *DATA_PATHS])
+    view = _json(status)
+    prefix = release_prefix(view)
+    mine = [a for path, a in zip(DATA_PATHS, data, strict=True) if path.startswith(prefix + "/")]
+    for name, answer in zip(("jobs", "accounts"), mine, strict=True):
+        view[name] = answer["status"]
+        if answer["status"] != 200:
+            view.setdefault("errors", {})[name] = _json(answer).get("description", "")
     needed = ["jobs"] + (["accounts"] if view.get("accounting") else [])
     failed = [name for name in needed if view[name] != 200]
     view["accepted"] = not failed
     view["reason"] = "; ".join(f"/{n}: {view['errors'][n]}" for n in failed) or "ok"
     return view
+
+
+UWSGI_PROCESSES = 5  # Slurm-web's slurm-web-agent.ini
+
+
+def agent_workers(tb, host: str) -> dict[int, dict]:
+    """Every uWSGI worker of the agent, by pid: what it loaded (`/standin/status`: key_sha256,
+    app_loaded_pid...) and what its data paths answer (`jobs`, `accounts`: HTTP status).
+
+    Each path is asked over 5 connections held together, which 5 different workers serve
+    (uwsgi_client.held_gets); a worker that served one path but not another has None there.
+    """
+    release = _json(agent_requests(tb, host, ["/standin/status"])[0])
+    prefix = release_prefix(release)
+    paths = ["/standin/status", f"{prefix}/jobs", f"{prefix}/accounts"]
+    answers = agent_requests(tb, host, paths, held=UWSGI_PROCESSES)
+    workers: dict[int, dict] = {}
+    for i, answer in enumerate(answers):
+        name = paths[i // UWSGI_PROCESSES].rsplit("/", 1)[1]
+        worker = workers.setdefault(int(answer["headers"]["x-standin-pid"]),
+                                    {"key_sha256": None, "jobs": None, "accounts": None})
+        if name == "status":
+            worker.update(_json(answer))
+        else:
+            worker[name] = answer["status"]
+    return workers
+
+
+def assert_every_worker_serves(tb, host: str, key_sha256: str, wait: float = 10) -> dict:
+    """All 5 uWSGI workers of the host's agent run with the key copy `key_sha256`, loaded by
+    the unit's main process (the uWSGI master, before it forked them), and each answers 200
+    on /jobs (slurmctld) and /accounts (slurmdbd). Retried for `wait` s (a just restarted
+    master may still be forking); returns the workers, by pid."""
+    unit = tb.host(host).agent_unit
+    deadline = time.monotonic() + wait
+    while True:
+        master = int(_text(tb.ssh(host, f"systemctl show -p MainPID --value {unit}")).strip())
+        workers = agent_workers(tb, host)
+        wrong = {pid: {k: w.get(k) for k in ("key_sha256", "app_loaded_pid", "jobs",
+                                             "accounts")}
+                 for pid, w in workers.items()
+                 if (w["key_sha256"], w.get("app_loaded_pid"), w["jobs"], w["accounts"])
+                 != (key_sha256, master, 200, 200)}
+        if (len(workers) == UWSGI_PROCESSES and master not in workers and not wrong) or (
+                time.monotonic() > deadline):
+            break
+        time.sleep(1)
+    assert len(workers) == UWSGI_PROCESSES, f"{host}: {len(workers)} workers answered: {workers}"
+    assert master not in workers  # the master loads the application; workers serve
+    assert not wrong, f"{host}: workers not serving with {key_sha256[:12]} (master {master}): " \
+                      f"{wrong}"
+    return workers
 
 
 def grep_lines(tb, host: str, path: str, pattern: str) -> list[str]:
@@ -102,15 +182,8 @@ def grep_lines(tb, host: str, path: str, pattern: str) -> list[str]:
 
 def agent_get(tb, host: str, path: str) -> tuple[int, object]:
     """GET a path of the agent (stand-in) on its host: (HTTP status, JSON body)."""
-    script = ("import json,sys,urllib.request,urllib.error\n"
-              "try:\n"
-              f"    r = urllib.request.urlopen('http://127.0.0.1:5012{path}', timeout=30)\n"
-              "    print(r.status); print(r.read().decode())\n"
-              "except urllib.error.HTTPError as e:\n"
-              "    print(e.code); print(e.read().decode())\n")
-    res = tb.ssh(host, f"python3 -c {shlex.quote(script)}")
-    status, _, body = _text(res).partition("\n")
-    return int(status), json.loads(body)
+    (answer,) = agent_requests(tb, host, [path])
+    return answer["status"], _json(answer)
 
 
 def unit_state(tb, host: str, unit: str) -> str:

@@ -80,6 +80,8 @@ def test_a_fresh_fleet_is_deployed_in_one_run(fleet):
     assert summary(first) == {"alpha": "changed", "beta": "changed", "gamma": "changed"}
     assert_deployed(topo)
     assert settled == []  # no unit left with NeedDaemonReload=yes, one reload at most
+    # gamma's agent runs under uWSGI (its unix socket): every worker serves with the copy.
+    hostcheck.assert_every_worker_serves(topo, "gamma1", key_hashes(topo)["gamma1:copy"])
 
 
 def test_a_second_run_changes_nothing(fleet):

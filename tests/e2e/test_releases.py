@@ -145,9 +145,13 @@ def test_bookworm_opt_in_deploys_and_the_check_speaks_for_2205s_api(bookworm_opt
     result = json.loads(done.stdout)
     assert (result["ok"], result["slurm"], result["api_version"], result["accounting"]) == (
         True, "22.05.8", "0.0.38", True), result
-    # Without the opt-in's --any-api-version the check fails as the agent would.
+    # Without the opt-in's --any-api-version the check fails as the agent would: the 6.0
+    # agent's own versions are not served by 22.05 (slurmweb_incompatible, both named).
     agent = topo.ssh("bookworm1", "slurmrestd-access check --as-user slurm-web", check=False)
-    assert agent.returncode == 23, agent.stdout + agent.stderr  # no_api_version
+    assert agent.returncode == 25, agent.stdout + agent.stderr
+    assert ("Slurm-web 6.0.0 discovers its REST API among 0.0.44, 0.0.43, 0.0.42, 0.0.41; "
+            "slurmrestd on /run/slurmrestd/slurmrestd.socket serves 0.0.36 to 0.0.38") in \
+        agent.stderr, agent.stderr
     again = run_deploy(inventory)
     assert again.returncode == 0 and again.totals()["changed"] == 0, again.output[-4000:]
 
@@ -206,12 +210,52 @@ def restart_slurmd(topo) -> None:
 
 
 @pytest.fixture(scope="module")
-def forky_deployed(testbed):
+def forky_refused(testbed):
+    """A fresh forky whose agent host runs Slurm-web 5.2 (REST API 0.0.41 only, which 26.05 no
+    longer serves): the deploy, what it left, and the hosts before it. Then back to 6.0."""
+    topo = testbed.up("forky", fresh=True)
+    hosts = ("forky-ctl", "forky-rest", "forky-cn")
+    with topo.slurmweb_release("forky-rest", "5.2"):
+        before = {h: fingerprint(topo, h) for h in hosts}
+        run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py")
+        after = {h: fingerprint(topo, h) for h in hosts}
+    return run, before, after
+
+
+@pytest.fixture(scope="module")
+def forky_deployed(testbed, forky_refused):
     topo = testbed.up("forky", fresh=True)
     assert "26.05" in topo.ssh("forky-ctl", "sinfo -V").stdout
     run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "-v")
     assert run.returncode == 0, run.output[-6000:]
     return topo, run
+
+
+def test_forky_refuses_a_5_2_agent_before_any_change(forky_refused):
+    run, before, after = forky_refused
+    assert run.returncode != 0
+    assert ("Slurm-web 5.2.0 uses REST API 0.0.41 only; Slurm 26.05 serves 0.0.42 to 0.0.45: "
+            "the agent cannot work with it. Nothing was changed — install Slurm-web 6.x; run it "
+            "with Slurm 24.05 to 25.11") in run.output, run.output[-6000:]
+    assert "forky: failed (forky-rest: " in run.output  # the per-cluster summary
+    # slurm.conf, slurmdbd.conf, the drop-in directory, the keys, agent.ini, watch.toml: as they
+    # were, on every host of the cluster (the agent host's refusal stops the cluster), and no
+    # daemon restarted. (Only the host tool was installed, in its own prefix: the agent host's
+    # preflight is the tool's.)
+    assert after == before
+    assert "/etc/systemd/system/slurmrestd.service.d absent" in after["forky-rest"].values()
+
+
+def test_forky_check_of_a_5_2_agent_exits_25_naming_both(forky_deployed):
+    topo, _ = forky_deployed
+    with topo.slurmweb_release("forky-rest", "5.2"):
+        res = topo.ssh("forky-rest", "slurmrestd-access check --as-user slurm-web --json",
+                       check=False)
+    data = json.loads(res.stdout)
+    assert (res.returncode, data["reason"]) == (25, "slurmweb_incompatible"), data
+    assert "Slurm-web 5.2.0 uses REST API 0.0.41 only" in data["message"]
+    assert "serves 0.0.42 to 0.0.45" in data["message"], data["message"]
+    assert hostcheck.agent_view(topo, "forky-rest")["accepted"] is True  # 6.0 again
 
 
 def test_forky_deploy_proves_slurm_2605(forky_deployed):

@@ -7,14 +7,11 @@ import shlex
 
 import pytest
 
+from tests.e2e import hostcheck
 from tests.testbed.pytest_support import RunningTopology
 
 pytestmark = pytest.mark.e2e
 
-STANDIN_STATUS = (
-    "python3 -c \"import urllib.request,sys;sys.stdout.write(urllib.request.urlopen("
-    "'http://127.0.0.1:5012/standin/status', timeout=30).read().decode())\""
-)
 
 
 @pytest.fixture(scope="module", params=["single", "split"])
@@ -91,8 +88,12 @@ def test_agent_standin_refuses_to_start_without_its_key_copy_as_the_agent_does(t
         assert ("[CRITICAL] Configuration error: Unable to load JWT key for slurmrestd "
                 "authentication: Token private key file /var/lib/slurm-web/slurmrestd.key not "
                 "found") in journal
-        # Nothing listens where the agent would.
-        assert topo.ssh(rest, STANDIN_STATUS, check=False).returncode != 0
+        # Nothing listens where the agent would (HTTP on 5012, or uWSGI's socket).
+        asked = topo.ssh(rest, hostcheck.agent_command(cluster.agent_unit, ["/standin/status"]),
+                         input=hostcheck.CLIENT_SOURCE, check=False)
+        assert asked.returncode != 0, asked.stdout
+        assert ("ConnectionRefusedError" in asked.stderr  # nothing on 5012
+                or "FileNotFoundError" in asked.stderr), asked.stderr  # no socket
         inactive = topo.ssh(rest, f"systemctl is-active {other}", check=False).stdout
         assert inactive.strip() == "inactive"
         assert topo.ssh(rest, f"systemctl is-enabled {other}", check=False).stdout.strip() == (
@@ -162,3 +163,12 @@ def test_fleet_clusters_are_separate_and_gamma_runs_the_uwsgi_unit(testbed):
     assert restart.split() == ["no", "on-failure"]
     enabled = fleet.ssh("gamma1", "systemctl is-enabled slurm-web-agent.service", check=False)
     assert enabled.stdout.strip() == "disabled"
+    # Slurm-web's uWSGI unit and ini, run by Debian's uWSGI (in trixie's base).
+    exec_start = fleet.ssh("gamma1", "systemctl show -p ExecStart --value "
+                                     "slurm-web-agent-uwsgi.service").stdout
+    assert "argv[]=/usr/bin/uwsgi --ini /usr/share/slurm-web/wsgi/agent/slurm-web-agent.ini " \
+        in exec_start, exec_start
+    installed = fleet.ssh("gamma1", "dpkg-query -W -f '${Package} ${Status}\\n' uwsgi-core "
+                                    "uwsgi-plugin-python3").stdout.splitlines()
+    assert installed == ["uwsgi-core install ok installed",
+                         "uwsgi-plugin-python3 install ok installed"], installed

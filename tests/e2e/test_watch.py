@@ -121,7 +121,15 @@ def test_rotation_on_the_uwsgi_agent_host(testbed):
     topo = testbed.up("fleet")
     run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--limit", "gamma")
     assert run.returncode == 0, run.output[-6000:]
+    # The agent under uWSGI: five workers forked from the master that read the key copy.
+    hostcheck.assert_every_worker_serves(topo, "gamma1",
+                                         hostcheck.stat(topo, "gamma1", COPY)["sha256"])
     rotate_and_check(topo, "gamma1", "slurm-web-agent-uwsgi.service")
+    # The watchdog's one restart of the unit gave every worker the new key, not only the one
+    # agent_view happened to reach.
+    new_key = hostcheck.stat(topo, "gamma1", KEY)["sha256"]
+    assert hostcheck.stat(topo, "gamma1", COPY)["sha256"] == new_key
+    hostcheck.assert_every_worker_serves(topo, "gamma1", new_key)
 
 
 # -- issue 10: every rotation followed, the agent back within seconds, an honest status -------

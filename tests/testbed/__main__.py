@@ -1,4 +1,5 @@
-"""`python -m tests.testbed up|down|base|status|ssh|sudo-mode`: the testbed's command line."""
+"""`python -m tests.testbed up|down|base|status|ssh|sudo-mode|slurmweb`: the testbed's command
+line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from tests.testbed.accounts import SUDO_MODES
 from tests.testbed.errors import TestbedError
 from tests.testbed.testbed import Testbed
+from tests.testbed.topology import SLURMWEB_RELEASES
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     sudo.add_argument("target", metavar="TOPOLOGY|HOST")
     sudo.add_argument("mode", nargs="?", choices=[*SUDO_MODES, "default"],
                       help="default: each host's `sudo` in topologies.toml")
+    slurmweb = sub.add_parser(
+        "slurmweb",
+        help="switch an agent host's Slurm-web release: its stand-in package reinstalled, the "
+             "agent restarted if active (without RELEASE: show it)",
+    )
+    slurmweb.add_argument("host")
+    slurmweb.add_argument("release", nargs="?", choices=[*SLURMWEB_RELEASES, "default"],
+                          help="default: the host's `slurmweb` in topologies.toml")
     return p
 
 
@@ -82,6 +92,12 @@ def main(argv: list[str] | None = None) -> int:
                 modes = testbed.set_sudo_mode(args.target, args.mode)
             for host, mode in modes.items():
                 print(f"{host} {mode or 'unknown (no testbed rule on the host)'}")
+        elif args.command == "slurmweb":
+            if args.release is None:
+                version = testbed.slurmweb(args.host)
+            else:
+                version = testbed.set_slurmweb(args.host, args.release)
+            print(f"{args.host} {version or 'not installed'}")
     except TestbedError as exc:
         print(f"testbed: error: {exc}", file=sys.stderr)
         return 1

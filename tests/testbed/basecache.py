@@ -18,6 +18,7 @@ from tests.testbed.errors import TestbedError
 from tests.testbed.hostconfig import DB_NAME, DB_PASSWORD, DB_USER
 from tests.testbed.mounts import remove_tree, unmount_below
 from tests.testbed.proc import run, say
+from tests.testbed.topology import UWSGI_RELEASES
 
 SUITE = "trixie"
 MIRROR = os.environ.get("SRA_TESTBED_MIRROR", "http://deb.debian.org/debian")
@@ -43,6 +44,12 @@ PACKAGES = (
     # Not in debootstrap's minbase: the unprivileged admin account deploys through it.
     "sudo",
 )
+# Debian's uWSGI, as Slurm-web's slurm-web-agent-uwsgi.service runs it (`/usr/bin/uwsgi`,
+# `plugin = python3`), in the bases of topology.UWSGI_RELEASES only. Debian has both packages
+# in every release the testbed builds (apt, 2026-12): bullseye and bookworm 2.0.19.1 and
+# 2.0.21, trixie 2.0.28 (+2.4 MB, plugin +0.3 MB, libpython3.13 is there already), forky 2.0.31,
+# where `uwsgi-core` is a transitional package for `uwsgi`.
+UWSGI_PACKAGES = ("uwsgi-core", "uwsgi-plugin-python3")
 # Bump when the build steps below change in a way the package list does not show.
 # 2: the unprivileged accounts (accounts.ACCOUNTS).
 RECIPE = 2
@@ -88,7 +95,13 @@ class BaseSpec:
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
-DEFAULT_SPEC = BaseSpec(SUITE, MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE)
+
+
+def _with_uwsgi(release: str, packages: tuple[str, ...]) -> tuple[str, ...]:
+    return packages + UWSGI_PACKAGES if release in UWSGI_RELEASES else packages
+
+
+DEFAULT_SPEC = BaseSpec(SUITE, MIRROR, BOOTSTRAP_INCLUDE, _with_uwsgi(SUITE, PACKAGES), RECIPE)
 
 # The Debian releases a topology can run on (`release = ...` in topologies.toml). Measured
 # package differences (apt-cache in each release's chroot):
@@ -101,10 +114,12 @@ DEFAULT_SPEC = BaseSpec(SUITE, MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE)
 #   script bootstraps any current suite.
 _NO_JWT_PLUGIN = tuple(p for p in PACKAGES if p != "slurm-wlm-jwt-plugin")
 RELEASES: dict[str, BaseSpec] = {
-    "bullseye": BaseSpec("bullseye", MIRROR, BOOTSTRAP_INCLUDE, _NO_JWT_PLUGIN, RECIPE),
-    "bookworm": BaseSpec("bookworm", MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE),
+    "bullseye": BaseSpec("bullseye", MIRROR, BOOTSTRAP_INCLUDE,
+                         _with_uwsgi("bullseye", _NO_JWT_PLUGIN), RECIPE),
+    "bookworm": BaseSpec("bookworm", MIRROR, BOOTSTRAP_INCLUDE,
+                         _with_uwsgi("bookworm", PACKAGES), RECIPE),
     "trixie": DEFAULT_SPEC,
-    "forky": BaseSpec("forky", MIRROR, BOOTSTRAP_INCLUDE, PACKAGES, RECIPE,
+    "forky": BaseSpec("forky", MIRROR, BOOTSTRAP_INCLUDE, _with_uwsgi("forky", PACKAGES), RECIPE,
                       script="/usr/share/debootstrap/scripts/sid", unified_cgroup=True),
 }
 

@@ -8,9 +8,11 @@ agent installed and reading an agent.ini that names only its cluster.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from tests.testbed.accounts import ACCOUNTS
-from tests.testbed.topology import AGENT_UNITS, Catalog, Cluster, Host
+from tests.testbed.standin.uwsgi_client import UWSGI_SOCKET, UWSGI_UNIT
+from tests.testbed.topology import AGENT_UNITS, DEFAULT_SLURMWEB, Catalog, Cluster, Host
 
 # Baked into the base's MariaDB by basecache; slurmdbd.conf must carry the same one.
 DB_USER = "slurm"
@@ -18,6 +20,11 @@ DB_PASSWORD = "testbed-slurmdbd"
 DB_NAME = "slurm_acct_db"
 
 STANDIN_PATH = "/usr/local/libexec/slurm-web-agent-standin.py"
+# Where Slurm-web's packages put the uWSGI agent's files (its lib/wsgi/agent/ directory).
+WSGI_DIR = "/usr/share/slurm-web/wsgi/agent"
+WSGI_INI = f"{WSGI_DIR}/slurm-web-agent.ini"
+WSGI_FILE = f"{WSGI_DIR}/slurm-web-agent.py"
+WSGI_SOURCE = Path(__file__).with_name("standin") / "slurm_web_agent_wsgi.py"
 GATEWAY_KEY = "/var/lib/slurm-web/jwt.key"
 UNIT_DIR = "/usr/lib/systemd/system"
 NET_UNIT = "testbed-network.service"
@@ -171,7 +178,29 @@ def agent_ini(cluster: Cluster) -> str:
     return f"[service]\ncluster={cluster.name}\n"
 
 
-def standin_unit(unit: str) -> str:
+def uwsgi_ini(wsgi_file: str = WSGI_FILE, socket: str = UWSGI_SOCKET) -> str:
+    """The settings of Slurm-web's lib/wsgi/agent/slurm-web-agent.ini (the same at v5.2.0 and
+    v6.0.0): the master loads the application, then forks 5 workers (no lazy-apps); the
+    uwsgi protocol on a unix socket that any local user may connect to; SIGTERM stops it
+    (without die-on-term, uWSGI 2.0 takes SIGTERM as a reload)."""
+    return ("# Written by the testbed (tests/testbed/hostconfig.py), with the settings of\n"
+            "# Slurm-web's lib/wsgi/agent/slurm-web-agent.ini; the WSGI file is the STAND-IN's.\n"
+            "[uwsgi]\n"
+            "plugin = python3\n"
+            f"wsgi-file = {wsgi_file}\n"
+            "master = true\n"
+            "processes = 5\n"
+            f"socket = {socket}\n"
+            "chmod-socket = 666\n"
+            "buffer-size = 32768\n"
+            "vacuum = true\n"
+            "die-on-term = true\n")
+
+
+def standin_unit(unit: str, release: str = DEFAULT_SLURMWEB) -> str:
+    """A unit of the stand-in package of Slurm-web `release` (slurmweb_pkg.py ships it)."""
+    if unit == UWSGI_UNIT:
+        return _uwsgi_unit(unit, release)
     # As Slurm-web's own units: the native one restarts on failure (systemd's default 100 ms,
     # so an agent without its key ends "failed" after 5 tries), the uWSGI one does not.
     restart = "Restart=on-failure\n" if unit == AGENT_UNITS[0] else ""
@@ -184,8 +213,33 @@ def standin_unit(unit: str) -> str:
         "User=slurm-web\n"
         "Group=slurm-web\n"
         f"Environment=UNIT={unit}\n"
+        # The package's code runs as its release, as a real package's units run its own code.
+        f"Environment=STANDIN_RELEASE={release}\n"
         f"ExecStart=/usr/bin/python3 {STANDIN_PATH}\n"
         f"{restart}"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target\n"
+    )
+
+
+def _uwsgi_unit(unit: str, release: str) -> str:
+    # Shaped like Slurm-web's lib/wsgi/agent/slurm-web-agent-uwsgi.service (the same at v5.2.0
+    # and v6.0.0): uWSGI as slurm-web, its socket in the unit's RuntimeDirectory, no Restart=.
+    # The Environment= lines are the stand-in's (its unit name; where the WSGI file finds it).
+    return (
+        "[Unit]\n"
+        f"Description=STAND-IN for Slurm-web agent ({unit}): uWSGI serving the stand-in; "
+        "testbed only, not Slurm-web\n"
+        "After=network.target\n"
+        "\n"
+        "[Service]\n"
+        "User=slurm-web\n"
+        "RuntimeDirectory=slurm-web-agent\n"
+        f"Environment=UNIT={unit}\n"
+        f"Environment=STANDIN_PATH={STANDIN_PATH}\n"
+        f"Environment=STANDIN_RELEASE={release}\n"
+        f"ExecStart=/usr/bin/uwsgi --ini {WSGI_INI}\n"
         "\n"
         "[Install]\n"
         "WantedBy=multi-user.target\n"
@@ -207,10 +261,11 @@ def host_files(
     host: Host,
     munge_key: bytes,
     authorized_key: str,
-    standin_source: str,
     machine_id: str,
     gateway_key: bytes = b"",
+    wsgi_source: str | None = None,
 ) -> list[HostFile]:
+    """wsgi_source: the stand-in's WSGI file (None: the one in this checkout)."""
     cluster = _cluster_of(catalog, host)
     files = [
         HostFile("/etc/hostname", host.name + "\n"),
@@ -233,12 +288,16 @@ def host_files(
             HostFile("/etc/slurm/slurmdbd.conf", slurmdbd_conf(cluster), 0o600, "slurm", "slurm")
         )
     if host.is_agent_host:
+        # The stand-in, its units and the release's agent.yml come in the slurm-web-agent
+        # package (slurmweb_pkg.py), installed beside these site files.
         files.append(HostFile("/etc/slurm-web/agent.ini", agent_ini(cluster)))
-        files.append(HostFile(STANDIN_PATH, standin_source, 0o755))
         # The agent's own signing key for its front-end tokens ([jwt] key), which the Slurm-web
         # package's set-up creates (slurm-web-gen-jwt-key): without it the agent does not start.
         files.append(HostFile(GATEWAY_KEY, gateway_key, 0o400, "slurm-web", "slurm-web"))
-        files.extend(HostFile(f"{UNIT_DIR}/{u}", standin_unit(u)) for u in AGENT_UNITS)
+        # uWSGI's ini and WSGI file, as the package ships them, whichever unit the host runs.
+        files.append(HostFile(WSGI_INI, uwsgi_ini()))
+        files.append(HostFile(WSGI_FILE, wsgi_source if wsgi_source is not None
+                              else WSGI_SOURCE.read_text()))
     return files
 
 

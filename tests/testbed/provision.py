@@ -63,29 +63,38 @@ done
 
 # The agent host is ready when its agent stand-in has started and, like the real agent on a
 # fresh host, exited for want of its key copy (the deploy gives it one), or when it answers (a
-# host kept up after a deploy).
+# host kept up after a deploy) where its unit serves: HTTP on 5012, or uWSGI's socket
+# (standin/uwsgi_client.py, fed to the host's python3 here).
 _AGENT_READY = """
+client=$(mktemp)
+trap 'rm -f "$client"' EXIT
+cat > "$client" <<'SRA_AGENT_CLIENT'
+@CLIENT@
+SRA_AGENT_CLIENT
 for i in $(seq 1 {t}); do
   case "$(systemctl show -p ActiveState --value {unit})" in
     failed|inactive)
       journalctl -b -u {unit} --no-pager -o cat | \\
         grep -q 'Unable to load JWT key for slurmrestd authentication' && exit 0;;
     active)
-      python3 - <<'EOF' && exit 0
-import json, sys, urllib.request
-try:
-    s = json.load(urllib.request.urlopen("http://127.0.0.1:5012/standin/status", timeout=30))
-except OSError:
-    sys.exit(1)
-sys.exit(0 if s.get("standin") and s.get("unit") == {unit!r} else 1)
-EOF
-      ;;
+      python3 "$client" --unit {unit} /standin/status 2>/dev/null | python3 -c '
+import json, sys
+(answer,) = json.load(sys.stdin)
+status = json.loads(answer["body"])
+sys.exit(0 if answer["status"] == 200 and status.get("standin") and
+         status.get("unit") == sys.argv[1] else 1)' {unit} && exit 0;;
   esac
   sleep 1
 done
 systemctl status --no-pager -l {unit} | tail -20
 exit 1
 """
+CLIENT_SOURCE = Path(__file__).with_name("standin") / "uwsgi_client.py"
+
+
+def agent_ready_script(unit: str, timeout: int = READY_TIMEOUT) -> str:
+    return (_AGENT_READY.format(t=timeout, unit=shlex.quote(unit))
+            .replace("@CLIENT@", CLIENT_SOURCE.read_text().rstrip("\n")))
 
 
 def host_units(host: Host) -> list[str]:
@@ -127,6 +136,6 @@ def cluster_ready(key: Path, cluster: Cluster) -> None:
     script = _CTL_READY.format(t=READY_TIMEOUT, cluster=cluster.name, nodes=nodes)
     _remote(key, cluster.ctl_host, script, "Slurm is not ready")
     rest = cluster.rest_host
-    _remote(key, rest, _AGENT_READY.format(t=READY_TIMEOUT, unit=rest.agent_unit),
+    _remote(key, rest, agent_ready_script(rest.agent_unit),
             f"agent stand-in {rest.agent_unit} neither answers nor refused to start "
             "for want of its key")

@@ -26,6 +26,14 @@ Over sudo (tests/testbed/accounts.py): every host has `admin` (sudo by a rule pe
     with topo.sudo_mode(mode, host=None): ...   the same, back to "default" afterwards
     topo.write_sudo_inventory(path, user="admin", password_hosts=None)   a variant (another
                           user, e.g. "nosudo"; password_hosts=[] for --same-sudo-password)
+
+The Slurm-web release of an agent host's stand-in ("5.2" or "6.0", `slurmweb` in
+topologies.toml; tests/testbed/slurmweb_pkg.py):
+
+    topo.set_slurmweb(host, release)   reinstall its slurm-web-agent package of that release
+                          ("default": the topology's), restart the agent unit if it was active;
+                          returns dpkg's version (e.g. "5.2.0-1standin")
+    with topo.slurmweb_release(host, release): ...   the same, back to the default afterwards
 """
 
 from __future__ import annotations
@@ -111,6 +119,19 @@ class RunningTopology:
             yield self.set_sudo_mode(mode, host)
         finally:
             self.set_sudo_mode("default", host)
+
+    def set_slurmweb(self, host: str, release: str) -> str:
+        """Switch an agent host's stand-in to Slurm-web `release` (see the module docstring)."""
+        self.topology.host(host)
+        return str(self._testbed.set_slurmweb(host, release))
+
+    @contextmanager
+    def slurmweb_release(self, host: str, release: str) -> Iterator[str]:
+        """set_slurmweb for the `with` block, then the host's default again (even on failure)."""
+        try:
+            yield self.set_slurmweb(host, release)
+        finally:
+            self.set_slurmweb(host, "default")
 
     def write_sudo_inventory(self, path: Path, user: str = "admin",
                              password_hosts: Collection[str] | None = None) -> Path:

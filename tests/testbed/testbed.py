@@ -15,7 +15,15 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.testbed import accounts, basecache, hostconfig, logins, machine, provision
+from tests.testbed import (
+    accounts,
+    basecache,
+    hostconfig,
+    logins,
+    machine,
+    provision,
+    slurmweb_pkg,
+)
 from tests.testbed.errors import TestbedError
 from tests.testbed.inventory import password_hosts, render_inventory, render_sudo_inventory
 from tests.testbed.mounts import mounts_below, remove_tree, unmount_below
@@ -130,6 +138,12 @@ class Testbed:
                     list(pool.map(lambda h: provision.settle_host(key, h), hosts))
                 accounts_set.result()
             self._wait_logins(key, hosts)
+            # A reused host gets its topology's Slurm-web release back (a test may have switched
+            # it) and this worktree's stand-in; a booted one has them already (a no-op here).
+            agents = [h for h in hosts if h.is_agent_host and h not in booted]
+            if agents:
+                with ThreadPoolExecutor(max_workers=len(agents)) as pool:
+                    list(pool.map(lambda h: self._install_slurmweb(key, h, h.slurmweb), agents))
             clusters = [c for t in topologies for c in t.clusters.values()]
             with ThreadPoolExecutor(max_workers=len(clusters)) as pool:
                 list(pool.map(lambda c: provision.cluster_ready(key, c), clusters))
@@ -210,11 +224,13 @@ class Testbed:
             host,
             munge_key=self._munge_key(host.cluster),
             authorized_key=key.with_suffix(".pub").read_text(),
-            standin_source=STANDIN_SOURCE.read_text(),
             machine_id=uuid.uuid4().hex,
             gateway_key=secrets.token_bytes(32),
         )
         machine.write_files(dirs.root, files)
+        if host.is_agent_host:
+            # Before enable_units: the package ships the agent units.
+            slurmweb_pkg.install_offline(dirs.root, host.slurmweb, STANDIN_SOURCE.read_text())
         machine.enable_units(dirs.root, hostconfig.enabled_units(host))
         machine.boot(dirs, host.name, self.catalog.network.bridge,
                      unified_cgroup=basecache.spec_for(host.release).unified_cgroup)
@@ -514,6 +530,46 @@ class Testbed:
                                f"log: {dirs.console_log}")
         provision.settle_host(self.key_path, host)
         self._wait_logins(self.key_path, [host])
+
+    # --- the Slurm-web release of an agent host ---------------------------------------------
+
+    def _install_slurmweb(self, key: Path, host: Host, release: str) -> tuple[str, bool]:
+        """Install the stand-in package of `release` on a running agent host (skipped when the
+        same package is there): (dpkg's version, whether it was installed now)."""
+        source = STANDIN_SOURCE.read_text()
+        res = ssh(key, host.address, slurmweb_pkg.install_script(release, source),
+                  input=slurmweb_pkg.build_deb(release, source), timeout=120)
+        out = res.stdout.decode(errors="replace").split()
+        if res.returncode != 0 or len(out) < 2:
+            detail = (res.stdout + res.stderr).decode(errors="replace").strip()
+            raise TestbedError(f"{host.name}: installing the Slurm-web {release} stand-in "
+                               f"package failed (exit {res.returncode}):\n{detail}")
+        return out[-2], out[-1] == "installed"
+
+    def _agent_host(self, host_name: str) -> Host:
+        host = self.catalog.host(host_name)
+        if not host.is_agent_host:
+            raise TestbedError(f"{host.name} has no Slurm-web agent (not the slurmrestd host "
+                               "of its cluster)")
+        return host
+
+    def set_slurmweb(self, host_name: str, release: str) -> str:
+        """Make a running agent host's agent Slurm-web `release` ("5.2", "6.0", or "default":
+        its topologies.toml setting): its package reinstalled, systemd reloaded, the agent unit
+        restarted if it was active. Returns what dpkg-query then answers (e.g. 5.2.0-1standin).
+        `up` puts the default back on the hosts it reuses."""
+        host = self._agent_host(host_name)
+        wanted = host.slurmweb if release == "default" else release
+        self.ssh(host.name, "true")  # a clear error when the host is not up
+        version, _ = self._install_slurmweb(self.key_path, host, wanted)
+        return version
+
+    def slurmweb(self, host_name: str) -> str | None:
+        """The slurm-web-agent package version on a running agent host (None: not installed)."""
+        host = self._agent_host(host_name)
+        res = self.ssh(host.name, f"dpkg-query -W -f='${{Version}}' {slurmweb_pkg.PACKAGE}")
+        version = res.stdout.decode().strip()
+        return version if res.returncode == 0 and version else None
 
     # --- status and ssh --------------------------------------------------------------------
 

@@ -19,6 +19,14 @@ DEFAULT_TOPOLOGIES_FILE = Path(__file__).with_name("topologies.toml")
 # Debian releases a topology may name; each has its own cached base (basecache.RELEASES).
 RELEASES = ("bullseye", "bookworm", "trixie", "forky")
 DEFAULT_RELEASE = "trixie"
+# Slurm-web releases the agent stand-in can be (its RELEASES), installed as a slurm-web-agent
+# package of that release on an agent host (slurmweb_pkg.py).
+SLURMWEB_RELEASES = ("5.2", "6.0")
+DEFAULT_SLURMWEB = "6.0"
+# Releases whose base has Debian's uWSGI (basecache.UWSGI_PACKAGES), which
+# slurm-web-agent-uwsgi.service runs: only where a topology runs that unit, since a package
+# more rebuilds a release's base.
+UWSGI_RELEASES = ("trixie",)
 
 # Host names double as nspawn machine names and DNS labels in /etc/hosts.
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -39,6 +47,8 @@ class Host:
     release: str = "trixie"
     # admin's sudo rule `up` installs (accounts.SUDO_MODES); switchable at run time.
     sudo: str = DEFAULT_SUDO_MODE
+    # Slurm-web release of the agent (stand-in) on an agent host; switchable at run time.
+    slurmweb: str = DEFAULT_SLURMWEB
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -207,6 +217,11 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any], release: str) -> C
     agent_unit = raw.get("agent_unit", AGENT_UNITS[0])
     if agent_unit not in AGENT_UNITS:
         raise TestbedError(f"{where}: agent_unit must be one of {', '.join(AGENT_UNITS)}")
+    if agent_unit == AGENT_UNITS[1] and release not in UWSGI_RELEASES:
+        having = ", ".join(UWSGI_RELEASES)
+        raise TestbedError(f"{where}: {agent_unit} needs uWSGI, which the base of {having} "
+                           f"has, not {release}'s (add {release} to topology.UWSGI_RELEASES: "
+                           "its base is then rebuilt with uWSGI)")
     hosts_raw = raw.get("hosts")
     if not isinstance(hosts_raw, list) or not hosts_raw:
         raise TestbedError(f"{where}: hosts must be a non-empty list")
@@ -247,14 +262,25 @@ def _parse_host(where: str, cluster: str, agent_unit: str, raw: Any, release: st
         raise TestbedError(
             f"{where}, host {name}: sudo must be one of {', '.join(SUDO_MODES)}, not {sudo!r}"
         )
-    unknown_keys = sorted(set(raw) - {"name", "roles", "address", "sudo"})
+    unknown_keys = sorted(set(raw) - {"name", "roles", "address", "sudo", "slurmweb"})
     if unknown_keys:
         raise TestbedError(f"{where}, host {name}: unknown setting(s) {', '.join(unknown_keys)}")
+    slurmweb = raw.get("slurmweb", DEFAULT_SLURMWEB)
+    if slurmweb not in SLURMWEB_RELEASES:
+        raise TestbedError(
+            f"{where}, host {name}: slurmweb must be one of {', '.join(SLURMWEB_RELEASES)} "
+            f"(a string, quoted), not {slurmweb!r}"
+        )
+    if "slurmweb" in raw and "slurmrestd" not in roles:
+        raise TestbedError(
+            f"{where}, host {name}: slurmweb names the agent's release; only the slurmrestd "
+            "host has the agent"
+        )
     # Keep roles in the canonical order so rendering is stable.
     ordered = tuple(r for r in ROLES if r in roles)
     return Host(name=name, cluster=cluster, roles=ordered, address=str(address),
                 agent_unit=agent_unit, release=release, agent_unit_in_inventory=in_inventory,
-                sudo=sudo)
+                sudo=sudo, slurmweb=slurmweb)
 
 
 def _check_unique(topologies: dict[str, Topology], network: Network) -> None:

@@ -38,6 +38,17 @@ def test_base_has_what_the_hosts_need():
     assert basecache.base_dir(Path("/c")).name == f"base-trixie-{basecache.DEFAULT_SPEC.key}"
 
 
+def test_uwsgi_is_in_the_bases_of_the_releases_whose_hosts_run_the_uwsgi_unit():
+    runs_uwsgi = {h.release for h in load_catalog().all_hosts
+                  if h.agent_unit == "slurm-web-agent-uwsgi.service"}
+    assert runs_uwsgi == {"trixie"}
+    for release, spec in basecache.RELEASES.items():
+        has = set(basecache.UWSGI_PACKAGES) <= set(spec.packages)
+        # Elsewhere a package more would only rebuild that release's base.
+        assert has == (release in runs_uwsgi), release
+    assert basecache.UWSGI_PACKAGES == ("uwsgi-core", "uwsgi-plugin-python3")
+
+
 def test_each_release_has_its_own_base():
     specs = {r: basecache.spec_for(r) for r in ("bullseye", "bookworm", "trixie", "forky")}
     assert len({s.key for s in specs.values()}) == 4
@@ -123,7 +134,7 @@ def test_host_files_per_role():
     def files(name):
         host = split.host(name)
         return {f.path: f for f in hostconfig.host_files(cat, host, key, "ssh-ed25519 AAA x",
-                                                          "print()", "0" * 32)}
+                                                          "0" * 32)}
 
     db, rest, ctl = files("split-db"), files("split-rest"), files("split-ctl")
     assert db["/etc/slurm/slurmdbd.conf"].mode == 0o600
@@ -132,7 +143,9 @@ def test_host_files_per_role():
     assert "/etc/slurm/slurmdbd.conf" not in ctl
     assert rest["/etc/slurm-web/agent.ini"].content == "[service]\ncluster=split\n"
     assert "/etc/slurm-web/agent.ini" not in ctl
-    assert rest["/usr/lib/systemd/system/slurm-web-agent-uwsgi.service"].content
+    # The stand-in and its units come in the slurm-web-agent package (test_slurmweb_pkg.py).
+    assert hostconfig.GATEWAY_KEY in rest and hostconfig.GATEWAY_KEY not in ctl
+    assert not [p for p in rest if p.startswith(hostconfig.UNIT_DIR)]
     assert db["/etc/munge/munge.key"].content == key
     assert db["/etc/munge/munge.key"].mode == 0o400
     hosts = db["/etc/hosts"].content
@@ -152,9 +165,45 @@ def test_enabled_units_follow_roles_and_the_cluster_agent_unit():
         assert "slurmrestd.service" not in hostconfig.enabled_units(host)
 
 
+def test_the_uwsgi_unit_and_ini_are_shaped_like_slurm_webs():
+    unit = hostconfig.standin_unit("slurm-web-agent-uwsgi.service").splitlines()
+    service = unit[unit.index("[Service]") + 1:unit.index("[Install]")]
+    # lib/wsgi/agent/slurm-web-agent-uwsgi.service (v5.2.0, v6.0.0), plus the stand-in's own
+    # environment; no Restart= (Slurm-web's has none).
+    assert [line for line in service if line and not line.startswith("Environment=")] == [
+        "User=slurm-web", "RuntimeDirectory=slurm-web-agent",
+        "ExecStart=/usr/bin/uwsgi --ini /usr/share/slurm-web/wsgi/agent/slurm-web-agent.ini"]
+    assert "Environment=STANDIN_PATH=/usr/local/libexec/slurm-web-agent-standin.py" in service
+    ini = hostconfig.uwsgi_ini().splitlines()
+    settings = dict(line.split(" = ", 1) for line in ini[ini.index("[uwsgi]") + 1:])
+    assert settings == {
+        "plugin": "python3", "wsgi-file": "/usr/share/slurm-web/wsgi/agent/slurm-web-agent.py",
+        "master": "true", "processes": "5", "socket": "/run/slurm-web-agent/uwsgi.sock",
+        "chmod-socket": "666", "buffer-size": "32768", "vacuum": "true", "die-on-term": "true"}
+    # The native unit serves HTTP on 5012 as before: the stand-in itself, no uWSGI.
+    native = hostconfig.standin_unit("slurm-web-agent.service").splitlines()
+    assert "ExecStart=/usr/bin/python3 /usr/local/libexec/slurm-web-agent-standin.py" in native
+    assert not [line for line in native if "uwsgi" in line.lower()]
+
+
+def test_agent_hosts_get_the_wsgi_file_and_ini_where_the_package_puts_them():
+    cat = load_catalog()
+    for name in ("gamma1", "beta-rest"):  # whichever unit the host runs, as a package would
+        files = {f.path: f for f in hostconfig.host_files(
+            cat, cat.host(name), b"k", "ssh-ed25519 AAA x", "print()", "0" * 32)}
+        assert files[hostconfig.WSGI_INI].content == hostconfig.uwsgi_ini()
+        assert files[hostconfig.WSGI_FILE].content == hostconfig.WSGI_SOURCE.read_text()
+        assert "STAND-IN" in files[hostconfig.WSGI_FILE].content
+    files = {f.path for f in hostconfig.host_files(
+        cat, cat.host("beta-db"), b"k", "ssh-ed25519 AAA x", "print()", "0" * 32)}
+    assert hostconfig.WSGI_INI not in files and hostconfig.WSGI_FILE not in files
+
+
 def test_standin_units_name_themselves_stand_ins_and_run_as_slurm_web():
     for unit in ("slurm-web-agent.service", "slurm-web-agent-uwsgi.service"):
         text = hostconfig.standin_unit(unit)
         assert "STAND-IN" in text
         assert "User=slurm-web" in text.splitlines()
         assert f"Environment=UNIT={unit}" in text.splitlines()
+        assert "Environment=STANDIN_RELEASE=6.0" in text.splitlines()
+        assert "Environment=STANDIN_RELEASE=5.2" in hostconfig.standin_unit(unit, "5.2")

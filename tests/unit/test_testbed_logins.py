@@ -107,7 +107,7 @@ def test_sshd_does_not_penalise_the_machine_where_openssh_knows_how_to():
     catalog = load_catalog()
     for host in catalog.all_hosts:
         files = {f.path: f for f in host_files(catalog, host, b"m" * 1024, "ssh-ed25519 AAAA k",
-                                              "", "0" * 32)}
+                                              "0" * 32)}
         if host.release in ("trixie", "forky"):
             assert files[SSHD_DROPIN].content.strip().endswith(
                 f"PerSourcePenaltyExemptList {catalog.network.gateway}/32"), host.name

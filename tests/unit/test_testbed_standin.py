@@ -11,6 +11,7 @@ import threading
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler
+from typing import ClassVar
 
 import pytest
 
@@ -120,6 +121,9 @@ class _FakeSlurmrestd(socketserver.ThreadingMixIn, socketserver.UnixStreamServer
     versions = ("0.0.41",)
     dbd_status = 200
     ping_status = 200
+    # slurmrestd 25.11's answer to a request it cannot authenticate (SchedMD bug 24052).
+    refuse_with_500 = False
+    ping_errors: ClassVar[list] = []
     requests: list[str]
 
 
@@ -134,6 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         meta = {"slurm": {"release": "24.11.5", "cluster": "hpc"}}
         token = self.headers.get("X-SLURM-USER-TOKEN")
+        if server.refuse_with_500:
+            self._send(500, b"Authentication does not apply to request", "text/plain")
+            return
         if token is None:
             self._send(401, b"Authentication failure", "text/plain")
             return
@@ -145,8 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
         auth_error = [{"error_number": 1007, "error": "Protocol authentication error",
                        "description": "Unable to query jobs", "source": "slurm_load_jobs()"}]
         if endpoint == "ping":
-            code, body = server.ping_status, {"meta": meta, "errors": [], "pings": [
-                {"pinged": "UP" if good else "DOWN"}]}
+            code, body = server.ping_status, {"meta": meta, "errors": server.ping_errors,
+                                              "pings": [{"pinged": "UP" if good else "DOWN"}]}
         elif plugin == "slurm":
             code = 200 if good else 511
             body = {"meta": meta, "errors": [] if good else auth_error,
@@ -194,8 +201,8 @@ def agent_env(tmp_path, monkeypatch):
     server.server_close()
 
 
-def start(unit: str = "slurm-web-agent.service") -> standin.Agent:
-    return standin.Agent.start(unit, standin.AGENT_INI)
+def start(unit: str = "slurm-web-agent.service", release: str | None = None) -> standin.Agent:
+    return standin.Agent.start(unit, standin.AGENT_INI, release)
 
 
 @pytest.mark.parametrize(
@@ -385,3 +392,245 @@ def test_a_missing_socket_is_reported(agent_env, tmp_path):
     with pytest.raises(standin.AgentError) as info:
         agent.request("jobs")
     assert "Unable to connect to slurmrestd" in info.value.description
+
+
+# ------------------------------------------------------------------------------ per release
+# Slurm 26.05 serves v0.0.42 to v0.0.45 (FACTS); 24.11 v0.0.40 to v0.0.42.
+SLURM_26_05 = ("0.0.42", "0.0.43", "0.0.44", "0.0.45")
+
+
+def test_the_release_comes_from_the_environment_and_an_unknown_one_is_refused(monkeypatch):
+    monkeypatch.delenv("STANDIN_RELEASE", raising=False)
+    assert standin.release_of().version == "6.0.0"
+    monkeypatch.setenv("STANDIN_RELEASE", "5.2")
+    assert standin.release_of().version == "5.2.0"
+    assert standin.release_of("6.0").prefix == "/v6.0.0"
+    monkeypatch.setenv("STANDIN_RELEASE", "4.2")
+    with pytest.raises(standin.StartupError, match=r"unknown Slurm-web release '4\.2'"):
+        standin.release_of()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("[slurmrestd]\nversions=0.0.42\n", "Parameter versions loaded"),
+        ("[filters]\nassociations=account\n", "Parameter associations loaded"),
+        ("[cache]\nassociations=120\n", "Parameter associations loaded"),
+    ],
+)
+def test_5_2_refuses_at_start_what_6_0_added(tmp_path, text, fragment):
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[service]\ncluster=hpc\n{text}")
+    with pytest.raises(standin.StartupError, match=fragment):
+        standin.load_settings(str(ini), "5.2")
+    standin.load_settings(str(ini), "6.0")
+
+
+def test_each_release_reads_its_own_api_settings(tmp_path):
+    ini = tmp_path / "agent.ini"
+    ini.write_text("[service]\ncluster=hpc\n")
+    assert standin.load_settings(str(ini), "5.2")["slurmrestd"]["version"] == "0.0.41"
+    assert "versions" not in standin.load_settings(str(ini), "5.2")["slurmrestd"]
+    assert standin.load_settings(str(ini), "6.0")["slurmrestd"]["version"] is None
+    ini.write_text("[service]\ncluster=hpc\n[slurmrestd]\nversion=0.0.42\nversions=0.0.44\n")
+    # 6.0: `version` is deprecated for `versions`, ignored when both are set (RFL).
+    six = standin.load_settings(str(ini), "6.0")["slurmrestd"]
+    assert (six["version"], six["versions"]) == (None, ["0.0.44"])
+
+
+@pytest.mark.parametrize("release", ["5.2", "6.0"])
+def test_socket_makes_the_uri_only_when_uri_is_not_set(tmp_path, release):
+    """Measured with RFL.settings 1.4 to 1.9: with both, RFL ignores the deprecated socket."""
+    ini = tmp_path / "agent.ini"
+    ini.write_text("[service]\ncluster=hpc\n[slurmrestd]\nsocket=/run/s.sock\n")
+    assert standin.load_settings(str(ini), release)["slurmrestd"]["uri"] == "unix:///run/s.sock"
+    ini.write_text("[service]\ncluster=hpc\n[slurmrestd]\nsocket=/run/s.sock\n"
+                   "uri=unix:///run/u.sock\n")
+    rest = standin.load_settings(str(ini), release)["slurmrestd"]
+    assert (rest["uri"], rest["socket"]) == ("unix:///run/u.sock", None)
+
+
+def test_5_2_asks_every_call_at_its_one_version_without_discovery(agent_env):
+    server, *_ = agent_env
+    server.versions = ("0.0.40", "0.0.41", "0.0.42")  # Slurm 24.11 (and one more)
+    agent = start(release="5.2")
+    assert agent.request("jobs")["jobs"] == [{"job_id": 1}]
+    assert agent.request("accounts", "slurmdb")["errors"] == []
+    assert server.requests == ["/slurm/v0.0.41/jobs", "/slurmdb/v0.0.41/accounts"]
+
+
+def test_5_2_follows_its_version_setting(agent_env):
+    server, _, ini, _ = agent_env
+    server.versions = ("0.0.42",)
+    ini.write_text(ini.read_text().replace("[jwt]", "version=0.0.42\n[jwt]"))
+    assert start(release="5.2").request("jobs")["jobs"] == [{"job_id": 1}]
+    assert server.requests == ["/slurm/v0.0.42/jobs"]
+
+
+def test_on_slurm_26_05_5_2_gets_404_where_6_0_discovers_0_0_44(agent_env):
+    server, *_ = agent_env
+    server.versions = SLURM_26_05
+    with pytest.raises(standin.AgentError) as info:
+        start(release="5.2").request("jobs")
+    assert (info.value.code, info.value.description) == (
+        404, "URL not found on slurmrestd: http+unix://slurmrestd/slurm/v0.0.41/jobs")
+    server.requests.clear()
+    assert start(release="6.0").request("jobs")["jobs"] == [{"job_id": 1}]
+    assert server.requests == ["/slurm/v0.0.44/ping", "/slurm/v0.0.44/jobs"]
+
+
+@pytest.mark.parametrize(("release", "code", "fragment"), [
+    ("6.0", 401, "Authentication error on slurmrestd: http+unix://slurmrestd/slurm/v0.0.41/ping"),
+    ("5.2", 500, "Invalid response from slurmrestd: Unsupported Content-Type for slurmrestd "
+                 "response http+unix://slurmrestd/slurm/v0.0.41/jobs: text/plain"),
+])
+def test_only_6_0_reads_slurmrestd_25_11s_500_as_an_authentication_error(
+        agent_env, release, code, fragment):
+    server, *_ = agent_env
+    server.refuse_with_500 = True
+    with pytest.raises(standin.AgentError) as info:
+        start(release=release).request("jobs")
+    assert (info.value.code, info.value.description) == (code, fragment)
+
+
+def _serve(agent: standin.Agent):
+    httpd = standin.ThreadingHTTPServer(("127.0.0.1", 0), standin.make_handler(agent))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def _get(url: str) -> tuple[int, object]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.load(exc)
+
+
+def test_5_2_http_endpoints(agent_env):
+    server, *_ = agent_env
+    httpd, base = _serve(start(release="5.2"))
+    try:
+        assert _get(f"{base}/v5.2.0/jobs") == (200, [{"job_id": 1}])
+        assert _get(f"{base}/v5.2.0/accounts") == (200, [{"name": "root"}])
+        # 5.x has no /ping route: Flask's own 404 through Slurm-web's error handler.
+        assert _get(f"{base}/v5.2.0/ping") == (404, standin.FLASK_NOT_FOUND)
+        assert _get(f"{base}/v6.0.0/jobs")[0] == 404
+        assert not [p for p in server.requests if p.endswith("/ping")]
+        server.versions = SLURM_26_05
+        assert _get(f"{base}/v5.2.0/jobs") == (404, {
+            "code": 404, "name": "Not Found",
+            "description": "URL not found on slurmrestd: "
+                           "http+unix://slurmrestd/slurm/v0.0.41/jobs"})
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_6_0_http_endpoints_are_not_5_2s(agent_env):
+    httpd, base = _serve(start(release="6.0"))
+    try:
+        assert _get(f"{base}/v6.0.0/ping") == (
+            200, {"versions": {"api": "0.0.41", "slurm": "24.11.5"}})
+        assert _get(f"{base}/v5.2.0/jobs")[0] == 404
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_status_says_which_release_runs_and_the_api_it_uses(agent_env):
+    server, *_ = agent_env
+    status = start(release="5.2").status()
+    assert (status["slurmweb"], status["slurmweb_version"]) == ("5.2", "5.2.0")
+    assert (status["api"], status["slurm"], status["cluster"]) == ("0.0.41", "24.11.5", "hpc")
+    assert server.requests == ["/slurm/v0.0.41/ping"]  # its version's ping, nothing else
+    server.versions = SLURM_26_05
+    status = start(release="5.2").status()
+    assert (status["api"], status["slurm"]) == ("0.0.41", None)
+    assert status["discovery_error"] == ("URL not found on slurmrestd: "
+                                         "http+unix://slurmrestd/slurm/v0.0.41/ping")
+    status = start(release="6.0").status()
+    assert (status["slurmweb"], status["api"], status["discovery_error"]) == (
+        "6.0", "0.0.44", None)
+
+
+# ------------------------------------------------------------------------------ connect-check
+
+
+def _check(capsys, release: str) -> tuple[int, str, str]:
+    code = standin.connect_check(standin.AGENT_INI, release)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(("release", "line"), [
+    ("5.2", "✅ connection successful (slurm: 24.11.5, cluster: hpc)"),
+    ("6.0", "✅ connection successful! (cluster: hpc, slurm: 24.11.5, api: 0.0.41)"),
+])
+def test_connect_check_prints_its_releases_success_line(agent_env, capsys, release, line):
+    server, _, _, gateway = agent_env
+    gateway.unlink()  # the connect check does not read the agent's own [jwt] key
+    assert _check(capsys, release) == (0, line + "\n", "")
+    assert server.requests[-1] == "/slurm/v0.0.41/ping"
+
+
+def test_connect_check_passes_with_a_wrong_key_as_slurm_webs_does(agent_env, capsys):
+    """It reads only the ping's meta, which slurmrestd fills whatever the token (FACTS)."""
+    server, *_ = agent_env
+    server.key = b"w" * 32
+    for release in ("5.2", "6.0"):
+        assert _check(capsys, release)[0] == 0
+
+
+def test_connect_check_on_slurm_26_05_fails_for_5_2_only(agent_env, capsys):
+    server, *_ = agent_env
+    server.versions = SLURM_26_05
+    code, out, err = _check(capsys, "5.2")
+    assert (code, out) == (1, "❌ connection failure\n")
+    assert err == ("MainThread: [ERROR] URL not found on slurmrestd: "
+                   "http+unix://slurmrestd/slurm/v0.0.41/ping\n")
+    assert _check(capsys, "6.0")[:2] == (
+        0, "✅ connection successful! (cluster: hpc, slurm: 24.11.5, api: 0.0.44)\n")
+
+
+@pytest.mark.parametrize(("change", "release", "error"), [
+    (lambda srv: setattr(srv, "versions", ("0.0.39", "0.0.40")), "6.0",
+     "Unable to connect to slurmrestd: Unable to discover slurmrestd API version. Tried "
+     "versions: 0.0.44, 0.0.43, 0.0.42, 0.0.41"),
+    (lambda srv: setattr(srv, "ping_errors", [{"error_number": 1, "error": "Unspecified error",
+                                               "description": "no", "source": "ping"}]), "5.2",
+     "slurmrestd error: no (ping) [Unspecified error/1]"),
+    (lambda srv: setattr(srv, "refuse_with_500", True), "6.0",
+     "Authentication error on slurmrestd: http+unix://slurmrestd/slurm/v0.0.41/ping"),
+    (lambda srv: srv.server_close(), "5.2", "Unable to connect to slurmrestd"),
+])
+def test_connect_check_failures_log_an_error_and_exit_1(agent_env, capsys, change, release,
+                                                         error):
+    server, *_ = agent_env
+    change(server)
+    code, out, err = _check(capsys, release)
+    assert (code, out) == (1, "❌ connection failure\n")
+    assert err.startswith("MainThread: [ERROR] ") and error in err
+
+
+def test_connect_check_without_the_key_copy_stops_like_the_agent(agent_env, capsys):
+    _, key, _, _ = agent_env
+    key.unlink()
+    code, out, err = _check(capsys, "5.2")
+    assert (code, out) == (1, "")  # a configuration error: no connection was tried
+    assert "[CRITICAL] Configuration error: Unable to load JWT key" in err
+
+
+def test_main_runs_the_connect_check_of_the_release_its_command_names(agent_env, capsys,
+                                                                       monkeypatch):
+    monkeypatch.setenv("STANDIN_RELEASE", "5.2")  # what /usr/libexec/slurm-web/... exports
+    assert standin.main(["connect-check", "--conf", standin.AGENT_INI]) == 0
+    assert capsys.readouterr().out.startswith("✅ connection successful (slurm: ")
+    monkeypatch.setenv("STANDIN_RELEASE", "6.0")  # /usr/bin/slurm-web
+    assert standin.main(["connect-check"]) == 0
+    assert capsys.readouterr().out.startswith("✅ connection successful! (cluster: ")
+    for argv in (["gateway"], ["connect-check", "--debug"], ["agent", "--conf"]):
+        assert standin.main(argv) == 2
+    monkeypatch.setenv("STANDIN_RELEASE", "7.0")
+    assert standin.main(["connect-check"]) == 1
+    assert "unknown Slurm-web release '7.0'" in capsys.readouterr().err

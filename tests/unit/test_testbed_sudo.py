@@ -126,7 +126,7 @@ def test_every_host_lets_admin_and_nosudo_in_with_the_testbed_key():
     cat = load_catalog()
     host = cat.topology("split").host("split-db")
     files = {f.path: f for f in hostconfig.host_files(cat, host, b"k", "ssh-ed25519 AAA x\n",
-                                                       "print()", "0" * 32)}
+                                                       "0" * 32)}
     for user in ("admin", "nosudo"):
         f = files[f"/home/{user}/.ssh/authorized_keys"]
         assert (f.content, f.mode, f.owner, f.group) == ("ssh-ed25519 AAA x\n", 0o600, user, user)

@@ -126,6 +126,17 @@ def _single_host(data):
          "host hpc1: sudo must be one of nopasswd, password, not 'nopassword'"),
         (lambda d: _single_host(d).update(sudo_mode="password"),
          "host hpc1: unknown setting.s. sudo_mode"),
+        (lambda d: _single_host(d).update(slurmweb="4.2"),
+         r"host hpc1: slurmweb must be one of 5.2, 6.0 \(a string, quoted\), not '4.2'"),
+        (lambda d: _single_host(d).update(slurmweb=5.2),
+         r"host hpc1: slurmweb must be one of 5.2, 6.0 \(a string, quoted\), not 5.2"),
+        (lambda d: d["topologies"]["split"]["clusters"]["split"]["hosts"][1].update(
+            slurmweb="5.2"), "host split-db: slurmweb names the agent's release; only the "
+                             "slurmrestd host has the agent"),
+        # Only trixie's base has uWSGI (basecache.UWSGI_PACKAGES).
+        (lambda d: d["topologies"]["bookworm"]["clusters"]["bookworm"].update(
+            agent_unit="slurm-web-agent-uwsgi.service"),
+         "needs uWSGI, which the base of trixie has, not bookworm's"),
     ],
 )
 def test_bad_topologies_are_refused(raw, change, message):
@@ -140,3 +151,12 @@ def test_cluster_named_like_a_role_is_refused(raw):
 
     with pytest.raises(TestbedError, match="bad cluster name"):
         parse_catalog(_mutated(raw, rename))
+
+
+def test_slurmweb_release_is_per_agent_host_and_defaults_to_6_0():
+    cat = load_catalog()
+    releases = {h.name: h.slurmweb for h in cat.all_hosts if h.is_agent_host}
+    # fleet's alpha1 runs the release the seed page was written for; every other agent 6.0.
+    assert releases.pop("alpha1") == "5.2"
+    assert set(releases.values()) == {"6.0"}
+    assert {h.slurmweb for h in cat.all_hosts if not h.is_agent_host} == {"6.0"}
