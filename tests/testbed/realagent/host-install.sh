@@ -55,5 +55,8 @@ esac
 backup "$UNIT"
 install -m 0644 "$DIR/share/lib/systemd/slurm-web-agent.service" "$UNIT"
 systemctl daemon-reload
+# A unit past its start-rate limit (e.g. an earlier ExecStart that no longer exists) refuses a
+# restart until reset.
+systemctl reset-failed slurm-web-agent.service 2>/dev/null || true
 systemctl restart slurm-web-agent.service
 echo "real Slurm-web agent $TAG in place ($VENV); replaced files kept in $BACKUP"
