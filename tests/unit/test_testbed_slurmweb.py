@@ -13,7 +13,7 @@ from tests.testbed import slurmweb_pkg
 from tests.testbed import testbed as testbed_mod
 from tests.testbed.errors import TestbedError
 from tests.testbed.pytest_support import RunningTopology
-from tests.testbed.topology import load_catalog
+from tests.unit.testbed_support import fake_testbed
 
 SOURCE = testbed_mod.STANDIN_SOURCE.read_text()
 
@@ -46,17 +46,7 @@ class _FakeHosts:
 
 @pytest.fixture
 def tb(tmp_path, monkeypatch):
-    fake = _FakeHosts()
-    monkeypatch.setattr(testbed_mod, "ssh", fake.ssh)
-    bed = testbed_mod.Testbed(load_catalog(), cache=tmp_path / "cache",
-                              state_dir=tmp_path / "state")
-    running = {h.name for h in bed.catalog.topology("fleet").hosts}
-    monkeypatch.setattr(testbed_mod.machine, "running_pid",
-                        lambda dirs: 1 if dirs.top.name in running else None)
-    bed.state_dir.mkdir()
-    bed.key_path.write_text("k")
-    bed.fake = fake  # type: ignore[attr-defined]
-    return bed
+    return fake_testbed(tmp_path, monkeypatch, _FakeHosts(), "fleet")
 
 
 def test_switching_sends_the_releases_package_and_its_install_script(tb):

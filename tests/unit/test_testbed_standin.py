@@ -16,6 +16,7 @@ from typing import ClassVar
 import pytest
 
 from tests.testbed.standin import slurm_web_agent_standin as standin
+from tests.unit.testbed_support import agent_files
 from watchdog_daemon.config.agentconf import AGENT_SCHEMA
 
 KEY = bytes(range(32))
@@ -180,16 +181,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def agent_env(tmp_path, monkeypatch):
-    sock = tmp_path / "slurmrestd.socket"
-    key = tmp_path / "slurmrestd.key"
-    key.write_bytes(KEY)
-    gateway = tmp_path / "jwt.key"
-    gateway.write_bytes(b"g" * 32)
-    ini = tmp_path / "agent.ini"
-    ini.write_text(f"[service]\ncluster=hpc\n[slurmrestd]\nuri=unix://{sock}\njwt_key={key}\n"
-                   f"[jwt]\nkey={gateway}\n")
-    conf = tmp_path / "slurm.conf"
-    conf.write_text("ClusterName=hpc\nAccountingStorageType=accounting_storage/slurmdbd\n")
+    sock, key, ini, conf, gateway = agent_files(tmp_path, KEY)
     monkeypatch.setattr(standin, "AGENT_INI", str(ini))
     monkeypatch.setattr(standin, "SLURM_CONF", str(conf))
     server = _FakeSlurmrestd(str(sock), _Handler)

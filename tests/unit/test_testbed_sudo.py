@@ -19,6 +19,7 @@ from tests.testbed import testbed as testbed_mod
 from tests.testbed.errors import TestbedError
 from tests.testbed.inventory import password_hosts, render_inventory, render_sudo_inventory
 from tests.testbed.topology import load_catalog
+from tests.unit.testbed_support import fake_testbed
 
 KEY = Path("/abs/.testbed/id_ed25519")
 
@@ -249,18 +250,7 @@ class _FakeHosts:
 
 @pytest.fixture
 def tb(tmp_path, monkeypatch):
-    fake = _FakeHosts()
-    monkeypatch.setattr(testbed_mod, "ssh", fake.ssh)
-    bed = testbed_mod.Testbed(load_catalog(), cache=tmp_path / "cache",
-                              state_dir=tmp_path / "state")
-    running = {h.name for h in bed.catalog.topology("split").hosts}
-    monkeypatch.setattr(testbed_mod.machine, "running_pid",
-                        lambda dirs: 1 if dirs.top.name in running else None)
-    bed.state_dir.mkdir()
-    bed.key_path.write_text("k")
-    bed.fake = fake  # type: ignore[attr-defined]
-    bed.running = running  # type: ignore[attr-defined]
-    return bed
+    return fake_testbed(tmp_path, monkeypatch, _FakeHosts(), "split")
 
 
 def test_up_sets_the_password_by_stdin_only_and_each_host_default_rule(tb):

@@ -23,6 +23,7 @@ from tests.testbed.standin import slurm_web_agent_standin as standin
 from tests.testbed.standin import slurm_web_agent_wsgi as wsgi
 from tests.testbed.standin import uwsgi_client
 from tests.unit.test_testbed_standin import KEY, _FakeSlurmrestd, _Handler
+from tests.unit.testbed_support import agent_files
 
 UWSGI = "/usr/bin/uwsgi"
 PYTHON3_PLUGIN = "/usr/lib/uwsgi/plugins/python3_plugin.so"
@@ -70,16 +71,7 @@ def test_the_transport_follows_the_unit(monkeypatch):
 def slurm(tmp_path):
     """A fake slurmrestd on a unix socket (the stand-in's unit tests' one), and what the
     agent reads: agent.ini, the key copy, its own gateway key, slurm.conf."""
-    sock = tmp_path / "slurmrestd.socket"
-    key = tmp_path / "slurmrestd.key"
-    key.write_bytes(KEY)
-    gateway = tmp_path / "jwt.key"
-    gateway.write_bytes(b"g" * 32)
-    ini = tmp_path / "agent.ini"
-    ini.write_text(f"[service]\ncluster=hpc\n[slurmrestd]\nuri=unix://{sock}\njwt_key={key}\n"
-                   f"[jwt]\nkey={gateway}\n")
-    conf = tmp_path / "slurm.conf"
-    conf.write_text("ClusterName=hpc\nAccountingStorageType=accounting_storage/slurmdbd\n")
+    sock, key, ini, conf, _gateway = agent_files(tmp_path, KEY)
     server = _FakeSlurmrestd(str(sock), _Handler)
     server.requests = []
     threading.Thread(target=server.serve_forever, daemon=True).start()
