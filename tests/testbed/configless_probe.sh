@@ -18,7 +18,8 @@
 #   token HOST CTL           a token from CTL's `scontrol token` through HOST's slurmrestd socket
 set -eu
 P=${PYTHON:-.venv/bin/python}
-on() { h=$1; shift; echo "+ [$h] $*"; $P -m tests.testbed ssh "$h" -- "$*"; }
+# printf, not echo: dash's echo turns the backslash escapes of the commands into bytes.
+on() { h=$1; shift; printf '+ [%s] %s\n' "$h" "$*"; $P -m tests.testbed ssh "$h" -- "$*"; }
 # The agent stand-in's data endpoint: 200 only when slurmctld took the agent's token.
 AGENT="python3 -c 'import urllib.request as u; print(\"agent /jobs\", u.urlopen(\"http://127.0.0.1:5012/v6.0.0/jobs\").status)'"
 CHECK="slurmrestd-access check --as-user slurm-web; echo check exit \$?"
@@ -106,7 +107,7 @@ token)
 s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
 s.sendall(b"GET /slurm/v0.0.42/diag HTTP/1.0\r\nX-SLURM-USER-TOKEN: " + sys.argv[2].encode() + b"\r\n\r\n")
 print(s.recv(300).split(b"\r\n")[0].decode())'
-    echo "+ [$host] GET /slurm/v0.0.42/diag with a token from $ctl's scontrol token"
+    printf '+ [%s] GET /slurm/v0.0.42/diag with a token from %s (scontrol token)\n' "$host" "$ctl"
     $P -m tests.testbed ssh "$host" -- "echo $(printf '%s' "$py" | base64 -w0) | base64 -d | python3 - $sock $tok"
     ;;
 *) echo "unknown step $step" >&2; exit 2 ;;
