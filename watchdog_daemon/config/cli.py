@@ -279,10 +279,12 @@ def _print_human(action: str, result: MergeResult) -> None:
 
 
 def preflight_report(unit: str, socket_path: str, release: bool = False,
-                     allow_unsupported: bool = False, args: argparse.Namespace | None = None
+                     allow_unsupported: bool = False, args: argparse.Namespace | None = None,
+                     agent_release: tuple[AgentRelease | None, ReleaseError | None] | None = None
                      ) -> tuple[dict[str, object], list]:
     """The preflight's findings; with `release`, also whether this host's Slurm is supported;
-    with `args.agent_ini`, whether the Slurm-web release installed can work with it."""
+    with `args.agent_ini`, whether the Slurm-web release installed (`agent_release`, detected
+    here when not given) can work with it."""
     from watchdog_daemon.config.preflight import failed, release_finding, run_preflight
     from watchdog_daemon.config.slurmrelease import read_release
 
@@ -296,9 +298,9 @@ def preflight_report(unit: str, socket_path: str, release: bool = False,
     if args is not None and getattr(args, "agent_ini", None):
         if version is None:
             version = read_release()
-        agent_release, error = _release(args)
-        agent = _release_report(agent_release, error)
-        findings = _slurmweb_finding(args, agent_release, error, version) + findings
+        detected, error = agent_release if agent_release is not None else _release(args)
+        agent = _release_report(detected, error)
+        findings = _slurmweb_finding(args, detected, error, version) + findings
     ok = not failed(findings)
     report: dict[str, object] = {
         "ok": ok,
@@ -336,9 +338,11 @@ def _run_plan(args: argparse.Namespace) -> int:
     if args.agent_ini and not (args.uri and args.agent_jwt_key):
         return _usage(args, "--agent-ini needs --uri and --agent-jwt-key")
     plan: dict[str, object] = {}
-    if args.preflight_unit:
-        plan["preflight"] = preflight_report(args.preflight_unit, args.socket, args=args)[0]
+    # Detected once (a package manager query) for the preflight and the agent-ini plan.
     release, error = _release(args) if args.agent_ini else (None, None)
+    if args.preflight_unit:
+        plan["preflight"] = preflight_report(args.preflight_unit, args.socket, args=args,
+                                             agent_release=(release, error))[0]
     if args.agent_ini:
         plan["slurmweb"] = _release_report(release, error)
     conf_reports = []
