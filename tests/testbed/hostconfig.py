@@ -28,6 +28,8 @@ WSGI_SOURCE = Path(__file__).with_name("standin") / "slurm_web_agent_wsgi.py"
 GATEWAY_KEY = "/var/lib/slurm-web/jwt.key"
 UNIT_DIR = "/usr/lib/systemd/system"
 NET_UNIT = "testbed-network.service"
+# Shared by the controllers of a high-availability cluster (a bind of one machine directory).
+STATE_SAVE_LOCATION = "/var/lib/slurm/slurmctld"
 
 # Daemon units enabled per role; everything else the packages enabled is disabled in the base.
 ROLE_UNITS = {
@@ -100,17 +102,17 @@ def _release(cluster: Cluster) -> str:
 
 
 def slurm_conf(cluster: Cluster) -> str:
-    ctl = cluster.ctl_host
     db = cluster.db_host
     nodes = cluster.compute_hosts
     node_names = ",".join(h.name for h in nodes)
     lines = [
         "# slurm.conf written by the testbed: a plain cluster, munge authentication only.",
         f"ClusterName={cluster.name}",
-        f"SlurmctldHost={ctl.name}",
+        # Primary first, then the backup (high availability): Slurm's order is the lines'.
+        *(f"SlurmctldHost={ctl.name}" for ctl in cluster.ctl_hosts),
         "SlurmUser=slurm",
         "AuthType=auth/munge",
-        "StateSaveLocation=/var/lib/slurm/slurmctld",
+        f"StateSaveLocation={STATE_SAVE_LOCATION}",
         "SlurmdSpoolDir=/var/lib/slurm/slurmd",
         # The units' RuntimeDirectory is where the unprivileged slurmctld may write its pid.
         f"SlurmctldPidFile={_pid_file(_release(cluster), 'slurmctld')}",

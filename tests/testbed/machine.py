@@ -270,8 +270,21 @@ def enable_units(root: Path, units: list[str]) -> None:
 _BOOTED: list[subprocess.Popen[bytes]] = []
 
 
-def boot(dirs: HostDirs, name: str, bridge: str, unified_cgroup: bool = False) -> int:
+def shared_dir(path: Path, root: Path, owner: str) -> Path:
+    """A machine directory several hosts bind (`boot`'s binds), owned by `owner` as the hosts'
+    passwd and group (read in `root`, one of them, all from the same base) know it."""
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, _ids(root, "passwd")[owner], _ids(root, "group")[owner])
+    path.chmod(0o755)
+    return path
+
+
+def boot(dirs: HostDirs, name: str, bridge: str, unified_cgroup: bool = False,
+         binds: tuple[tuple[Path, str], ...] = ()) -> int:
     """Boot a host; `unified_cgroup` gives it a cgroup v2 hierarchy even on a cgroup v1 machine.
+
+    `binds`: (machine directory, path in the host) pairs. nspawn mounts them in the container's
+    own mount namespace: they end with it, nothing stays mounted on the machine.
 
     systemd 258 and later refuse to run on cgroup v1 ("Detected unsupported legacy cgroup
     hierarchy, refusing execution"), which nspawn hands a container by default when the
@@ -293,6 +306,7 @@ def boot(dirs: HostDirs, name: str, bridge: str, unified_cgroup: bool = False) -
                 "-M", name,
                 "--link-journal=no",
                 "--console=read-only",
+                *(f"--bind={src}:{dst}" for src, dst in binds),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,

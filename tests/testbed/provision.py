@@ -38,11 +38,14 @@ done
 exit 1
 """
 
+# Every controller UP (a backup too, high availability): at least one UP and none DOWN.
 _CTL_READY = """
+all_up() {{ out=$(timeout 10 scontrol ping 2>/dev/null) && echo "$out" | grep -q 'is UP' && \
+  ! echo "$out" | grep -q 'is DOWN'; }}
 for i in $(seq 1 {t}); do
-  timeout 10 scontrol ping 2>/dev/null | grep -q 'is UP' && break; sleep 1
+  all_up && break; sleep 1
 done
-timeout 10 scontrol ping | grep -q 'is UP' || {{ timeout 10 scontrol ping; exit 1; }}
+all_up || {{ timeout 10 scontrol ping; exit 1; }}
 for i in $(seq 1 {t}); do
   timeout 10 sacctmgr -n -P show cluster format=cluster 2>/dev/null | grep -qx {cluster} && break
   # slurmctld registers its cluster with slurmdbd when it can reach it; make sure it is added.

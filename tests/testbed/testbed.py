@@ -126,6 +126,8 @@ class Testbed:
             hosts = [h for t in topologies for h in t.hosts]
             if fresh:
                 self._destroy(hosts)
+                for cluster in (c for t in topologies for c in t.clusters.values()):
+                    remove_tree(self._state_save_dir(cluster.name))
             booted = self._start_hosts(bases, key, hosts)
             if booted:
                 say(f"testbed: booted {', '.join(h.name for h in booted)}; waiting for SSH")
@@ -233,7 +235,22 @@ class Testbed:
             slurmweb_pkg.install_offline(dirs.root, host.slurmweb, STANDIN_SOURCE.read_text())
         machine.enable_units(dirs.root, hostconfig.enabled_units(host))
         machine.boot(dirs, host.name, self.catalog.network.bridge,
-                     unified_cgroup=basecache.spec_for(host.release).unified_cgroup)
+                     unified_cgroup=basecache.spec_for(host.release).unified_cgroup,
+                     binds=self._binds(host, dirs))
+
+    def _state_save_dir(self, cluster: str) -> Path:
+        # Beside the cluster's munge key: removed by `down` with it (remove_tree unmounts first).
+        return self.clusters_dir / cluster / "statesave"
+
+    def _binds(self, host: Host, dirs: machine.HostDirs) -> tuple[tuple[Path, str], ...]:
+        """High availability: every controller of the cluster binds the one StateSaveLocation."""
+        topo = self.catalog.topology_of(host.name)
+        cluster = topo.clusters[host.cluster]
+        if not (host.has("slurmctld") and cluster.shares_state):
+            return ()
+        self._munge_key(host.cluster)  # creates the cluster's directory root-only (0700)
+        shared = machine.shared_dir(self._state_save_dir(host.cluster), dirs.root, "slurm")
+        return ((shared, hostconfig.STATE_SAVE_LOCATION),)
 
     def _munge_key(self, cluster: str) -> bytes:
         """One key per cluster, kept while any of its hosts may be up so a rebuilt host joins."""
@@ -524,7 +541,9 @@ class Testbed:
         if machine.running_pid(dirs) is not None:
             return
         machine.remove_stale_veth(dirs)
-        machine.boot(dirs, host.name, self.catalog.network.bridge)
+        machine.boot(dirs, host.name, self.catalog.network.bridge,
+                     unified_cgroup=basecache.spec_for(host.release).unified_cgroup,
+                     binds=self._binds(host, dirs))
         if not wait_ssh(self.key_path, host.address, time.monotonic() + SSH_TIMEOUT):
             raise TestbedError(f"{host.name} did not answer SSH after booting again; console "
                                f"log: {dirs.console_log}")

@@ -72,8 +72,20 @@ class Cluster:
         return found[0]
 
     @property
+    def ctl_hosts(self) -> tuple[Host, ...]:
+        """Every slurmctld host, primary first (slurm.conf's SlurmctldHost lines, in order)."""
+        return tuple(h for h in self.hosts if h.has("slurmctld"))
+
+    @property
     def ctl_host(self) -> Host:
-        return self.only("slurmctld")
+        """The primary controller."""
+        return self.ctl_hosts[0]
+
+    @property
+    def shares_state(self) -> bool:
+        """High availability: the controllers share one StateSaveLocation (a machine directory
+        bound into each of them, see Testbed._binds)."""
+        return len(self.ctl_hosts) > 1
 
     @property
     def db_host(self) -> Host:
@@ -232,8 +244,10 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any], release: str) -> C
     cluster = Cluster(name=name, agent_unit=agent_unit, hosts=hosts)
     for role in ("slurmctld", "slurmdbd", "slurmrestd"):
         count = sum(h.has(role) for h in hosts)
-        if count != 1:
-            raise TestbedError(f"{where}: needs exactly one {role} host, has {count}")
+        # Two controllers: a primary and a backup (high availability), in slurm.conf's order.
+        if count != 1 and not (role == "slurmctld" and count == 2):
+            allowed = "one or two" if role == "slurmctld" else "exactly one"
+            raise TestbedError(f"{where}: needs {allowed} {role} host, has {count}")
     if not cluster.compute_hosts:
         raise TestbedError(f"{where}: needs at least one compute host")
     return cluster
