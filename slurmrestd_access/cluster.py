@@ -32,6 +32,20 @@ class ClusterPlan:
         """The host whose key is the cluster's key when no key source is configured."""
         return self.controllers[0]
 
+    @property
+    def primary_controller(self) -> str:
+        """The first host of the `slurmctld` group. With high availability it must be the first
+        `SlurmctldHost` line of slurm.conf (the primary): the inventory's order is the one the
+        deploy knows before anything runs, `--dry` included."""
+        return self.controllers[0]
+
+    def controller_restart_order(self) -> list[str]:
+        """Backups first, in inventory order, the primary last: one at a time, each restart
+        waiting until `scontrol ping` says every controller is UP, so at least one controller
+        always runs. (A primary restarted while the backup is down would leave none; the
+        backups restarted first find the primary up, and it finds them up when its turn comes.)"""
+        return self.controllers[1:] + self.controllers[:1]
+
     def hosts_needing_key(self) -> list[str]:
         """Hosts whose daemons load Slurm's key: every slurmctld and slurmdbd host."""
         return list(dict.fromkeys(self.controllers + self.dbd_hosts))

@@ -153,14 +153,23 @@ def slurmrestd_access(**keywords) -> None:
             wait_seconds=settings.restart_wait,
             failure=f"{unit} did not come back: see journalctl -u {unit}",
             _if=any_changed(*key_changes, *dbd_changes), **slow)
+    # High availability: the backup controllers one at a time (_serial), then the primary, in
+    # two operations so that pyinfra finishes the first on every host before the second; each
+    # waits until `scontrol ping` says every controller is UP (controller_up).
     if "slurmctld" in roles:
         unit = settings.slurmctld_unit
-        systemd.restart_unit(
-            name=f"Restart {unit}", settings=settings, unit=unit,
-            wait_for=controller_up(settings),
+        restart = dict(
+            settings=settings, unit=unit, wait_for=controller_up(settings),
             wait_seconds=settings.restart_wait,
-            failure=f"{unit} did not answer 'scontrol ping' with UP: see journalctl -u {unit}",
+            failure=f"{unit} did not answer 'scontrol ping' with every controller UP: see "
+                    f"journalctl -u {unit}",
             _if=any_changed(*key_changes, *conf_changes), **slow)
+        if host.name != plan.primary_controller:
+            systemd.restart_unit(name=f"Restart {unit} (backup controller, one at a time)",
+                                 _serial=True, **restart)
+        else:
+            ha = " (primary controller, after the backups)" if len(plan.controllers) > 1 else ""
+            systemd.restart_unit(name=f"Restart {unit}{ha}", **restart)
 
     if "slurmrestd" not in roles:
         return

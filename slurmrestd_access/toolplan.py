@@ -19,14 +19,16 @@ def slurmrestd_dropin(settings: Settings) -> str:
 
 
 def controller_up(settings: Settings) -> str:
-    """The shell test that a restarted slurmctld answers: `scontrol ping` says UP.
+    """The shell test that a restarted slurmctld answers: `scontrol ping` says UP, and says it
+    of EVERY controller (high availability: none DOWN), so that the next controller is
+    restarted only once this one has come back.
 
     scontrol finds slurm.conf at its compiled-in path unless SLURM_CONF says otherwise; a site
     whose slurm.conf lives elsewhere (host data `slurm_conf`) sets it for its daemons, but the
     deploy's shell (over sudo, whose env_reset drops it) may not have it: say it here.
     """
     return (f"SLURM_CONF={shlex.quote(settings.slurm_conf)} scontrol ping 2>/dev/null "
-            "| grep -q 'is UP'")
+            "| awk '/ is UP/ {up = 1} / is DOWN/ {down = 1} END {exit !(up && !down)}'")
 
 
 def agent_ini_args(settings: Settings) -> list[str]:

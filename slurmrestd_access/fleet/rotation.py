@@ -207,7 +207,8 @@ class Rotation:
     def restart_daemons(self) -> None:
         for name in self.hosts.dbd_hosts:
             self.restart_dbd(name)
-        self.restart_ctld(self.hosts.controller)
+        for name in self.hosts.ctld_restart_order or (self.hosts.controller,):
+            self.restart_ctld(name)
 
     def sync_copy(self, name: str) -> None:
         s = self.settings_of(name)
@@ -245,7 +246,8 @@ class Rotation:
                                                      "restoring the previous key"))
         for name in h.dbd_hosts:
             attempt("restarting slurmdbd", name, lambda n=name: self.restart_dbd(n))
-        attempt("restarting slurmctld", h.controller, lambda: self.restart_ctld(h.controller))
+        for name in h.ctld_restart_order or (h.controller,):
+            attempt("restarting slurmctld", name, lambda n=name: self.restart_ctld(n))
         for name in h.agent_hosts:
             s = self.settings_of(name)
             if name in self.kept_copies:

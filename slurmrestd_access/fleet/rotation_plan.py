@@ -6,7 +6,9 @@ owning the key's directory could replace it and steer the proof or the rollback)
   1. controller: `key rotate` (new key generated there, the old one kept)
   2. other key hosts (slurmdbd): keep their key, get the new one by hash
   3. agent hosts: keep the agent's copy
-  4. restart slurmdbd, wait until it listens; restart slurmctld, wait for `scontrol ping` UP.
+  4. restart slurmdbd, wait until it listens; restart slurmctld, wait for `scontrol ping` UP
+     (high availability: each backup controller, then the primary, one at a time, each
+     waiting until every controller is UP).
      A restart, not `scontrol reconfigure`: reconfigure reloads the key on 24.11 but not on
      22.05 (measured on 24.11.5 and 22.05.8), and slurmdbd needs a restart anyway.
   5. agent copy synced to the new key
@@ -56,6 +58,9 @@ class RotationHosts:
     dbd_hosts: tuple[str, ...]
     agent_hosts: tuple[str, ...]
     key_hosts: tuple[str, ...]  # every host whose daemons load the key, controller first
+    # slurmctld hosts in the order they are restarted: backups first, the primary last
+    # (ClusterPlan.controller_restart_order). Empty: the controller alone (older callers).
+    ctld_restart_order: tuple[str, ...] = ()
 
     def agent_holds_key(self, host: str) -> bool:
         """The agent host also holds Slurm's key: its copy is made locally, not pushed."""
@@ -71,6 +76,7 @@ def rotation_hosts(plan: ClusterPlan) -> RotationHosts:
         dbd_hosts=tuple(plan.dbd_hosts),
         agent_hosts=tuple(plan.rest_hosts),
         key_hosts=key_hosts,
+        ctld_restart_order=tuple(plan.controller_restart_order()),
     )
 
 

@@ -120,6 +120,8 @@ class FakeRun:
     output: str
     commands: dict[str, list[str]]
     sudo: dict[str, list[bool]] = field(default_factory=dict)  # per command: run with _sudo
+    # (host, command) of every host in the order they ran: what one host did before another.
+    sequence: list[tuple[str, str]] = field(default_factory=list)
 
     def ran(self, host: str, text: str) -> list[int]:
         """Indexes of this host's commands that contain `text`."""
@@ -165,7 +167,9 @@ def deploy(tmp_path: Path, hosts: dict[str, FakeHost], *args: str,
     logged = json.loads(out.read_text()) if out.exists() else {}
     commands = {h: [c for c, _s in entries] for h, entries in logged.items()}
     sudo = {h: [s for _c, s in entries] for h, entries in logged.items()}
-    return FakeRun(done.returncode, done.stdout + done.stderr, commands, sudo)
+    order = Path(f"{out}.order")
+    sequence = [tuple(e) for e in json.loads(order.read_text())] if order.exists() else []
+    return FakeRun(done.returncode, done.stdout + done.stderr, commands, sudo, sequence)
 
 
 def _main(out: str, argv: list[str]) -> None:
@@ -188,10 +192,13 @@ def _main(out: str, argv: list[str]) -> None:
     def logged(self, command, *a, **kw):
         text = command if isinstance(command, str) else command.get_masked_value()
         log.setdefault(self.host.name, []).append((text, bool(kw.get("_sudo"))))
+        sequence.append((self.host.name, text))
         return original(self, command, *a, **kw)
 
     FakeConnector.run_shell_command = logged
+    sequence: list[tuple[str, str]] = []
     atexit.register(lambda: Path(out).write_text(json.dumps(log)))
+    atexit.register(lambda: Path(f"{out}.order").write_text(json.dumps(sequence)))
 
     from pyinfra_cli.main import main
 
