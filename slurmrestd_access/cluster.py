@@ -40,7 +40,8 @@ class ClusterPlan:
         return self.controllers[0]
 
     def controller_restart_order(self) -> list[str]:
-        """Backups first, in inventory order, the primary last: one at a time, each restart
+        """Backups first (the rotation takes them in inventory order, the deploy's `_serial`
+        operation in pyinfra's), the primary last: one at a time, each restart
         waiting until `scontrol ping` says every controller is UP, so at least one controller
         always runs. (A primary restarted while the backup is down would leave none; the
         backups restarted first find the primary up, and it finds them up when its turn comes.)"""
