@@ -149,3 +149,16 @@ def test_nothing_changed_restarts_no_controller(tmp_path):
     run = deploy(tmp_path, hosts)
     assert run.returncode == 0, run.output[-3000:]
     assert _ctld_steps(run) == []
+
+
+def test_a_rollback_restarts_the_controllers_in_the_same_order():
+    db = HostEntry("db", "hpc", frozenset({"slurmdbd"}))
+    hosts = rp.rotation_hosts(_plan("ctl1", "ctl2", other=(db,)))
+    rotation = Rotation(None, hosts, lambda name: None)
+    done: list[str] = []
+    rotation.restart_dbd = lambda name: done.append(f"slurmdbd {name}")
+    rotation.restart_ctld = lambda name: done.append(f"slurmctld {name}")
+    rotation.restart_agent = lambda name: done.append(f"agent {name}")
+    rotation.prove = lambda name, when: None
+    assert rotation.rollback() == []
+    assert done == ["slurmdbd db", "slurmctld ctl2", "slurmctld ctl1", "agent rest"]
