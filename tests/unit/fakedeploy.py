@@ -187,6 +187,7 @@ def _main(out: str, argv: list[str]) -> None:
         bundle.parent, (), DIGEST, bundle)
 
     log: dict[str, list[tuple[str, bool]]] = {}
+    sequence: list[tuple[str, str]] = []
     original = FakeConnector.run_shell_command
 
     def logged(self, command, *a, **kw):
@@ -196,7 +197,6 @@ def _main(out: str, argv: list[str]) -> None:
         return original(self, command, *a, **kw)
 
     FakeConnector.run_shell_command = logged
-    sequence: list[tuple[str, str]] = []
     atexit.register(lambda: Path(out).write_text(json.dumps(log)))
     atexit.register(lambda: Path(f"{out}.order").write_text(json.dumps(sequence)))
 
