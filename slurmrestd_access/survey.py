@@ -19,6 +19,7 @@ from pyinfra import host, state
 
 from slurmrestd_access import privilege
 from slurmrestd_access.cluster import roles_of
+from slurmrestd_access.confsource import FETCHER_UNITS
 from slurmrestd_access.facts import ToolReport
 from slurmrestd_access.hostfail import HostBlocked
 from slurmrestd_access.hoststate import HostState as HostStateData
@@ -26,6 +27,7 @@ from slurmrestd_access.hoststate import RemoteFile, UnitState, parse_survey, sur
 from slurmrestd_access.settings import Settings
 from slurmrestd_access.toolplan import agent_ini_args, conf_files, plan_args
 from slurmrestd_access.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
+from watchdog_daemon.config.configless import CACHED_SLURM_CONF
 from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
@@ -99,9 +101,9 @@ def survey_script_for(settings: Settings) -> str:
     return survey_script(
         [settings.jwt_key_path, settings.agent_key_path, settings.slurmrestd_dropin,
          settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
-         WATCH_CONFIG_PATH, WATCH_UNIT_PATH],
+         WATCH_CONFIG_PATH, WATCH_UNIT_PATH, CACHED_SLURM_CONF],
         [settings.slurmctld_unit, settings.slurmdbd_unit, settings.slurmrestd_unit,
-         *agent_candidates(settings.agent_unit), WATCH_UNIT],
+         *agent_candidates(settings.agent_unit), WATCH_UNIT, *FETCHER_UNITS],
         [settings.jwt_key_owner, settings.agent_user],
         [settings.jwt_key_group, settings.agent_group],
         settings.tool_prefix, settings.slurm_conf,
