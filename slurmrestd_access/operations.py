@@ -374,7 +374,8 @@ def refresh_configless_copies(settings: Settings, cluster_hosts: list[str]):
                   "here has no SlurmctldParameters=enable_configless: they cannot have it from "
                   "this controller")
         return
-    merging = bool(report and report.get("changed"))
+    # No plan while planning a first deploy (no tool there yet): the merge is then to come.
+    merging = report is None or bool(report.get("changed"))
     mine = None if merging else survey.survey(settings).file(settings.slurm_conf).sha256
     stale = stale_copies(mine, others)
     if not stale:
