@@ -359,7 +359,7 @@ def refresh_configless_copies(settings: Settings, cluster_hosts: list[str]):
     for name in cluster_hosts:
         if name == host.name:
             continue
-        conf, cache = (survey.known_file(name, settings.slurm_conf),
+        conf, cache = (survey.known_file(name, settings.slurm_conf, survey_now=True),
                        survey.known_file(name, CACHED_SLURM_CONF))
         configless = (conf is not None and not conf.exists
                       and cache is not None and cache.exists)

@@ -63,13 +63,25 @@ def configless_deployed(testbed):
     assert_no_slurm_conf_on_clients(topo)
     for name in CLIENTS:
         assert hostcheck.stat(topo, name, CACHE) is not None, name
+    dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
+    assert dry.returncode == 0, dry.output[-6000:]
     run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "-v")
     assert run.returncode == 0, run.output[-6000:]
-    return topo, run
+    return topo, run, dry
+
+
+def test_a_dry_first_deploy_shows_the_merge_on_the_controller_and_the_reconfigure(
+        configless_deployed):
+    _, _, dry = configless_deployed
+    rows = {line.split("|", 1)[1].split("  ")[0].strip(): line
+            for line in dry.output.splitlines() if line.strip().startswith("slurmrestd access |")}
+    assert "1 (cl-ctl)" in rows["JWT settings in /etc/slurm/slurm.conf"], dry.output[-4000:]
+    assert "1 (cl-ctl)" in rows["Configless hosts' copies of slurm.conf"], dry.output[-4000:]
+    assert "1 (cl-rest)" in rows["slurmrestd drop-in"]
 
 
 def test_first_deploy_merges_on_the_controller_only_and_the_copies_follow(configless_deployed):
-    topo, run = configless_deployed
+    topo, run, _ = configless_deployed
     assert ("configless: Slurm reads /run/slurm/conf/slurm.conf, kept by sackd.service"
             in run.output), run.output[-6000:]
     assert_no_slurm_conf_on_clients(topo)
@@ -85,7 +97,7 @@ def test_first_deploy_merges_on_the_controller_only_and_the_copies_follow(config
 
 
 def test_slurmrestd_runs_on_the_configless_host_and_restarts(configless_deployed):
-    topo, run = configless_deployed
+    topo, run, _ = configless_deployed
     assert LINE in run.output, run.output[-4000:]
     # Debian's unit would skip a (re)start for want of /etc/slurm/slurm.conf: the drop-in
     # clears that condition, so a restart by hand starts it again.
@@ -99,12 +111,12 @@ def test_slurmrestd_runs_on_the_configless_host_and_restarts(configless_deployed
 
 
 def test_jobs_run_after_the_deploy(configless_deployed):
-    topo, _ = configless_deployed
+    topo, _, _ = configless_deployed
     job_runs_on_the_compute_node(topo)
 
 
 def test_dry_rerun_plans_nothing_and_reruns_change_nothing(configless_deployed):
-    topo, _ = configless_deployed
+    topo, _, _ = configless_deployed
     dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
     assert dry.returncode == 0 and dry.planned_changes() == [], dry.output[-4000:]
     again = run_deploy(topo.inventory_path)
@@ -116,7 +128,7 @@ def test_dry_rerun_plans_nothing_and_reruns_change_nothing(configless_deployed):
 
 
 def test_rotation_then_report_and_jobs(configless_deployed):
-    topo, _ = configless_deployed
+    topo, _, _ = configless_deployed
     old = hostcheck.stat(topo, "cl-ctl", KEY)["sha256"]
     run = run_deploy(topo.inventory_path, ROTATE)
     assert run.returncode == 0, run.output[-6000:]
@@ -142,7 +154,7 @@ def test_rotation_then_report_and_jobs(configless_deployed):
 
 
 def test_a_host_with_no_configuration_at_all_is_refused_before_any_change(configless_deployed):
-    topo, _ = configless_deployed
+    topo, _, _ = configless_deployed
     before = hostcheck.snapshot(topo)
     # sackd stopped: its runtime directory, and the copy in it, are gone (measured).
     topo.ssh("cl-rest", "systemctl stop sackd && ! test -e /run/slurm/conf/slurm.conf")
