@@ -19,3 +19,8 @@ def remember(state: Any, keywords: dict[str, Any]) -> None:
 def cluster_of(state: Any, host: Any) -> Any:
     """The host's cluster: the call's `cluster` keyword, else its host data."""
     return _by_state.get(id(state), {}).get("cluster") or host.data.get("cluster")
+
+
+def keywords_of(state: Any) -> dict[str, Any]:
+    """The keywords of this run's deploy call (empty when called without)."""
+    return dict(_by_state.get(id(state), {}))

@@ -26,7 +26,7 @@ from slurmrestd_access.settings import (
     setting_keywords,
     settings_from_host_data,
 )
-from slurmrestd_access.toolplan import conf_files, controller_up, slurmrestd_dropin
+from slurmrestd_access.toolplan import conf_files, controller_up
 from slurmrestd_access.watchconf import (
     WATCH_CONFIG_PATH,
     WATCH_UNIT,
@@ -170,6 +170,11 @@ def slurmrestd_access(**keywords) -> None:
         else:
             ha = " (primary controller, after the backups)" if len(plan.controllers) > 1 else ""
             systemd.restart_unit(name=f"Restart {unit}{ha}", **restart)
+        # Configless hosts read a copy of this file that only a reconfigure brings them.
+        if host.name == plan.primary_controller:
+            ops.refresh_configless_copies(
+                name="Configless hosts' copies of slurm.conf", settings=settings,
+                cluster_hosts=plan.all_hosts(), **slow)
 
     if "slurmrestd" not in roles:
         return
@@ -180,9 +185,7 @@ def slurmrestd_access(**keywords) -> None:
     unit = settings.slurmrestd_unit
     socket_up = f"test -S {q(settings.slurmrestd_socket)}"
     no_socket = f"{unit} did not create {settings.slurmrestd_socket}: see journalctl -u {unit}"
-    dropin = ops.text_file(name="slurmrestd drop-in", settings=settings,
-                           path=settings.slurmrestd_dropin,
-                           text=slurmrestd_dropin(settings), **quick)
+    dropin = ops.slurmrestd_dropin_file(name="slurmrestd drop-in", settings=settings, **quick)
     if watchdog:
         watch_files = [
             ops.text_file(name=f"Watchdog config {WATCH_CONFIG_PATH}", settings=settings,

@@ -17,15 +17,23 @@ from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
 from slurmrestd_access import callkeywords, hostpython, survey
+from slurmrestd_access.confsource import slurm_conf_source, stale_copies
 from slurmrestd_access.facts import HostState
 from slurmrestd_access.hostfail import ClusterStopped, host_local
 from slurmrestd_access.hoststate import RemoteFile, UnitState
 from slurmrestd_access.keytransfer import KeySource, install_key_step, source_sha256
 from slurmrestd_access.settings import Settings
-from slurmrestd_access.toolplan import agent_ini_args, check_args, plan_problems
+from slurmrestd_access.toolplan import (
+    agent_ini_args,
+    check_args,
+    controller_up,
+    plan_problems,
+    slurmrestd_dropin,
+)
 from slurmrestd_access.watchconf import WATCH_UNIT, removal_script, watchdog_leftover
 from slurmrestd_access.wheelhouse import WheelhouseError, ensure_wheelhouse
 from watchdog_daemon.config import slurmrelease
+from watchdog_daemon.config.configless import CACHED_SLURM_CONF
 
 q = shlex.quote
 
@@ -151,8 +159,11 @@ def preflight(settings: Settings, roles: frozenset[str]):
                             "exist: install Slurm's packages first")
         if not hs.groups.get(settings.jwt_key_group):
             problems.append(f"group {settings.jwt_key_group!r} does not exist")
-    if roles & {"slurmctld", "slurmrestd", "compute"} and not hs.file(settings.slurm_conf).exists:
-        problems.append(f"{settings.slurm_conf} is missing")
+    conf_source = slurm_conf_source(hs, settings.slurm_conf)
+    if roles & {"slurmctld", "slurmrestd", "compute"}:
+        problem = conf_source.problem(settings.slurm_conf, "slurmctld" in roles)
+        if problem:
+            problems.append(problem)
     if not hs.jwt_plugin:
         problems.append(
             "Slurm's auth/jwt plugin (auth_jwt.so) is not installed, and every Slurm daemon that "
@@ -179,10 +190,15 @@ def preflight(settings: Settings, roles: frozenset[str]):
     # broken file stops the deploy before anything changed.
     plan = survey.tool_plan(settings)
     if plan is not None:
-        problems += plan_problems(plan, "slurmrestd" in roles)
+        # A configless host's slurm.conf is not merged (a tool from before configless says
+        # the file is missing: the survey already said why).
+        skip = (settings.slurm_conf,) if conf_source.kind != "local" else ()
+        problems += plan_problems(plan, "slurmrestd" in roles, skip_files=skip)
     if problems:
         raise OperationError("not ready for the deploy:\n  - " + "\n  - ".join(problems))
-    host.noop(f"preflight passed: {release.message}")
+    where = (f"; configless: Slurm reads {conf_source.reads}, kept by "
+             f"{' and '.join(conf_source.fetchers)}" if conf_source.configless else "")
+    host.noop(f"preflight passed: {release.message}{where}")
     return
     yield  # pragma: no cover - makes this a generator, as pyinfra operations are
 
@@ -302,6 +318,12 @@ def sync_local_copy(settings: Settings):
 def merge_authalt(settings: Settings, path: str):
     """Merge AuthAltTypes/AuthAltParameters into a Slurm config file, keeping everything else."""
     stop_if_cluster_failed(settings)
+    if path == settings.slurm_conf:
+        source = slurm_conf_source(survey.survey(settings), path)
+        if source.configless:
+            host.noop(f"configless: this host's Slurm reads {source.reads}, the controller's "
+                      f"slurm.conf; no {path} is created here")
+            return
     report = survey.conf_plan(settings, path)
     if report is None:  # only while planning a first deploy: the tool is not there yet
         yield StringCommand(settings.tool, "conf", "apply", "--file", q(path),
@@ -319,6 +341,52 @@ def merge_authalt(settings: Settings, path: str):
     survey.record(files=survey.content_changed(survey.survey(settings), path))
     yield StringCommand(settings.tool, "conf", "apply", "--file", q(path),
                         "--jwt-key", q(settings.jwt_key_path))
+
+
+@operation()
+@host_local
+def refresh_configless_copies(settings: Settings, cluster_hosts: list[str]):
+    """On the controller of a configless cluster: `scontrol reconfigure` when a configless
+    host's copy of slurm.conf is not the controller's file (its AuthAlt lines just merged, or
+    an earlier run stopped before this step). sackd and slurmd rewrite their copies on it
+    (measured: within 0.3 s); slurmctld re-executes itself, so its answer is waited for.
+
+    slurmrestd is not restarted for it: it does not use the AuthAlt lines (measured, see
+    tests/testbed/MEASUREMENTS.md, "Configless Slurm").
+    """
+    stop_if_cluster_failed(settings)
+    others = {}
+    for name in cluster_hosts:
+        if name == host.name:
+            continue
+        conf, cache = (survey.known_file(name, settings.slurm_conf, survey_now=True),
+                       survey.known_file(name, CACHED_SLURM_CONF))
+        configless = (conf is not None and not conf.exists
+                      and cache is not None and cache.exists)
+        others[name] = (configless, cache.sha256 if cache is not None else None)
+    if not any(configless for configless, _ in others.values()):
+        host.noop("no configless host in this cluster: nothing to bring to")
+        return
+    report = survey.conf_plan(settings, settings.slurm_conf)
+    if report is not None and report.get("exit_code") == 0 and \
+            report.get("configless_server") is False:
+        host.noop(f"warning: configless hosts read a copy of slurm.conf, but {settings.slurm_conf} "
+                  "here has no SlurmctldParameters=enable_configless: they cannot have it from "
+                  "this controller")
+        return
+    # No plan while planning a first deploy (no tool there yet): the merge is then to come.
+    merging = report is None or bool(report.get("changed"))
+    mine = None if merging else survey.survey(settings).file(settings.slurm_conf).sha256
+    stale = stale_copies(mine, others)
+    if not stale:
+        host.noop("the configless hosts' copies of slurm.conf are this controller's file")
+        return
+    host.noop(f"configless hosts to bring slurm.conf to: {', '.join(stale)}")
+    yield StringCommand("sh", "-c", q(
+        f"scontrol reconfigure && for i in $(seq 1 {settings.restart_wait}); do "
+        f"{controller_up(settings)} && exit 0; sleep 1; done; "
+        f"echo 'slurmctld did not answer scontrol ping with UP after scontrol reconfigure: "
+        f"see journalctl -u {settings.slurmctld_unit}' >&2; exit 1"))
 
 
 @operation()
@@ -352,6 +420,21 @@ def text_file(settings: Settings, path: str, text: str, mode: int = 0o644):
     show in pyinfra's output.
     """
     stop_if_cluster_failed(settings)
+    yield from _root_text_file(settings, path, text, mode)
+
+
+@operation()
+@host_local
+def slurmrestd_dropin_file(settings: Settings):
+    """The documentation's slurmrestd drop-in; on a configless host (no slurm.conf of its own),
+    with the vendor unit's condition on /etc/slurm/slurm.conf cleared (config/dropin.py)."""
+    stop_if_cluster_failed(settings)
+    configless = slurm_conf_source(survey.survey(settings), settings.slurm_conf).configless
+    yield from _root_text_file(settings, settings.slurmrestd_dropin,
+                               slurmrestd_dropin(settings, configless=configless), 0o644)
+
+
+def _root_text_file(settings: Settings, path: str, text: str, mode: int):
     digest = hashlib.sha256(text.encode()).hexdigest()
     if survey.survey(settings).file(path).matches(digest, "root", "root", mode):
         host.noop(f"{path} up to date")

@@ -81,6 +81,7 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
 
     from slurmrestd_access import privilege
     from slurmrestd_access.cluster import HostEntry, plan_clusters, roles_of
+    from slurmrestd_access.confsource import slurm_conf_source
     from slurmrestd_access.facts import ToolReport
     from slurmrestd_access.fleet.report import HostFacts
     from slurmrestd_access.hoststate import parse_survey
@@ -129,8 +130,12 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
             if "slurmdbd" in roles:
                 paths.append(s.slurmdbd_conf)
             for path in paths:  # `conf plan` never writes: changed=false means present
+                # A configless host: the copy of the controller's file its Slurm reads, which
+                # has the lines once `scontrol reconfigure` brought them.
+                source = slurm_conf_source(facts.state, path)
+                read = source.reads if source.configless and path == s.slurm_conf else path
                 facts.conf[path] = get_fact(state, host, ToolReport, kwargs=dict(
-                    tool=s.tool, args=("conf", "plan", "--file", path, "--jwt-key",
+                    tool=s.tool, args=("conf", "plan", "--file", read, "--jwt-key",
                                        s.jwt_key_path)), apply_failed_hosts=False)
             if "slurmrestd" in roles:
                 facts.check = get_fact(state, host, ToolReport, kwargs=dict(

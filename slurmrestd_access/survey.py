@@ -17,8 +17,9 @@ from dataclasses import replace
 
 from pyinfra import host, state
 
-from slurmrestd_access import privilege
+from slurmrestd_access import callkeywords, privilege
 from slurmrestd_access.cluster import roles_of
+from slurmrestd_access.confsource import FETCHER_UNITS
 from slurmrestd_access.facts import ToolReport
 from slurmrestd_access.hostfail import HostBlocked
 from slurmrestd_access.hoststate import HostState as HostStateData
@@ -26,6 +27,7 @@ from slurmrestd_access.hoststate import RemoteFile, UnitState, parse_survey, sur
 from slurmrestd_access.settings import Settings
 from slurmrestd_access.toolplan import agent_ini_args, conf_files, plan_args
 from slurmrestd_access.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
+from watchdog_daemon.config.configless import CACHED_SLURM_CONF
 from watchdog_daemon.system.agentunits import candidates as agent_candidates
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
@@ -87,11 +89,35 @@ def split_plan(lines: list[str]) -> tuple[list[str], list[str] | None]:
     return lines[:begin] + lines[end + 1:], lines[begin + 1:end]
 
 
-def known_file(host_name: str, path: str) -> RemoteFile | None:
+def known_file(host_name: str, path: str, survey_now: bool = False) -> RemoteFile | None:
     """`path` as another host's survey of this run and phase found (or predicts) it; None when
-    that host was not surveyed yet or its survey does not cover `path`."""
+    that host was not surveyed yet or its survey does not cover `path`.
+
+    `survey_now`: survey that host now if it was not yet (pyinfra prepares hosts one after the
+    other: while planning, a host prepared early has not seen the others' surveys). Its own
+    operations reuse that survey. None when it cannot be surveyed (outside --limit, no root).
+    """
     cached = _cache.get((host_name, state.is_executing))
+    if cached is None and survey_now:
+        cached = _survey_other(host_name)
     return cached.files.get(path) if cached is not None else None
+
+
+def _survey_other(host_name: str) -> HostStateData | None:
+    from pyinfra.context import ctx_host
+
+    from slurmrestd_access.settings import SettingsError, settings_from_host_data
+
+    other = state.inventory.get_host(host_name)
+    if other is None or not other.connected:
+        return None
+    try:
+        settings = settings_from_host_data(host_name, dict(other.data.dict()),
+                                           callkeywords.keywords_of(state))
+        with ctx_host.use(other):
+            return survey(settings)
+    except (SettingsError, HostBlocked):
+        return None  # said where that host's own operations are prepared
 
 
 def survey_script_for(settings: Settings) -> str:
@@ -99,9 +125,9 @@ def survey_script_for(settings: Settings) -> str:
     return survey_script(
         [settings.jwt_key_path, settings.agent_key_path, settings.slurmrestd_dropin,
          settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
-         WATCH_CONFIG_PATH, WATCH_UNIT_PATH],
+         WATCH_CONFIG_PATH, WATCH_UNIT_PATH, CACHED_SLURM_CONF],
         [settings.slurmctld_unit, settings.slurmdbd_unit, settings.slurmrestd_unit,
-         *agent_candidates(settings.agent_unit), WATCH_UNIT],
+         *agent_candidates(settings.agent_unit), WATCH_UNIT, *FETCHER_UNITS],
         [settings.jwt_key_owner, settings.agent_user],
         [settings.jwt_key_group, settings.agent_group],
         settings.tool_prefix, settings.slurm_conf,

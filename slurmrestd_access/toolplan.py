@@ -13,9 +13,11 @@ from slurmrestd_access.settings import Settings
 from watchdog_daemon.config.dropin import render_dropin
 
 
-def slurmrestd_dropin(settings: Settings) -> str:
-    """The drop-in this host's slurmrestd gets (the deploy writes it, the report compares it)."""
-    return render_dropin(socket_path=settings.slurmrestd_socket, slurm_conf=settings.slurm_conf)
+def slurmrestd_dropin(settings: Settings, configless: bool = False) -> str:
+    """The drop-in this host's slurmrestd gets (the deploy writes it, the report compares it);
+    `configless`: the host has no slurm.conf of its own (confsource.py)."""
+    return render_dropin(socket_path=settings.slurmrestd_socket, slurm_conf=settings.slurm_conf,
+                         configless=configless)
 
 
 def controller_up(settings: Settings) -> str:
@@ -87,14 +89,15 @@ def check_args(s: Settings, key: str | None = None) -> tuple[str, ...]:
     return (*args, "--key", key) if key else args
 
 
-def plan_problems(plan: dict, agent_host: bool) -> list[str]:
+def plan_problems(plan: dict, agent_host: bool, skip_files: tuple[str, ...] = ()) -> list[str]:
     """What in the tool's plan stops the deploy before any change (the preflight's errors, a
-    file that cannot be merged), one line each."""
+    file that cannot be merged), one line each; `skip_files`: files the deploy does not merge
+    on this host (a configless host's slurm.conf)."""
     if plan.get("exit_code", 0) != 0:
         return [f"the host tool could not look at this host: "
                 f"{plan.get('message') or plan.get('error') or plan}"]
     problems = []
-    parts = [*plan.get("conf", [])]
+    parts = [p for p in plan.get("conf", []) if p.get("file") not in skip_files]
     if agent_host:
         report = plan.get("preflight") or {"exit_code": 1, "message": "no preflight report"}
         for finding in report.get("findings", []):

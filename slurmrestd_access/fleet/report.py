@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slurmrestd_access.cluster import ClusterPlan
+from slurmrestd_access.confsource import slurm_conf_source
 from slurmrestd_access.hoststate import HostState, RemoteFile
 from slurmrestd_access.settings import Settings
 from slurmrestd_access.toolplan import slurmrestd_dropin
@@ -180,7 +181,8 @@ def evaluate_host(facts: HostFacts, plan: ClusterPlan) -> HostRow:
     if "slurmrestd" in roles:
         cells["copy"] = _judge_key_file(hs.file(s.agent_key_path), s.agent_user, s.agent_group,
                                         s.agent_key_mode, "the agent's copy", problems)
-        wanted = hashlib.sha256(slurmrestd_dropin(s).encode()).hexdigest()
+        configless = slurm_conf_source(hs, s.slurm_conf).configless
+        wanted = hashlib.sha256(slurmrestd_dropin(s, configless).encode()).hexdigest()
         dropin = hs.file(s.slurmrestd_dropin)
         if not dropin.exists:
             cells["dropin"] = "missing"

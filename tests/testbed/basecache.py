@@ -18,7 +18,7 @@ from tests.testbed.errors import TestbedError
 from tests.testbed.hostconfig import DB_NAME, DB_PASSWORD, DB_USER
 from tests.testbed.mounts import remove_tree, unmount_below
 from tests.testbed.proc import run, say
-from tests.testbed.topology import UWSGI_RELEASES
+from tests.testbed.topology import SACKD_RELEASES, UWSGI_RELEASES
 
 SUITE = "trixie"
 MIRROR = os.environ.get("SRA_TESTBED_MIRROR", "http://deb.debian.org/debian")
@@ -50,6 +50,10 @@ PACKAGES = (
 # 2.0.21, trixie 2.0.28 (+2.4 MB, plugin +0.3 MB, libpython3.13 is there already), forky 2.0.31,
 # where `uwsgi-core` is a transitional package for `uwsgi`.
 UWSGI_PACKAGES = ("uwsgi-core", "uwsgi-plugin-python3")
+# sackd, which keeps a configless host's copy of slurm.conf (Slurm 23.11 and later; Debian ships
+# it apart, at the exact version of its Slurm: trixie 24.11.5-4+deb13u1), in the bases of
+# topology.SACKD_RELEASES only (the `configless` topology's).
+SACKD_PACKAGES = ("sackd",)
 # Bump when the build steps below change in a way the package list does not show.
 # 2: the unprivileged accounts (accounts.ACCOUNTS).
 RECIPE = 2
@@ -98,7 +102,8 @@ class BaseSpec:
 
 
 def _with_uwsgi(release: str, packages: tuple[str, ...]) -> tuple[str, ...]:
-    return packages + UWSGI_PACKAGES if release in UWSGI_RELEASES else packages
+    packages = packages + UWSGI_PACKAGES if release in UWSGI_RELEASES else packages
+    return packages + SACKD_PACKAGES if release in SACKD_RELEASES else packages
 
 
 DEFAULT_SPEC = BaseSpec(SUITE, MIRROR, BOOTSTRAP_INCLUDE, _with_uwsgi(SUITE, PACKAGES), RECIPE)
@@ -218,7 +223,9 @@ def _build(root: Path, spec: BaseSpec) -> None:
     finally:
         unmount_below(root / "proc")
     policy.unlink()
-    run(["chroot", str(root), "systemctl", "disable", *DISABLED_IN_BASE],
+    # sackd's package enables it: only a configless host that is not a compute node runs it.
+    sackd = ("sackd.service",) if "sackd" in spec.packages else ()
+    run(["chroot", str(root), "systemctl", "disable", *DISABLED_IN_BASE, *sackd],
         what="disable role daemons in the base")
     run(
         ["chroot", str(root), "useradd", "--system", "--user-group", "--home-dir",

@@ -130,6 +130,8 @@ def slurm_conf(cluster: Cluster) -> str:
         f"AccountingStorageHost={db.name}",
         "SlurmctldTimeout=30",
         "SlurmdTimeout=60",
+        # The controller serves its files to sackd and to slurmd started with --conf-server.
+        *(["SlurmctldParameters=enable_configless"] if cluster.configless else []),
     ]
     lines += [f"NodeName={h.name} CPUs=1 State=UNKNOWN" for h in nodes]
     lines.append(f"PartitionName=main Nodes={node_names} Default=YES MaxTime=INFINITE State=UP")
@@ -253,6 +255,8 @@ def enabled_units(host: Host) -> list[str]:
     units = [NET_UNIT]
     for role in host.roles:
         units.extend(ROLE_UNITS[role])
+    if host.runs_sackd:
+        units.append("sackd.service")
     if host.is_agent_host:
         units.append(host.agent_unit)
     return units
@@ -279,8 +283,15 @@ def host_files(
         *(HostFile(f"/home/{user}/.ssh/authorized_keys", authorized_key.strip() + "\n", 0o600,
                    user, user) for user in ACCOUNTS),
         HostFile("/etc/munge/munge.key", munge_key, 0o400, "munge", "munge"),
-        HostFile("/etc/slurm/slurm.conf", slurm_conf(cluster)),
     ]
+    if host.fetches_conf:
+        # No slurm.conf here: slurmd or sackd fetch the controller's into /run/slurm/conf/.
+        daemon = "sackd" if host.runs_sackd else "slurmd"
+        server = cluster.ctl_host.name
+        files.append(HostFile(f"/etc/default/{daemon}",
+                              f'{daemon.upper()}_OPTIONS="--conf-server {server}"\n'))
+    else:
+        files.append(HostFile("/etc/slurm/slurm.conf", slurm_conf(cluster)))
     if host.release in _CGROUP_DISABLED:
         files.append(HostFile("/etc/slurm/cgroup.conf", CGROUP_CONF))
     if host.release in _SSHD_PENALTIES:

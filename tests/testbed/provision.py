@@ -112,6 +112,8 @@ def host_units(host: Host) -> list[str]:
         units.append("slurmctld.service")
     if host.has("compute"):
         units.append("slurmd.service")
+    if host.runs_sackd:
+        units.append("sackd.service")
     return units
 
 

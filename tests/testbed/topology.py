@@ -6,7 +6,7 @@ import ipaddress
 import keyword
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,9 @@ DEFAULT_SLURMWEB = "6.0"
 # slurm-web-agent-uwsgi.service runs: only where a topology runs that unit, since a package
 # more rebuilds a release's base.
 UWSGI_RELEASES = ("trixie",)
+# Releases whose base has sackd (basecache.SACKD_PACKAGES), which a configless cluster's hosts
+# that are not compute nodes run.
+SACKD_RELEASES = ("trixie",)
 
 # Host names double as nspawn machine names and DNS labels in /etc/hosts.
 _HOST_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}[a-z0-9]$")
@@ -49,6 +52,18 @@ class Host:
     sudo: str = DEFAULT_SUDO_MODE
     # Slurm-web release of the agent (stand-in) on an agent host; switchable at run time.
     slurmweb: str = DEFAULT_SLURMWEB
+    # In a configless cluster (`configless = true`): only the controller has a slurm.conf.
+    configless: bool = False
+
+    @property
+    def fetches_conf(self) -> bool:
+        """A configless host without a slurm.conf of its own: slurmd (a compute node) or sackd
+        fetches the controller's."""
+        return self.configless and not self.has("slurmctld")
+
+    @property
+    def runs_sackd(self) -> bool:
+        return self.fetches_conf and not self.has("compute")
 
     def has(self, role: str) -> bool:
         return role in self.roles
@@ -64,6 +79,7 @@ class Cluster:
     name: str
     agent_unit: str
     hosts: tuple[Host, ...]
+    configless: bool = False
 
     def only(self, role: str) -> Host:
         found = [h for h in self.hosts if h.has(role)]
@@ -240,8 +256,15 @@ def _parse_cluster(topo: str, name: str, raw: dict[str, Any], release: str) -> C
     in_inventory = raw.get("agent_unit_in_inventory", True)
     if not isinstance(in_inventory, bool):
         raise TestbedError(f"{where}: agent_unit_in_inventory must be true or false")
-    hosts = tuple(_parse_host(where, name, agent_unit, h, release, in_inventory) for h in hosts_raw)
-    cluster = Cluster(name=name, agent_unit=agent_unit, hosts=hosts)
+    configless = raw.get("configless", False)
+    if not isinstance(configless, bool):
+        raise TestbedError(f"{where}: configless must be true or false")
+    if configless and release not in SACKD_RELEASES:
+        raise TestbedError(f"{where}: configless needs sackd, which the base of "
+                           f"{', '.join(SACKD_RELEASES)} has, not {release}'s")
+    hosts = tuple(replace(_parse_host(where, name, agent_unit, h, release, in_inventory),
+                          configless=configless) for h in hosts_raw)
+    cluster = Cluster(name=name, agent_unit=agent_unit, hosts=hosts, configless=configless)
     for role in ("slurmctld", "slurmdbd", "slurmrestd"):
         count = sum(h.has(role) for h in hosts)
         # Two controllers: a primary and a backup (high availability), in slurm.conf's order.

@@ -76,6 +76,7 @@ def test_conf_plan_json_never_writes(capsys, slurm_conf):
         "before": ["AuthAltTypes=auth/foo"],
         "after": ["AuthAltTypes=auth/foo,auth/jwt", f"AuthAltParameters=jwt_key={KEY}"],
         "warnings": [],
+        "exit_code": 0,
     }
     assert slurm_conf.read_bytes() == before
 

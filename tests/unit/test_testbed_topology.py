@@ -62,7 +62,8 @@ def test_cluster_roles_resolve_to_their_hosts():
 
 def test_unknown_topology_names_the_known_ones():
     with pytest.raises(TestbedError,
-                       match="known: bookworm, bullseye, fleet, forky, ha, single, split"):
+                       match="known: bookworm, bullseye, configless, fleet, forky, ha, single, "
+                             "split"):
         load_catalog().topology("nope")
 
 

@@ -48,6 +48,7 @@ from watchdog_daemon.check.result import (
     scrub,
 )
 from watchdog_daemon.config.atomicwrite import ChangeError
+from watchdog_daemon.config.configless import slurm_conf_to_read
 from watchdog_daemon.config.slurmconf import configured_value
 from watchdog_daemon.exitcodes import ExitCode
 from watchdog_daemon.keys.keyfile import KeyFileError, read_key
@@ -164,7 +165,8 @@ def accounting_expected(accounting: Accounting, slurm_conf: str | os.PathLike[st
     if accounting == "no":
         return False
     try:
-        value = configured_value(os.fspath(slurm_conf), ACCOUNTING_KEY)
+        # On a configless host, the copy of the controller's file that Slurm itself reads.
+        value = configured_value(slurm_conf_to_read(os.fspath(slurm_conf)), ACCOUNTING_KEY)
     except (ChangeError, OSError):
         return None
     return accounting_from_setting(value)

@@ -23,8 +23,10 @@ hints on stderr.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
+import os
 import sys
 from collections.abc import Callable
 
@@ -194,6 +196,11 @@ def _slurmweb_finding(args: argparse.Namespace, release: AgentRelease | None,
 
 
 def _run_conf(args: argparse.Namespace) -> int:
+    if args.action == "plan" and args.json:
+        # The same document as `plan`'s part for this file (configless facts included).
+        report = conf_plan_report(args.file, args.jwt_key)
+        _print_json(report)
+        return int(report["exit_code"])
     return _run_merge(args, _conf_merge(args.file, args.jwt_key))
 
 
@@ -345,11 +352,7 @@ def _run_plan(args: argparse.Namespace) -> int:
                                              agent_release=(release, error))[0]
     if args.agent_ini:
         plan["slurmweb"] = _release_report(release, error)
-    conf_reports = []
-    for file in args.conf:
-        report, _ = merge_report("plan", file, _conf_merge(file, args.jwt_key))
-        report.setdefault("exit_code", int(ExitCode.OK))
-        conf_reports.append(report)
+    conf_reports = [conf_plan_report(file, args.jwt_key) for file in args.conf]
     plan["conf"] = conf_reports
     if args.agent_ini and release is None:
         assert error is not None
@@ -364,6 +367,30 @@ def _run_plan(args: argparse.Namespace) -> int:
         plan["agent_ini"] = report
     _print_json(plan)
     return int(ExitCode.OK)
+
+
+def conf_plan_report(file: str, jwt_key: str) -> dict:
+    """The plan for one Slurm config file, and what it says about configless Slurm: on a
+    configless host (no local slurm.conf, the cache sackd or slurmd keep), that nothing is merged
+    here and which file Slurm reads instead; on a controller, whether it serves its files."""
+    from watchdog_daemon.config.configless import serves_configless, slurm_conf_to_read
+    from watchdog_daemon.config.slurmconf import configured_value
+
+    if os.path.basename(file) == "slurm.conf":
+        reads = slurm_conf_to_read(file)
+        if reads != file:
+            # Never created here: slurmrestd would then read it instead of the cluster's file.
+            return {"action": "plan", "file": file, "configless": True, "reads": reads,
+                    "changed": False, "before": [], "after": [], "warnings": [],
+                    "exit_code": int(ExitCode.OK)}
+    report, _ = merge_report("plan", file, _conf_merge(file, jwt_key))
+    report.setdefault("exit_code", int(ExitCode.OK))
+    if os.path.basename(file) == "slurm.conf" and report["exit_code"] == 0:
+        # The merge read it a moment ago: a failure here has nothing to add to what it said.
+        with contextlib.suppress(ChangeError, OSError):
+            report["configless_server"] = serves_configless(
+                configured_value(file, "SlurmctldParameters"))
+    return report
 
 
 def _usage(args: argparse.Namespace, message: str) -> int:

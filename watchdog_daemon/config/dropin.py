@@ -51,6 +51,20 @@ def runtime_directory(socket_path: str) -> str:
     return parent[len("/run/") :]
 
 
+# On a configless host (no local slurm.conf; sackd or slurmd keep the controller's in
+# /run/slurm/conf/): Debian's slurmrestd.service has ConditionPathExists=/etc/slurm/slurm.conf,
+# under which a restart stops slurmrestd and silently starts nothing (measured, trixie and forky:
+# "skipped, unmet condition check"). The empty assignment clears the vendor's condition; the
+# order makes slurmrestd start after the daemon that fetches its configuration.
+_CONFIGLESS_UNIT = """\
+[Unit]
+# Configless Slurm: slurm.conf comes from the controller, through sackd or slurmd
+ConditionPathExists=
+After=sackd.service slurmd.service
+
+"""
+
+
 def render_dropin(
     *,
     socket_path: str = DEFAULT_SOCKET,
@@ -58,8 +72,11 @@ def render_dropin(
     user: str = "slurmrestd",
     group: str = "slurmrestd",
     slurm_conf: str = DEFAULT_SLURM_CONF,
+    configless: bool = False,
 ) -> str:
     """Text of the drop-in; with the defaults, byte for byte the Slurm-web documentation's.
+
+    `configless`: the host has no slurm.conf of its own (see _CONFIGLESS_UNIT).
 
     Its `Environment=` clears every Environment= line before it, a site's own
     `SLURM_CONF=` for slurmrestd included (measured: slurmrestd then looked for
@@ -72,7 +89,7 @@ def render_dropin(
     for name, value in (("user", user), ("group", group)):
         if not _SAFE_NAME.fullmatch(value):
             raise ValueError(f"{name} {value!r} is not a valid user or group name")
-    return _TEMPLATE.format(
+    return (_CONFIGLESS_UNIT if configless else "") + _TEMPLATE.format(
         slurmrestd_bin=slurmrestd_bin,
         socket_path=socket_path,
         runtime_dir=runtime_directory(socket_path),

@@ -18,6 +18,7 @@ from watchdog_daemon.config.atomicwrite import (
     read_text,
 )
 from watchdog_daemon.config.authalt import merge_authalt, validate_jwt_key_path
+from watchdog_daemon.config.configless import slurm_conf_to_read
 from watchdog_daemon.config.slurmparse import (
     _GLOB_CHARS,
     MAX_INCLUDE_DEPTH,
@@ -87,8 +88,12 @@ def apply_merge(path: str, jwt_key_path: str, *, dry_run: bool) -> MergeResult:
     validate_jwt_key_path(jwt_key_path)
     abspath = os.path.abspath(path)
     if not os.path.exists(abspath):
+        reads = slurm_conf_to_read(path)
         raise FileMissingError(
             f"{path} does not exist",
+            f"this host is configless (its Slurm reads {reads}, fetched from the controller): "
+            "the AuthAlt lines go into the controller's slurm.conf; do not create this file"
+            if reads != path else
             "check the path: slurm.conf usually is /etc/slurm/slurm.conf",
             file=path,
         )

@@ -540,8 +540,12 @@ class Agent:
 
 
 def uses_slurmdbd(path: str | None = None) -> bool:
+    path = path or SLURM_CONF
+    if path == "/etc/slurm/slurm.conf" and not os.path.exists(path):
+        # A configless host: Slurm reads the copy sackd or slurmd keep, so the tests do too.
+        path = "/run/slurm/conf/slurm.conf"
     try:
-        with open(path or SLURM_CONF) as fh:
+        with open(path) as fh:
             for line in fh:
                 name, _, value = line.split("#", 1)[0].partition("=")
                 if name.strip().lower() == "accountingstoragetype":
