@@ -95,3 +95,17 @@ def test_boot_hands_the_binds_to_nspawn(tmp_path, monkeypatch):
     assert "--bind=/cache/clusters/ha/statesave:/var/lib/slurm/slurmctld" in seen["args"]
     machine.boot(dirs, "split-ctl", "srabr0")
     assert not [a for a in seen["args"] if a.startswith("--bind")]
+
+
+def test_only_the_ha_controllers_get_the_testbeds_short_stop_timeout():
+    catalog = load_catalog()
+
+    def paths(topology: str, index: int) -> list[str]:
+        host = catalog.topology(topology).hosts[index]
+        return [f.path for f in hostconfig.host_files(catalog, host, b"k", "ssh-ed25519 x",
+                                                      "0" * 32)]
+
+    assert hostconfig.SLURMCTLD_STOP_DROPIN in paths("ha", 0)
+    assert hostconfig.SLURMCTLD_STOP_DROPIN in paths("ha", 1)
+    assert hostconfig.SLURMCTLD_STOP_DROPIN not in paths("ha", 2)  # ha-db
+    assert hostconfig.SLURMCTLD_STOP_DROPIN not in paths("single", 0)
