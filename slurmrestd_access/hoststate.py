@@ -96,8 +96,9 @@ def survey_script(
 ) -> str:
     """The shell script behind HostState; prints one tagged line per item.
 
-    `keys`: the paths in `files` that hold key material, in directories unprivileged accounts
-    own. The installed tool describes them (`key fingerprint`: never a symlink followed, no
+    `keys`: the paths in `files` that hold key material, or lie in directories unprivileged
+    accounts own (a configless host's copy of slurm.conf, in slurm's /run/slurm). The installed
+    tool describes them (`key fingerprint`: never a symlink followed, no
     hash of a hard-linked file, FIFO or device opened non-blocking, at most 1 MiB read). Before
     the tool is installed (a host's first deploy), a bounded shell fallback: regular file, one
     link, read within 10 s."""
@@ -139,7 +140,10 @@ def survey_script(
             f"else printf 'file|%s|0\\n' {q(path)}; fi"
         )
         if path in keys and tool:
-            shell = (f"if [ -x {q(tool)} ]; then printf 'keyjson|%s|' {q(path)}; "
+            # The tool only where there is something to describe: a Python start less per
+            # absent path.
+            shell = (f"if [ -x {q(tool)} ] && {{ [ -e {q(path)} ] || [ -L {q(path)} ]; }}; "
+                     f"then printf 'keyjson|%s|' {q(path)}; "
                      f"{q(tool)} key fingerprint --json --path {q(path)} 2>/dev/null "
                      f"|| echo; else {shell}; fi")
         lines.append(shell)

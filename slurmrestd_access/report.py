@@ -130,12 +130,15 @@ def gather(inventory_path: str, limit: list[str], config: Any = None) -> tuple[d
             if "slurmdbd" in roles:
                 paths.append(s.slurmdbd_conf)
             for path in paths:  # `conf plan` never writes: changed=false means present
-                # A configless host: the copy of the controller's file its Slurm reads, which
-                # has the lines once `scontrol reconfigure` brought them.
                 source = slurm_conf_source(facts.state, path)
-                read = source.reads if source.configless and path == s.slurm_conf else path
+                if source.configless and path == s.slurm_conf:
+                    # The copy of the controller's file, in slurm's directory: not read here as
+                    # root; its hash (the survey's) is compared with the controller's file's.
+                    facts.conf[path] = {"configless": True, "reads": source.reads,
+                                        "exit_code": 0}
+                    continue
                 facts.conf[path] = get_fact(state, host, ToolReport, kwargs=dict(
-                    tool=s.tool, args=("conf", "plan", "--file", read, "--jwt-key",
+                    tool=s.tool, args=("conf", "plan", "--file", path, "--jwt-key",
                                        s.jwt_key_path)), apply_failed_hosts=False)
             if "slurmrestd" in roles:
                 facts.check = get_fact(state, host, ToolReport, kwargs=dict(

@@ -131,7 +131,8 @@ def survey_script_for(settings: Settings) -> str:
         [settings.jwt_key_owner, settings.agent_user],
         [settings.jwt_key_group, settings.agent_group],
         settings.tool_prefix, settings.slurm_conf,
-        keys=(settings.jwt_key_path, settings.agent_key_path), tool=settings.tool)
+        keys=(settings.jwt_key_path, settings.agent_key_path, CACHED_SLURM_CONF),
+        tool=settings.tool)
 
 
 def record(*, files: dict[str, RemoteFile] | None = None,

@@ -102,6 +102,8 @@ def _conf_cell(facts: HostFacts, paths: list[str], problems: list[str]) -> str:
         if report is None:
             problems.append(f"AuthAlt lines of {path}: not checked")
             missing.append(path)
+        elif report.get("configless"):
+            continue  # the copy of the controller's file: judged with the cluster's hosts
         elif report.get("exit_code") != 0:
             problems.append(f"{path}: {report.get('message') or report.get('error')}")
             missing.append(path)
@@ -110,7 +112,8 @@ def _conf_cell(facts: HostFacts, paths: list[str], problems: list[str]) -> str:
                             f"{facts.settings.jwt_key_path}: run the deploy")
             missing.append(path)
     if not missing:
-        return "present"
+        copies = [p for p in paths if (facts.conf.get(p) or {}).get("configless")]
+        return "copy" if copies else "present"
     return "MISSING " + ",".join(p.rsplit("/", 1)[-1] for p in missing)
 
 
@@ -254,7 +257,30 @@ def evaluate_cluster(plan: ClusterPlan, facts: dict[str, HostFacts]) -> ClusterR
         if copy.exists and copy.sha256 and copy.sha256 != cluster_key:
             problems.append(f"the agent's copy on {name} ({fingerprint(copy.sha256)}) differs "
                             f"from the cluster key ({fingerprint(cluster_key)})")
+    _judge_configless_copies(plan, facts, rows)
     return ClusterReport(plan.name, rows, problems)
+
+
+def _judge_configless_copies(plan: ClusterPlan, facts: dict[str, HostFacts],
+                             rows: list[HostRow]) -> None:
+    """A configless host's copy of slurm.conf is the primary controller's file, byte for byte
+    (sackd and slurmd copy it whole, measured), or it is stale."""
+    ctl = facts.get(plan.primary_controller)
+    want = (ctl.state.file(ctl.settings.slurm_conf).sha256
+            if ctl is not None and ctl.state is not None else None)
+    for row in rows:
+        f = facts[row.host]
+        if row.cells.get("authalt") != "copy" or f.state is None:
+            continue
+        copy = f.state.file(f.conf[f.settings.slurm_conf]["reads"])
+        if want is None:
+            row.problems.append(f"the controller {plan.primary_controller} was not looked at: "
+                                "this host's copy of slurm.conf was not checked")
+        elif copy.sha256 != want:
+            row.cells["authalt"] = "STALE copy"
+            row.problems.append(
+                f"this host's copy of slurm.conf ({copy.path}) is not {plan.primary_controller}'s"
+                f" file: run `scontrol reconfigure` there, or the deploy")
 
 
 def evaluate(plans: dict[str, ClusterPlan], facts: dict[str, HostFacts]) -> list[ClusterReport]:

@@ -147,9 +147,10 @@ def test_rotation_then_report_and_jobs(configless_deployed):
     data = json.loads(report.stdout)
     assert data["ok"] is True, data
     rows = {r["host"]: r for r in data["clusters"][0]["hosts"]}
-    # The AuthAlt lines as each host's Slurm reads them: the copies on cl-rest and cl-cn.
+    # The AuthAlt lines as each host's Slurm reads them: cl-rest's and cl-cn's are the copy of
+    # cl-ctl's file (compared by hash, not read as root in slurm's directory).
     assert {h: rows[h]["authalt"] for h in rows} == {
-        "cl-ctl": "present", "cl-rest": "present", "cl-cn": "present"}, rows
+        "cl-ctl": "present", "cl-rest": "copy", "cl-cn": "copy"}, rows
     assert rows["cl-rest"]["dropin"] == "ok" and rows["cl-rest"]["slurmrestd"] == "active"
 
 
@@ -173,3 +174,27 @@ def test_a_host_with_no_configuration_at_all_is_refused_before_any_change(config
     assert hostcheck.snapshot(topo) == before
     check = topo.ssh("cl-rest", "slurmrestd-access check --as-user slurm-web")
     assert check.stdout.strip() == LINE, check.stdout
+
+
+def report(topo) -> dict:
+    done = subprocess.run([*report_cmd(), str(topo.inventory_path), "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=False)
+    return json.loads(done.stdout)
+
+
+def test_a_stale_copy_is_reported_then_brought_by_the_next_deploy(configless_deployed):
+    topo, _, _ = configless_deployed
+    # An edit of the controller's file that no `scontrol reconfigure` followed.
+    topo.ssh("cl-ctl", f"echo '# edited by hand' >> {CONF}")
+    data = report(topo)
+    rows = {r["host"]: r for r in data["clusters"][0]["hosts"]}
+    assert data["ok"] is False
+    assert {h: rows[h]["authalt"] for h in CLIENTS} == {h: "STALE copy" for h in CLIENTS}
+    # The deploy has nothing to merge, but the copies differ: it reconfigures, once.
+    run = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "-v")
+    assert run.returncode == 0, run.output[-4000:]
+    assert "configless hosts to bring slurm.conf to: cl-rest, cl-cn" in run.output
+    copies_follow_the_controller(topo)
+    assert report(topo)["ok"] is True
+    again = run_deploy(topo.inventory_path)
+    assert again.returncode == 0 and again.totals()["changed"] == 0, again.output[-4000:]

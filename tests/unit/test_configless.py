@@ -145,3 +145,46 @@ def test_a_configless_hosts_slurm_conf_plan_is_not_a_problem_when_skipped():
     plan = {"conf": [{"file": DEFAULT, "exit_code": 10, "message": "does not exist"}]}
     assert plan_problems(plan, agent_host=False) != []
     assert plan_problems(plan, agent_host=False, skip_files=(DEFAULT,)) == []
+
+
+# ------------------------------------------------------------------------------- the report
+
+
+def configless_cluster(copy_sha: str) -> list:
+    from slurmrestd_access.cluster import ClusterPlan
+    from slurmrestd_access.fleet.report import HostFacts, evaluate
+    from slurmrestd_access.settings import Settings
+
+    s = Settings(cluster="cl", agent_unit="slurm-web-agent.service")
+    plan = ClusterPlan("cl", ["ctl"], ["ctl"], ["rest"], ["cn"])
+    ctl = HostState(tool_digest="d")
+    ctl.files = {DEFAULT: RemoteFile(DEFAULT, True, "regular file", "root", "root", 0o644,
+                                     "c" * 64)}
+
+    def client() -> HostState:
+        hs = HostState(tool_digest="d")
+        hs.files = {CACHE: RemoteFile(CACHE, True, "regular file", "slurm", "slurm", 0o644,
+                                      copy_sha)}
+        hs.units = {"slurmd.service": UnitState("slurmd.service", "loaded", "active")}
+        return hs
+
+    copy_report = {"configless": True, "reads": CACHE, "exit_code": 0}
+    facts = {
+        "ctl": HostFacts("ctl", "cl", frozenset({"slurmctld"}), s, state=ctl,
+                         conf={DEFAULT: {"exit_code": 0, "changed": False}}),
+        "cn": HostFacts("cn", "cl", frozenset({"compute"}), s, state=client(),
+                        conf={DEFAULT: dict(copy_report)}),
+    }
+    return evaluate({"cl": plan}, facts)
+
+
+def test_the_report_judges_a_configless_copy_by_the_controllers_file():
+    (report,) = configless_cluster("c" * 64)
+    cells = {r.host: r.cells["authalt"] for r in report.rows}
+    problems = {r.host: r.problems for r in report.rows}
+    assert cells == {"ctl": "present", "cn": "copy"} and problems["cn"] == [], problems
+    (report,) = configless_cluster("d" * 64)
+    cn = {r.host: r for r in report.rows}["cn"]
+    assert cn.cells["authalt"] == "STALE copy"
+    assert cn.problems == ["this host's copy of slurm.conf (/run/slurm/conf/slurm.conf) is not "
+                           "ctl's file: run `scontrol reconfigure` there, or the deploy"]
