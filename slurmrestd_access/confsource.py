@@ -65,7 +65,14 @@ def stale_copies(controller_sha256: str | None, others: dict[str, tuple[bool, st
     """The configless hosts whose copy of slurm.conf is not the controller's file.
 
     `others`: per other host of the cluster, (configless, the copy's SHA-256 or None). A
-    controller file whose content is not known (merged in this run) makes every copy stale.
+    controller file whose content is not known (merged in this run) makes every copy stale. A
+    copy whose hash is not known (larger than the tool hashes, or with more than one name) is
+    left out: it would make every run reconfigure (`unhashed_copies` names it).
     """
     return [name for name, (configless, sha) in others.items()
-            if configless and (controller_sha256 is None or sha != controller_sha256)]
+            if configless and (controller_sha256 is None or (sha is not None
+                                                              and sha != controller_sha256))]
+
+
+def unhashed_copies(others: dict[str, tuple[bool, str | None]]) -> list[str]:
+    return [name for name, (configless, sha) in others.items() if configless and sha is None]

@@ -17,7 +17,7 @@ from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
 from slurmrestd_access import callkeywords, hostpython, survey
-from slurmrestd_access.confsource import slurm_conf_source, stale_copies
+from slurmrestd_access.confsource import slurm_conf_source, stale_copies, unhashed_copies
 from slurmrestd_access.facts import HostState
 from slurmrestd_access.hostfail import ClusterStopped, host_local
 from slurmrestd_access.hoststate import RemoteFile, UnitState
@@ -378,6 +378,11 @@ def refresh_configless_copies(settings: Settings, cluster_hosts: list[str]):
     merging = report is None or bool(report.get("changed"))
     mine = None if merging else survey.survey(settings).file(settings.slurm_conf).sha256
     stale = stale_copies(mine, others)
+    unhashed = unhashed_copies(others)
+    if unhashed and mine is not None:
+        host.noop(f"warning: the copies of slurm.conf on {', '.join(unhashed)} could not be "
+                  "compared (not a plain file of one name, or larger than 1 MiB): no "
+                  "reconfigure for them; look at /run/slurm/conf/slurm.conf there")
     if not stale:
         host.noop("the configless hosts' copies of slurm.conf are this controller's file")
         return

@@ -141,6 +141,15 @@ def test_copies_are_stale_when_they_differ_or_the_controllers_file_is_being_merg
     assert stale_copies("a", {"rest": (True, "a")}) == []
 
 
+def test_a_copy_that_cannot_be_hashed_does_not_make_every_run_reconfigure():
+    from slurmrestd_access.confsource import unhashed_copies
+
+    others = {"rest": (True, None), "cn": (True, "b"), "db": (False, None)}
+    assert stale_copies("b", others) == []
+    assert unhashed_copies(others) == ["rest"]
+    assert stale_copies(None, others) == ["rest", "cn"]  # the controller's file just merged
+
+
 def test_a_configless_hosts_slurm_conf_plan_is_not_a_problem_when_skipped():
     plan = {"conf": [{"file": DEFAULT, "exit_code": 10, "message": "does not exist"}]}
     assert plan_problems(plan, agent_host=False) != []
