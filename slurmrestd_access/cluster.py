@@ -73,6 +73,24 @@ class ClusterPlan:
         return bool(self.dbd_hosts)
 
 
+def primary_mismatch(controllers: list[str], slurmctld_hosts: list[str]) -> str | None:
+    """A warning when the inventory's first slurmctld host is not slurm.conf's first
+    `SlurmctldHost` (the primary), compared by short host name; None when they agree or there
+    is no backup to order."""
+    if len(controllers) < 2 or not slurmctld_hosts:
+        return None
+
+    def short(name: str) -> str:
+        return name.split(".", 1)[0].lower()
+
+    if short(controllers[0]) == short(slurmctld_hosts[0]):
+        return None
+    return (f"warning: slurm.conf names {slurmctld_hosts[0]} first (the primary controller), "
+            f"the inventory's slurmctld group {controllers[0]}: the deploy and the rotation "
+            f"restart {controllers[0]} last, as the primary (each restart still waits until "
+            f"every controller is UP); put the primary first in the slurmctld group")
+
+
 def roles_of(groups: Iterable[str]) -> frozenset[str]:
     return frozenset(g for g in groups if g in ROLES)
 

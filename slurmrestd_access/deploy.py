@@ -108,7 +108,8 @@ def slurmrestd_access(**keywords) -> None:
     watchdog = host.name in plan.watchdog_hosts()
     tool = ops.install_tool(name="Install the slurmrestd-access host tool", settings=settings,
                             agent_host=watchdog, _timeout=600)
-    ops.preflight(name="Preflight", settings=settings, roles=roles, **quick)
+    ops.preflight(name="Preflight", settings=settings, roles=roles,
+                  controllers=tuple(plan.controllers) if "slurmctld" in roles else (), **quick)
 
     # 1-2. The key: created on the controller, or pushed from the workstation's key source;
     # copied, by hash, to every other host whose daemons load it.

@@ -17,6 +17,7 @@ from pyinfra import host, state
 from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
 
 from slurmrestd_access import callkeywords, hostpython, survey
+from slurmrestd_access.cluster import primary_mismatch
 from slurmrestd_access.confsource import slurm_conf_source, stale_copies, unhashed_copies
 from slurmrestd_access.facts import HostState
 from slurmrestd_access.hostfail import ClusterStopped, host_local
@@ -144,8 +145,10 @@ echo {house.digest} > {q(prefix)}/INSTALLED
 
 @operation()
 @host_local
-def preflight(settings: Settings, roles: frozenset[str]):
-    """Stop before any change when this host is not in a state the deploy can start from."""
+def preflight(settings: Settings, roles: frozenset[str], controllers: tuple[str, ...] = ()):
+    """Stop before any change when this host is not in a state the deploy can start from.
+    `controllers`: the cluster's slurmctld hosts, the primary first (high availability: its
+    order is checked against slurm.conf's on the primary)."""
     hs = survey.survey(settings)
     # First, and alone: a Slurm that Slurm-web's agent cannot use ends the deploy here, on every
     # host of the cluster, before anything is written or restarted.
@@ -196,6 +199,11 @@ def preflight(settings: Settings, roles: frozenset[str]):
         problems += plan_problems(plan, "slurmrestd" in roles, skip_files=skip)
     if problems:
         raise OperationError("not ready for the deploy:\n  - " + "\n  - ".join(problems))
+    if controllers and host.name == controllers[0]:
+        part = survey.conf_plan(settings, settings.slurm_conf) or {}
+        warning = primary_mismatch(list(controllers), part.get("slurmctld_hosts") or [])
+        if warning:
+            host.noop(warning)
     where = (f"; configless: Slurm reads {conf_source.reads}, kept by "
              f"{' and '.join(conf_source.fetchers)}" if conf_source.configless else "")
     host.noop(f"preflight passed: {release.message}{where}")

@@ -126,9 +126,23 @@ def test_first_deploy_gives_both_controllers_one_key_and_restarts_backup_first(h
 
 def test_dry_re_run_plans_nothing(ha):
     topo, _, _ = ha
-    dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry")
+    dry = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "--dry", "-v")
     assert dry.returncode == 0, dry.output[-6000:]
     assert dry.planned_changes() == [], dry.output[-4000:]
+    assert "warning: slurm.conf names" not in dry.output  # the inventory's primary is right
+
+
+def test_an_inventory_listing_the_backup_first_is_warned_about(ha, tmp_path):
+    topo, _, _ = ha
+    text = topo.inventory_path.read_text()
+    assert "slurmctld = ['ha-ctl1', 'ha-ctl2']" in text, text
+    reversed_order = tmp_path / "ha_backup_first.py"
+    reversed_order.write_text(text.replace("slurmctld = ['ha-ctl1', 'ha-ctl2']",
+                                           "slurmctld = ['ha-ctl2', 'ha-ctl1']"))
+    dry = run_deploy(reversed_order, "deploys/slurmrestd_access.py", "--dry", "-v")
+    assert dry.returncode == 0, dry.output[-6000:]
+    assert ("warning: slurm.conf names ha-ctl1 first (the primary controller), the inventory's "
+            "slurmctld group ha-ctl2") in dry.output, dry.output[-4000:]
 
 
 def test_re_run_changes_nothing(ha):

@@ -162,3 +162,31 @@ def test_a_rollback_restarts_the_controllers_in_the_same_order():
     rotation.prove = lambda name, when: None
     assert rotation.rollback() == []
     assert done == ["slurmdbd db", "slurmctld ctl2", "slurmctld ctl1", "agent rest"]
+
+
+def test_an_inventory_whose_first_controller_is_not_slurm_confs_primary_is_warned_about():
+    from slurmrestd_access.cluster import primary_mismatch
+
+    assert primary_mismatch(["ctl1", "ctl2"], ["ctl1", "ctl2"]) is None
+    # Short names: the inventory may use FQDNs, slurm.conf short names.
+    assert primary_mismatch(["ctl1.hpc.example", "ctl2"], ["CTL1", "ctl2"]) is None
+    assert primary_mismatch(["ctl1"], ["ctl9"]) is None  # no backup: nothing to order
+    assert primary_mismatch(["ctl1", "ctl2"], []) is None  # slurm.conf not read
+    warning = primary_mismatch(["ctl2", "ctl1"], ["ctl1", "ctl2"])
+    assert warning is not None and warning.startswith(
+        "warning: slurm.conf names ctl1 first (the primary controller), the inventory's "
+        "slurmctld group ctl2")
+
+
+def test_the_tool_reads_the_controllers_in_slurm_confs_order_includes_followed(tmp_path, capsys):
+    import json
+
+    from watchdog_daemon import cli
+
+    conf = tmp_path / "slurm.conf"
+    more = tmp_path / "ha.conf"
+    conf.write_text(f"ClusterName=hpc\nSlurmctldHost=ctl1(10.0.0.1)\nInclude {more}\n")
+    more.write_text("SlurmctldHost=ctl2\n")
+    assert cli.main(["plan", "--conf", str(conf), "--jwt-key", "/k"]) == 0
+    (part,) = json.loads(capsys.readouterr().out)["conf"]
+    assert part["slurmctld_hosts"] == ["ctl1", "ctl2"]

@@ -374,7 +374,7 @@ def conf_plan_report(file: str, jwt_key: str) -> dict:
     configless host (no local slurm.conf, the cache sackd or slurmd keep), that nothing is merged
     here and which file Slurm reads instead; on a controller, whether it serves its files."""
     from watchdog_daemon.config.configless import serves_configless, slurm_conf_to_read
-    from watchdog_daemon.config.slurmconf import configured_value
+    from watchdog_daemon.config.slurmconf import configured_value, configured_values
 
     if os.path.basename(file) == "slurm.conf":
         reads = slurm_conf_to_read(file)
@@ -390,6 +390,10 @@ def conf_plan_report(file: str, jwt_key: str) -> dict:
         with contextlib.suppress(ChangeError, OSError):
             report["configless_server"] = serves_configless(
                 configured_value(file, "SlurmctldParameters"))
+            # The controllers, primary first ("name" or "name(address)"): the deploy's restart
+            # order takes the primary from the inventory and checks it against this.
+            report["slurmctld_hosts"] = [v.split("(", 1)[0].strip()
+                                         for v in configured_values(file, "SlurmctldHost")]
     return report
 
 

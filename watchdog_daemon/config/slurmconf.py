@@ -25,6 +25,7 @@ from watchdog_daemon.config.slurmparse import (
     ConfigParseError,
     _cluster_name,
     _parse,
+    all_values,
     last_value,
 )
 
@@ -81,6 +82,13 @@ def configured_value(path: str, key: str) -> str | None:
     top = os.path.abspath(path)
     text, _ = read_text(top)
     return last_value({top: text, **collect_includes(top, text)}, top, key)
+
+
+def configured_values(path: str, key: str) -> list[str]:
+    """Every value of a key Slurm takes several times (`SlurmctldHost`), in Slurm's order."""
+    top = os.path.abspath(path)
+    text, _ = read_text(top)
+    return all_values({top: text, **collect_includes(top, text)}, top, key)
 
 
 def apply_merge(path: str, jwt_key_path: str, *, dry_run: bool) -> MergeResult:

@@ -344,12 +344,18 @@ def last_value(files: dict[str, str], top: str, key: str) -> str | None:
     unresolved `%c`, is skipped (Slurm would refuse to start: that is the deploy's to report).
     Raises ConfigParseError where Slurm could not parse a line.
     """
+    values = all_values(files, top, key)
+    return values[-1] if values else None
+
+
+def all_values(files: dict[str, str], top: str, key: str) -> list[str]:
+    """Every value of `key` in the order Slurm reads them (Include lines followed, as
+    `last_value`): for the keys Slurm takes several times, such as `SlurmctldHost`."""
     wanted = key.lower()
     cluster_name = _cluster_name(files[top])
-    found: str | None = None
+    found: list[str] = []
 
     def walk(file: str, depth: int) -> None:
-        nonlocal found
         parsed = _parse(files[file], file, top=top, cluster_name=cluster_name)
         events: list[tuple[int, str | _Include]] = [
             (lineno, value) for lineno, k, value in parsed.others if k == wanted]
@@ -358,7 +364,7 @@ def last_value(files: dict[str, str], top: str, key: str) -> str | None:
             events.append((setting.lineno, setting.value))
         for _, event in sorted(events, key=lambda e: e[0]):
             if isinstance(event, str):
-                found = event
+                found.append(event)
             elif (depth < MAX_INCLUDE_DEPTH and not event.unresolved
                   and not _GLOB_CHARS.search(event.pattern) and event.pattern in files):
                 walk(event.pattern, depth + 1)
