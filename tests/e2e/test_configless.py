@@ -20,6 +20,8 @@ import pytest
 from tests.e2e import hostcheck
 from tests.e2e.pyinfra_run import ROOT, report_cmd, run_deploy
 
+pytestmark = pytest.mark.e2e
+
 ROTATE = "deploys/rotate_key.py"
 KEY = "/var/spool/slurm/jwt_hs256.key"
 COPY = "/var/lib/slurm-web/slurmrestd.key"
