@@ -91,3 +91,11 @@ def test_a_failing_unit_test_stops_the_run_before_the_first_end_to_end_test(tmp_
     assert passed.returncode == 0, passed.stdout
     lines = [ln for ln in passed.stdout.splitlines() if " PASSED" in ln]
     assert ["test_unit" in lines[0], "test_e2e" in lines[1]] == [True, True]
+
+
+def test_every_end_to_end_module_is_marked_so_it_runs_after_the_unit_tests():
+    # An unmarked module under tests/e2e runs among the unit tests, first (measured: it did).
+    e2e = Path(__file__).resolve().parents[1] / "e2e"
+    unmarked = [p.name for p in sorted(e2e.glob("test_*.py"))
+                if "pytestmark = pytest.mark.e2e" not in p.read_text()]
+    assert unmarked == []
