@@ -34,7 +34,8 @@ class ClusterPlan:
 
     @property
     def primary_controller(self) -> str:
-        """The first host of the `slurmctld` group. With high availability it must be the first
+        """The first host of the `slurmctld` group, in the inventory's host order (pyinfra's:
+        where the inventory first names each host). With high availability it must be the first
         `SlurmctldHost` line of slurm.conf (the primary): the inventory's order is the one the
         deploy knows before anything runs, `--dry` included."""
         return self.controllers[0]
@@ -88,7 +89,8 @@ def primary_mismatch(controllers: list[str], slurmctld_hosts: list[str]) -> str 
     return (f"warning: slurm.conf names {slurmctld_hosts[0]} first (the primary controller), "
             f"the inventory's slurmctld group {controllers[0]}: the deploy and the rotation "
             f"restart {controllers[0]} last, as the primary (each restart still waits until "
-            f"every controller is UP); put the primary first in the slurmctld group")
+            f"every controller is UP); name the primary first in the inventory (pyinfra orders "
+            f"hosts by where the inventory first names them)")
 
 
 def roles_of(groups: Iterable[str]) -> frozenset[str]:
