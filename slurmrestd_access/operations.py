@@ -34,7 +34,6 @@ from slurmrestd_access.toolplan import (
 from slurmrestd_access.watchconf import WATCH_UNIT, removal_script, watchdog_leftover
 from slurmrestd_access.wheelhouse import WheelhouseError, ensure_wheelhouse
 from watchdog_daemon.config import slurmrelease
-from watchdog_daemon.config.configless import CACHED_SLURM_CONF
 
 q = shlex.quote
 
@@ -367,11 +366,11 @@ def refresh_configless_copies(settings: Settings, cluster_hosts: list[str]):
     for name in cluster_hosts:
         if name == host.name:
             continue
-        conf, cache = (survey.known_file(name, settings.slurm_conf, survey_now=True),
-                       survey.known_file(name, CACHED_SLURM_CONF))
-        configless = (conf is not None and not conf.exists
-                      and cache is not None and cache.exists)
-        others[name] = (configless, cache.sha256 if cache is not None else None)
+        other = survey.other_host(name)
+        if other is not None:
+            # The same rule as that host's own operations (a copy, no slurm.conf of its own).
+            source = slurm_conf_source(other, settings.slurm_conf)
+            others[name] = (source.configless, other.file(source.reads).sha256)
     if not any(configless for configless, _ in others.values()):
         host.noop("no configless host in this cluster: nothing to bring to")
         return

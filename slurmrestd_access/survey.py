@@ -89,18 +89,20 @@ def split_plan(lines: list[str]) -> tuple[list[str], list[str] | None]:
     return lines[:begin] + lines[end + 1:], lines[begin + 1:end]
 
 
-def known_file(host_name: str, path: str, survey_now: bool = False) -> RemoteFile | None:
+def known_file(host_name: str, path: str) -> RemoteFile | None:
     """`path` as another host's survey of this run and phase found (or predicts) it; None when
-    that host was not surveyed yet or its survey does not cover `path`.
-
-    `survey_now`: survey that host now if it was not yet (pyinfra prepares hosts one after the
-    other: while planning, a host prepared early has not seen the others' surveys). Its own
-    operations reuse that survey. None when it cannot be surveyed (outside --limit, no root).
-    """
+    that host was not surveyed yet or its survey does not cover `path`."""
     cached = _cache.get((host_name, state.is_executing))
-    if cached is None and survey_now:
-        cached = _survey_other(host_name)
     return cached.files.get(path) if cached is not None else None
+
+
+def other_host(host_name: str) -> HostStateData | None:
+    """Another host's survey of this run and phase, made now if it was not yet (pyinfra
+    prepares hosts one after the other: while planning, a host prepared early has not seen the
+    others' surveys). Its own operations reuse it. None when it cannot be surveyed (outside
+    --limit, no root)."""
+    cached = _cache.get((host_name, state.is_executing))
+    return cached if cached is not None else _survey_other(host_name)
 
 
 def _survey_other(host_name: str) -> HostStateData | None:
