@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from slurmrestd_access.hostpython import CANDIDATES
 from watchdog_daemon.config.slurmrelease import VERSION_COMMANDS
 from watchdog_daemon.system.agentunits import unit_in_use
+from watchdog_daemon.system.hostsurvey import PLUGIN_DIRS
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,6 @@ class HostState:
 
     def unit(self, name: str) -> UnitState:
         return self.units.get(name, UnitState(name))
-
-
-# Where distributions put Slurm's plugins; PluginDir of slurm.conf is searched first.
-PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu/slurm-wlm", "/usr/lib/aarch64-linux-gnu/slurm-wlm",
-               "/usr/lib64/slurm", "/usr/lib/slurm", "/usr/local/lib/slurm")
 
 
 def survey_script(

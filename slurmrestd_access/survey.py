@@ -25,23 +25,31 @@ from slurmrestd_access.hostfail import HostBlocked
 from slurmrestd_access.hoststate import HostState as HostStateData
 from slurmrestd_access.hoststate import RemoteFile, UnitState, parse_survey, survey_script
 from slurmrestd_access.settings import Settings
-from slurmrestd_access.toolplan import agent_ini_args, conf_files, plan_args
+from slurmrestd_access.toolplan import agent_ini_args, check_args, conf_files, plan_args
 from slurmrestd_access.watchconf import WATCH_CONFIG_PATH, WATCH_UNIT, WATCH_UNIT_PATH
 from watchdog_daemon.config.configless import CACHED_SLURM_CONF
 from watchdog_daemon.system.agentunits import candidates as agent_candidates
+from watchdog_daemon.system.surveycli import (
+    CHECK_BEGIN,
+    CHECK_END,
+    PLAN_BEGIN,
+    PLAN_END,
+    PROTOCOL,
+)
 
 _cache: dict[tuple[str, bool], HostStateData] = {}
 _plans: dict[tuple[str, bool], dict] = {}
+_checks: dict[tuple[str, bool], dict] = {}  # the connect check made with the survey
 _blocked: dict[str, str] = {}  # host -> why its commands cannot run as root
 USAGE_EXIT = 2
-PLAN_BEGIN, PLAN_END = "__slurmrestd_access_plan_begin", "__slurmrestd_access_plan_end"
 # Set by the deploy (its operations read the tool's plan): the survey brings it along.
 _with_plan: list[bool] = [False]
 
 
 def bring_plan_along() -> None:
     """The survey also runs the installed tool's `plan`, in the same command: one command less
-    per host and run (and, through sudo with a password, one authentication less)."""
+    per host and run (and, through sudo with a password, one authentication less). On a
+    slurmrestd host it also runs the connect check (see `check_made_with_survey`)."""
     _with_plan[0] = True
 
 
@@ -58,14 +66,21 @@ def survey(settings: Settings) -> HostStateData:
         script = survey_script_for(settings)
         if _with_plan[0]:
             script += "\n" + _plan_in_survey(settings)
+            # The installed tool answers all of it in one process when it can; the shell
+            # survey is for a host without it (or with an older one, or an old python3).
+            script = (f"if [ -x {shlex.quote(settings.tool)} ] && "
+                      f"{native_survey_command(settings)}; then :; else\n{script}\nfi")
         lines, blocked = privilege.run_as_root(state, host, script)
         if blocked:
             _blocked[host.name] = blocked
             raise HostBlocked(blocked)
-        survey_lines, plan_lines = split_plan(lines)
+        lines, check_lines = split_between(lines, CHECK_BEGIN, CHECK_END)
+        survey_lines, plan_lines = split_between(lines, PLAN_BEGIN, PLAN_END)
         _cache[_key()] = parse_survey(survey_lines)
         if plan_lines is not None and _cache[_key()].tool_digest:
             _plans[_key()] = ToolReport().process(plan_lines)
+        if check_lines is not None:
+            _checks[_key()] = ToolReport().process(check_lines)
     blocked = privilege.not_root(host.name, _cache[_key()].uid)
     if blocked:
         raise HostBlocked(blocked)
@@ -81,12 +96,57 @@ def _plan_in_survey(settings: Settings) -> str:
             f"(unset LC_ALL; {command}); echo {PLAN_END}; fi")
 
 
+def native_survey_command(settings: Settings) -> str:
+    """`slurmrestd-access survey`: the same lines as the shell survey, the plan, and on a
+    slurmrestd host during execution the connect check, from one process. Exits non-zero
+    having printed nothing when the shell survey must answer instead."""
+    files, units, users, groups, keys = _survey_items(settings)
+    argv = [settings.tool, "survey", "--protocol", str(PROTOCOL),
+            "--tool-prefix", settings.tool_prefix, "--slurm-conf", settings.slurm_conf]
+    for flag, values in (("--file", files), ("--key", keys), ("--unit", units),
+                         ("--user", users), ("--group", groups)):
+        for value in values:
+            argv += [flag, value]
+    roles = roles_of(host.groups)
+    argv += ["--plan", shlex.join(plan_args(settings, roles))]
+    if "slurmrestd" in roles and state.is_executing:
+        argv += ["--check", shlex.join([*check_args(settings)[1:],
+                                        "--as-user", settings.agent_user])]
+    # Declined (3) and an older tool's usage error (2) print nothing: the shell survey follows.
+    return f"{shlex.join(argv)} 2>/dev/null"
+
+
+def split_between(lines: list[str], begin_mark: str,
+                  end_mark: str) -> tuple[list[str], list[str] | None]:
+    """The lines outside the markers, and those between (None when there are no markers)."""
+    if begin_mark not in lines or end_mark not in lines:
+        return lines, None
+    begin, end = lines.index(begin_mark), lines.index(end_mark)
+    return lines[:begin] + lines[end + 1:], lines[begin + 1:end]
+
+
 def split_plan(lines: list[str]) -> tuple[list[str], list[str] | None]:
     """The survey's lines, and the plan's (None when the survey brought none along)."""
-    if PLAN_BEGIN not in lines or PLAN_END not in lines:
-        return lines, None
-    begin, end = lines.index(PLAN_BEGIN), lines.index(PLAN_END)
-    return lines[:begin] + lines[end + 1:], lines[begin + 1:end]
+    return split_between(lines, PLAN_BEGIN, PLAN_END)
+
+
+def cluster_unchanged_so_far(cluster: str) -> bool:
+    """No operation of this run has changed any host of `cluster` yet (pyinfra runs each
+    operation on every host before the next one starts, so every earlier one is complete)."""
+    for other in state.inventory:
+        if str(callkeywords.cluster_of(state, other)) != cluster:
+            continue
+        for op_data in state.ops.get(other, {}).values():
+            meta = op_data.operation_meta
+            if meta.is_complete() and meta.did_change():
+                return False
+    return True
+
+
+def check_made_with_survey() -> dict | None:
+    """The connect check the survey ran on this host (as the agent's user), during execution;
+    None when it ran none. It proves the host as the survey found it: see connect_check."""
+    return _checks.get(_key())
 
 
 def known_file(host_name: str, path: str) -> RemoteFile | None:
@@ -122,9 +182,11 @@ def _survey_other(host_name: str) -> HostStateData | None:
         return None  # said where that host's own operations are prepared
 
 
-def survey_script_for(settings: Settings) -> str:
-    """The survey of what the deploy reads on a host: files, units, users, versions."""
-    return survey_script(
+def _survey_items(settings: Settings) -> tuple[list[str], list[str], list[str], list[str],
+                                               tuple[str, ...]]:
+    """What the deploy reads on a host: files, units, users, groups, and which files are keys
+    (or lie in another account's directory)."""
+    return (
         [settings.jwt_key_path, settings.agent_key_path, settings.slurmrestd_dropin,
          settings.slurm_conf, settings.slurmdbd_conf, settings.agent_ini,
          WATCH_CONFIG_PATH, WATCH_UNIT_PATH, CACHED_SLURM_CONF],
@@ -132,9 +194,15 @@ def survey_script_for(settings: Settings) -> str:
          *agent_candidates(settings.agent_unit), WATCH_UNIT, *FETCHER_UNITS],
         [settings.jwt_key_owner, settings.agent_user],
         [settings.jwt_key_group, settings.agent_group],
-        settings.tool_prefix, settings.slurm_conf,
-        keys=(settings.jwt_key_path, settings.agent_key_path, CACHED_SLURM_CONF),
-        tool=settings.tool)
+        (settings.jwt_key_path, settings.agent_key_path, CACHED_SLURM_CONF),
+    )
+
+
+def survey_script_for(settings: Settings) -> str:
+    """The survey of what the deploy reads on a host, in shell: files, units, users, versions."""
+    files, units, users, groups, keys = _survey_items(settings)
+    return survey_script(files, units, users, groups, settings.tool_prefix, settings.slurm_conf,
+                         keys=keys, tool=settings.tool)
 
 
 def record(*, files: dict[str, RemoteFile] | None = None,
@@ -150,6 +218,7 @@ def record(*, files: dict[str, RemoteFile] | None = None,
     if tool_digest is not None:
         cached.tool_digest = tool_digest
         _plans.pop(_key(), None)  # made by the previous tool
+        _checks.pop(_key(), None)
 
 
 def written(path: str, owner: str, group: str, mode: int, sha256: str | None = None) -> dict:

@@ -21,6 +21,7 @@ SUBCOMMAND_MODULES: dict[str, str] = {
     "config.cli": "conf, agent-ini, preflight, plan: merge Slurm and agent settings",
     "watch.cli": "watch, status: the key-rotation watchdog",
     "system.cli": "agent: the Slurm-web agent unit(s) in use, listed or restarted",
+    "system.surveycli": "survey: what the deploy reads of this host, with its plan and check",
 }
 # command -> its module: a command line naming one only imports that module. Every tool run
 # costs Python's start-up on the host, and the deploy runs the tool a dozen times.
@@ -34,6 +35,7 @@ COMMAND_MODULES: dict[str, str] = {
     "watch": "watch.cli",
     "status": "watch.cli",
     "agent": "system.cli",
+    "survey": "system.surveycli",
 }
 
 

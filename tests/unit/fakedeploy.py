@@ -49,6 +49,8 @@ class FakeHost:
     responses: dict = field(default_factory=dict)  # more canned answers (fake_responses)
     uid: int = 0  # who the survey runs as
     survey_override: list | dict | None = None  # the survey's answer, e.g. sudo's refusal
+    # The connect check the installed tool's survey ran along (its JSON, with "exit_code").
+    survey_check: dict | None = None
 
     def survey_lines(self) -> list[str] | dict:
         if self.survey_override is not None:
@@ -67,6 +69,10 @@ class FakeHost:
         if self.tool:  # the installed tool's plan, brought along by the deploy's survey
             lines += ["__slurmrestd_access_plan_begin", json.dumps(self.plan()), f"{EXIT_MARK}0",
                       "__slurmrestd_access_plan_end"]
+        if self.tool and self.survey_check is not None:
+            lines += ["__slurmrestd_access_check_begin", json.dumps(self.survey_check),
+                      f"{EXIT_MARK}{self.survey_check.get('exit_code', 0)}",
+                      "__slurmrestd_access_check_end"]
         return lines
 
     def plan(self) -> dict:

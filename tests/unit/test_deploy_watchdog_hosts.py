@@ -28,7 +28,7 @@ def split(rest_leftover: bool = False) -> dict:
 
 def actions(run, host: str) -> list[str]:
     """The commands that act on the host (not the survey, which reads every unit's state)."""
-    return [c for c in run.commands.get(host, []) if not c.startswith("export LC_ALL=C")]
+    return [c for c in run.commands.get(host, []) if "export LC_ALL=C" not in c]
 
 
 def watch_commands(run, host: str) -> list[str]:
