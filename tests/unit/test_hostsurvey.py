@@ -153,3 +153,49 @@ def test_os_release_words():
     text = 'NAME="Rocky Linux"\nID="rocky"\nID_LIKE="rhel centos fedora"\n'
     assert hostsurvey.os_ids(text) == ["rocky", "rhel", "centos", "fedora"]
     assert hostsurvey.os_ids("ID=debian\n") == ["debian"]
+
+
+def _agent_files(tmp_path: Path, sock: Path) -> str:
+    from tests.unit.test_check_cli import KEY
+
+    key = tmp_path / "agent.key"
+    key.write_bytes(KEY)
+    key.chmod(0o400)
+    ini = tmp_path / "agent.ini"
+    ini.write_text(f"[service]\ncluster = hpc\n[slurmrestd]\nuri = unix://{sock}\n"
+                   f"jwt_key = {key}\n")
+    conf = tmp_path / "check-slurm.conf"
+    conf.write_text("AccountingStorageType=accounting_storage/slurmdbd\n")
+    return (f"--agent-ini {ini} --slurm-conf {conf} --timeout 5 --slurmweb-release 5.2")
+
+
+def test_the_check_passes_through_the_survey(tree):
+    from tests.fakes.fake_slurmrestd import FakeSlurmrestd
+    from tests.unit.test_check_cli import KEY
+
+    sock = tree["tmp"] / "s.sock"
+    with FakeSlurmrestd(sock, slurmctld_key=KEY):
+        done = tool_survey(tree, "--check", _agent_files(tree["tmp"], sock))
+    _, check = split_between(done.stdout.splitlines(), CHECK_BEGIN, CHECK_END)
+    assert json.loads(check[0])["ok"] is True and check[-1] == f"{EXIT_MARK}0"
+
+
+def test_a_check_that_hangs_is_stopped_and_left_out(tree):
+    import socket
+    import time
+
+    sock = tree["tmp"] / "hang.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.listen(8)  # accepts connections, never answers
+    try:
+        started = time.monotonic()
+        done = tool_survey(tree, "--check", _agent_files(tree["tmp"], sock),
+                           "--check-wait", "0.5")
+        took = time.monotonic() - started
+    finally:
+        listener.close()
+    assert done.returncode == 0, done.stderr
+    assert CHECK_BEGIN not in done.stdout  # the deploy then checks live
+    assert done.stdout.splitlines() == shell_survey(tree)
+    assert took < 4  # not the check's 5 s timeout

@@ -8,7 +8,8 @@ privdrop) while the parent surveys as root.
 
 Output: the survey's tagged lines (hostsurvey), then each requested report between markers,
 as `slurmrestd-access plan|check --json` prints it followed by `__slurmrestd_access_exit=N`.
-Everything is written at the end, at once: a run that fails prints nothing. Exit 0; 3 when
+Everything is written at the end, at once: a run that fails prints nothing. A check that has
+not finished within --check-wait is stopped and left out. Exit 0; 3 when
 this host needs the shell survey instead (hostsurvey.Declined); 2 for a protocol this tool
 does not speak (an older tool: the workstation then uses the shell survey).
 """
@@ -19,11 +20,17 @@ import argparse
 import contextlib
 import io
 import os
+import select
 import shlex
+import signal
 import sys
+import time
 
 PROTOCOL = 1
 DECLINED = 3
+# A slurmrestd that answers slowly (a controller handing over, one that hangs) must not hold
+# the survey for the check's whole timeout: past this, the deploy's own check decides.
+CHECK_WAIT = 5.0
 EXIT_MARK = "__slurmrestd_access_exit="
 PLAN_BEGIN, PLAN_END = "__slurmrestd_access_plan_begin", "__slurmrestd_access_plan_end"
 CHECK_BEGIN, CHECK_END = "__slurmrestd_access_check_begin", "__slurmrestd_access_check_end"
@@ -48,6 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="also `plan ARGS --json` (ARGS in one shell-quoted string)")
     p.add_argument("--check", default=None, metavar="ARGS",
                    help="also `check ARGS --json`, in a child process")
+    p.add_argument("--check-wait", type=float, default=CHECK_WAIT, metavar="SECONDS",
+                   help="give the check this long, then stop it and leave it out (the "
+                        f"deploy then checks live, with its own timeout; default {CHECK_WAIT:g})")
     p.add_argument("--json", action="store_true", help="accepted; the output is tagged lines")
     p.set_defaults(func=run)
 
@@ -82,13 +92,25 @@ def _start_check(args: str) -> tuple[int, int]:
     return pid, read_end
 
 
-def _collect_check(pid: int, read_end: int) -> list[str]:
-    chunks = []
-    with os.fdopen(read_end, "rb") as pipe:
-        chunks.append(pipe.read())
-    os.waitpid(pid, 0)
-    text = b"".join(chunks).decode("utf-8", "replace")
-    return text.splitlines() or [f"{EXIT_MARK}1"]
+def _collect_check(pid: int, read_end: int, wait: float) -> list[str]:
+    """The check's lines; none when it did not finish within `wait` (it is then killed)."""
+    deadline = time.monotonic() + wait
+    chunks: list[bytes] = []
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                chunks = []
+                break
+            data = os.read(read_end, 1 << 16)
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(read_end)
+        os.waitpid(pid, 0)
+    return b"".join(chunks).decode("utf-8", "replace").splitlines()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -105,13 +127,14 @@ def run(args: argparse.Namespace) -> int:
                        slurm_conf=args.slurm_conf).lines()
     except Declined as exc:
         if check is not None:
-            _collect_check(*check)
+            _collect_check(*check, wait=0)
         print(f"survey declined: {exc}", file=sys.stderr)
         return DECLINED
     if args.plan is not None:
         lines += [PLAN_BEGIN, *_tool(["plan", *shlex.split(args.plan), "--json"]), PLAN_END]
-    if check is not None:
-        lines += [CHECK_BEGIN, *_collect_check(*check), CHECK_END]
+    checked = _collect_check(*check, wait=args.check_wait) if check is not None else []
+    if checked:
+        lines += [CHECK_BEGIN, *checked, CHECK_END]
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     return 0
