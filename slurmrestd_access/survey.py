@@ -96,10 +96,10 @@ def _plan_in_survey(settings: Settings) -> str:
             f"(unset LC_ALL; {command}); echo {PLAN_END}; fi")
 
 
-def native_survey_command(settings: Settings) -> str:
-    """`slurmrestd-access survey`: the same lines as the shell survey, the plan, and on a
-    slurmrestd host during execution the connect check, from one process. Exits non-zero
-    having printed nothing when the shell survey must answer instead."""
+def native_survey_argv(settings: Settings, roles: frozenset[str], check: bool) -> list[str]:
+    """`slurmrestd-access survey`: the same lines as the shell survey, the plan, and with
+    `check` the connect check as the agent's user, from one process. It exits non-zero having
+    printed nothing when the shell survey must answer instead."""
     files, units, users, groups, keys = _survey_items(settings)
     argv = [settings.tool, "survey", "--protocol", str(PROTOCOL),
             "--tool-prefix", settings.tool_prefix, "--slurm-conf", settings.slurm_conf]
@@ -107,11 +107,18 @@ def native_survey_command(settings: Settings) -> str:
                          ("--user", users), ("--group", groups)):
         for value in values:
             argv += [flag, value]
-    roles = roles_of(host.groups)
     argv += ["--plan", shlex.join(plan_args(settings, roles))]
-    if "slurmrestd" in roles and state.is_executing:
+    if check:
         argv += ["--check", shlex.join([*check_args(settings)[1:],
                                         "--as-user", settings.agent_user])]
+    return argv
+
+
+def native_survey_command(settings: Settings) -> str:
+    """This host's `native_survey_argv`: the check on a slurmrestd host, during execution
+    only (planning proves nothing; see connect_check)."""
+    roles = roles_of(host.groups)
+    argv = native_survey_argv(settings, roles, "slurmrestd" in roles and state.is_executing)
     # Declined (3) and an older tool's usage error (2) print nothing: the shell survey follows.
     return f"{shlex.join(argv)} 2>/dev/null"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -353,3 +354,33 @@ def test_split_a_watchdog_left_on_the_agent_host_without_the_key_is_removed_once
     assert again.returncode == 0 and again.totals()["changed"] == 0, again.output[-4000:]
     code, data = report()
     assert code == 0 and data["ok"] is True, data
+
+
+def test_the_installed_tool_surveys_each_host_as_the_shell_does(deployed):
+    """The re-run's survey comes from the installed tool (`slurmrestd-access survey`): on every
+    real host its lines are the shell survey's, line for line, so the deploy decides alike."""
+    from slurmrestd_access.cluster import roles_of
+    from slurmrestd_access.survey import native_survey_argv, survey_script_for
+
+    topo, _, _ = deployed
+    for h in topo.hosts:
+        settings = Settings(cluster=h.cluster, agent_unit=h.agent_unit)
+        shell = topo.ssh(h.name, survey_script_for(settings)).stdout.splitlines()
+        argv = native_survey_argv(settings, roles_of(h.roles), check=False)
+        native = topo.ssh(h.name, shlex.join(argv)).stdout.splitlines()
+        assert native[:native.index("__slurmrestd_access_plan_begin")] == shell, h.name
+        assert any(line.startswith("keyjson|") for line in shell), h.name  # the tool answered
+
+
+def test_a_rerun_is_one_command_per_host_and_takes_the_surveys_check(deployed):
+    topo, _, _ = deployed
+    again = run_deploy(topo.inventory_path, "deploys/slurmrestd_access.py", "-v", "--debug")
+    assert again.returncode == 0, again.output[-6000:]
+    assert again.totals()["changed"] == 0, again.output[-4000:]
+    commands = re.findall(r"Running command on (\S+?):", again.output)
+    assert sorted(commands) == sorted(h.name for h in topo.hosts), commands
+    for h in topo.hosts:
+        if "slurmrestd" in h.roles:
+            assert re.search(rf"\[{h.name}\] noop: connect check before the agent restart "
+                             r"\(made with the survey; nothing changed since\): ✅",
+                             again.output), again.output[-4000:]
