@@ -136,12 +136,24 @@ def key_line(path: str) -> str:
     return f"keyjson|{path}|{json.dumps(describe_file(path).to_dict())}"
 
 
-def _read_small(path: str, limit: int = 1 << 16) -> str:
+def _read_small(path: str, limit: int = 1 << 16, follow: bool = True) -> str:
+    """At most `limit` bytes of a regular file ("" otherwise). follow=False: never through a
+    symlink (slurm.conf's directory may belong to slurm); /etc/os-release is one by design."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    if not follow:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        with open(path, "rb") as f:
-            return f.read(limit).decode("utf-8", "replace")
+        fd = os.open(path, flags)
     except OSError:
         return ""
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        return os.read(fd, limit).decode("utf-8", "replace")
+    except OSError:
+        return ""
+    finally:
+        os.close(fd)
 
 
 def os_ids(text: str) -> list[str]:
@@ -218,9 +230,12 @@ class Survey:
         slurm = self._slurm_version()
         if slurm:
             out.append(f"slurm {slurm}")
-        out.append(f"tool {_read_small(self.tool_prefix + '/INSTALLED', 4096).rstrip(chr(10))}")
+        installed = _read_small(f"{self.tool_prefix}/INSTALLED", 4096, follow=False)
+        out.append(f"tool {installed.rstrip(chr(10))}")
         out.append(f"toolversion {_tool_version(self.tool_prefix)}")
-        for directory in plugin_dirs(_read_small(self.slurm_conf, 1 << 22)):
+        # Not through a symlink (the shell's sed did follow one): root reads nothing another
+        # account could point elsewhere.
+        for directory in plugin_dirs(_read_small(self.slurm_conf, 1 << 22, follow=False)):
             if os.path.exists(f"{directory}/auth_jwt.so"):
                 out.append(f"jwtplugin {directory}/auth_jwt.so")
                 break
