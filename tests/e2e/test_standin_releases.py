@@ -130,8 +130,10 @@ def test_the_deploy_and_the_check_speak_for_5_2_on_alpha1(fleet, tmp_path):
     done = run_deploy(fleet.inventory_path, "deploys/slurmrestd_access.py", "--limit", "alpha",
                       "-v")
     assert done.returncode == 0, done.output[-6000:]
-    # A re-run changes nothing, and its check says 5.x's line, the release named.
-    assert ("connect check before the agent restart: "
+    # A re-run changes nothing, and its check (the one the host tool made with the survey:
+    # nothing changed since) says 5.x's line, the release named.
+    assert ("connect check before the agent restart (made with the survey; nothing changed "
+            "since): "
             f"{SUCCESS['5.2'].format(cluster='alpha')} [Slurm-web 5.2.0]") in done.output, \
         done.output[-4000:]
     res = tool_check(fleet, "alpha1")
