@@ -199,3 +199,28 @@ def test_a_check_that_hangs_is_stopped_and_left_out(tree):
     assert CHECK_BEGIN not in done.stdout  # the deploy then checks live
     assert done.stdout.splitlines() == shell_survey(tree)
     assert took < 4  # not the check's 5 s timeout
+
+
+def test_a_declined_survey_stops_its_check_at_once(tree, tmp_path):
+    import socket
+    import time
+
+    bin_dir = tmp_path / "oldbin"
+    bin_dir.mkdir()
+    (bin_dir / "python3").write_text("#!/bin/sh\necho 3.6\n")
+    (bin_dir / "python3").chmod(0o755)
+    sock = tree["tmp"] / "hang2.sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock))
+    listener.listen(8)
+    try:
+        started = time.monotonic()
+        # stdout through a pipe the caller reads to its end, as ssh does: a check left running
+        # would hold it open.
+        done = tool_survey(tree, "--check", _agent_files(tree["tmp"], sock),
+                           env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+        took = time.monotonic() - started
+    finally:
+        listener.close()
+    assert (done.returncode, done.stdout) == (DECLINED, "")
+    assert took < 4  # not the check's 5 s timeout

@@ -83,6 +83,10 @@ def _start_check(args: str) -> tuple[int, int]:
         code = 1
         try:
             os.close(read_end)
+            # Not the survey's output: an orphaned check must not hold the caller's channel.
+            quiet = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(quiet, 1)
+            os.dup2(quiet, 2)
             lines = _tool(["check", *shlex.split(args), "--json"])
             os.write(write_end, ("\n".join(lines) + "\n").encode())
             code = 0
@@ -125,13 +129,16 @@ def run(args: argparse.Namespace) -> int:
         lines = Survey(files=args.file, keys=args.key, units=args.unit, users=args.user,
                        groups=args.group, tool_prefix=args.tool_prefix,
                        slurm_conf=args.slurm_conf).lines()
-    except Declined as exc:
+        if args.plan is not None:
+            lines += [PLAN_BEGIN, *_tool(["plan", *shlex.split(args.plan), "--json"]),
+                      PLAN_END]
+    except BaseException as exc:
         if check is not None:
-            _collect_check(*check, wait=0)
+            _collect_check(*check, wait=0)  # stopped: this run prints nothing
+        if not isinstance(exc, Declined):
+            raise
         print(f"survey declined: {exc}", file=sys.stderr)
         return DECLINED
-    if args.plan is not None:
-        lines += [PLAN_BEGIN, *_tool(["plan", *shlex.split(args.plan), "--json"]), PLAN_END]
     checked = _collect_check(*check, wait=args.check_wait) if check is not None else []
     if checked:
         lines += [CHECK_BEGIN, *checked, CHECK_END]
