@@ -9,8 +9,7 @@ from pyinfra.api import FactBase
 
 from slurmrestd_access.hoststate import HostState as HostStateData
 from slurmrestd_access.hoststate import parse_survey, survey_script
-
-EXIT_MARK = "__slurmrestd_access_exit="
+from watchdog_daemon.system.surveycli import EXIT_MARK
 
 
 class HostState(FactBase):

@@ -132,11 +132,6 @@ def split_between(lines: list[str], begin_mark: str,
     return lines[:begin] + lines[end + 1:], lines[begin + 1:end]
 
 
-def split_plan(lines: list[str]) -> tuple[list[str], list[str] | None]:
-    """The survey's lines, and the plan's (None when the survey brought none along)."""
-    return split_between(lines, PLAN_BEGIN, PLAN_END)
-
-
 def cluster_unchanged_so_far(cluster: str) -> bool:
     """No operation of this run has changed any host of `cluster` yet (pyinfra runs each
     operation on every host before the next one starts, so every earlier one is complete)."""

@@ -22,9 +22,10 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from slurmrestd_access.facts import EXIT_MARK
+
 ROOT = Path(__file__).resolve().parents[2]
 DIGEST = "f" * 16  # the fake wheelhouse's digest
-EXIT_MARK = "__slurmrestd_access_exit="
 KEY = "/var/spool/slurm/jwt_hs256.key"
 COPY = "/var/lib/slurm-web/slurmrestd.key"
 
