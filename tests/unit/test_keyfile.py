@@ -451,6 +451,6 @@ def test_a_file_that_grows_past_the_limit_while_hashed_gets_no_hash(tmp_path):
     path.write_bytes(b"x" * (keyfile.MAX_KEY_BYTES + 1))
     fd = os.open(path, os.O_RDONLY)
     try:
-        assert keyfile._sha256_of_fd(fd) is None
+        assert keyfile.sha256_of_fd(fd) is None
     finally:
         os.close(fd)

@@ -34,7 +34,7 @@ MAX_KEY_BYTES = 1024 * 1024
 FORBIDDEN_OWNER_ONLY = 0o077
 FORBIDDEN_SLURM_RULE = 0o007
 
-_OPEN_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
+OPEN_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NOCTTY | os.O_CLOEXEC | os.O_NONBLOCK
 
 
 class KeyProblem(Enum):
@@ -168,10 +168,10 @@ def check_structure(path: Path, st: os.stat_result, owners: frozenset[int] | Non
             f"find / -xdev -samefile {path}", detail="key_hard_link",
         )
     if owners is not None and st.st_uid not in owners:
-        expected = ", ".join(sorted(_name_of_uid(uid) or str(uid) for uid in owners))
+        expected = ", ".join(sorted(name_of_uid(uid) or str(uid) for uid in owners))
         raise KeyFileError(
             KeyProblem.INSECURE, path,
-            f"key file {path} belongs to {_name_of_uid(st.st_uid) or st.st_uid}, not to "
+            f"key file {path} belongs to {name_of_uid(st.st_uid) or st.st_uid}, not to "
             f"{expected}", f"check who put it there; give it to the key's owner: chown "
             f"OWNER {path}", detail="key_wrong_owner",
         )
@@ -203,7 +203,7 @@ def _read_fd(fd: int, limit: int) -> bytearray:
             return data
 
 
-def _sha256_of_fd(fd: int, limit: int = MAX_KEY_BYTES) -> str | None:
+def sha256_of_fd(fd: int, limit: int = MAX_KEY_BYTES) -> str | None:
     """SHA-256 of what `fd` holds; None past `limit` bytes: no key is that large, and a huge
     (or sparse, or growing) file put at a path root hashes must not cost it hours of CPU."""
     digest = hashlib.sha256()
@@ -218,14 +218,14 @@ def _sha256_of_fd(fd: int, limit: int = MAX_KEY_BYTES) -> str | None:
         digest.update(chunk)
 
 
-def _name_of_uid(uid: int) -> str | None:
+def name_of_uid(uid: int) -> str | None:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
         return None
 
 
-def _name_of_gid(gid: int) -> str | None:
+def name_of_gid(gid: int) -> str | None:
     try:
         return grp.getgrgid(gid).gr_name
     except KeyError:
@@ -266,7 +266,7 @@ def read_key(path: str | os.PathLike[str], *, allow_group: bool = False,
     _check_lstat(path, st, allow_group, owners)
 
     try:
-        fd = os.open(path, _OPEN_READ_FLAGS)
+        fd = os.open(path, OPEN_READ_FLAGS)
     except FileNotFoundError:
         raise KeyFileError(
             KeyProblem.MISSING, path, f"key file {path} disappeared while being read",
@@ -342,7 +342,7 @@ def describe_file(path: str | os.PathLike[str]) -> FileState:
     digest = None
     if is_reg:
         try:
-            fd = os.open(path, _OPEN_READ_FLAGS)
+            fd = os.open(path, OPEN_READ_FLAGS)
         except OSError:
             fd = None
         if fd is not None:
@@ -352,15 +352,15 @@ def describe_file(path: str | os.PathLike[str]) -> FileState:
                 # made with fs.protected_hardlinks=0): its hash is not the key's to report.
                 if (fst.st_ino == st.st_ino and stat.S_ISREG(fst.st_mode)
                         and fst.st_nlink == 1 and fst.st_size <= MAX_KEY_BYTES):
-                    digest = _sha256_of_fd(fd)
+                    digest = sha256_of_fd(fd)
             except OSError:
                 digest = None
             finally:
                 os.close(fd)
     return FileState(
         path=str(path), exists=True, is_symlink=is_link, is_regular=is_reg,
-        uid=st.st_uid, gid=st.st_gid, owner=_name_of_uid(st.st_uid),
-        group=_name_of_gid(st.st_gid), mode=stat.S_IMODE(st.st_mode), size=st.st_size,
+        uid=st.st_uid, gid=st.st_gid, owner=name_of_uid(st.st_uid),
+        group=name_of_gid(st.st_gid), mode=stat.S_IMODE(st.st_mode), size=st.st_size,
         links=st.st_nlink, sha256=digest,
     )
 

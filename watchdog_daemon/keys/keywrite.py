@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Literal
 
 from watchdog_daemon.keys.keyfile import (
-    _OPEN_READ_FLAGS,
     MIN_KEY_BYTES,
+    OPEN_READ_FLAGS,
     KeyFileError,
     KeyProblem,
     describe_file,
@@ -132,7 +132,7 @@ def _repair_in_place(dest: Path, st: os.stat_result, uid: int, gid: int, mode: i
     """
     narrow = stat.S_IMODE(st.st_mode) & mode
     try:
-        fd = os.open(dest, _OPEN_READ_FLAGS)
+        fd = os.open(dest, OPEN_READ_FLAGS)
     except OSError as exc:
         raise _unwritable(dest, "open", exc) from None
     try:

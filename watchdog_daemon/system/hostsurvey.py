@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import glob
 import grp
-import hashlib
 import json
 import os
 import pwd
@@ -26,7 +25,13 @@ import subprocess
 from collections.abc import Iterable
 
 from watchdog_daemon.config.slurmrelease import VERSION_COMMANDS
-from watchdog_daemon.keys.keyfile import describe_file
+from watchdog_daemon.keys.keyfile import (
+    OPEN_READ_FLAGS,
+    describe_file,
+    name_of_gid,
+    name_of_uid,
+    sha256_of_fd,
+)
 
 # Where distributions put Slurm's plugins; PluginDir of slurm.conf is searched first.
 PLUGIN_DIRS = ("/usr/lib/x86_64-linux-gnu/slurm-wlm", "/usr/lib/aarch64-linux-gnu/slurm-wlm",
@@ -35,7 +40,6 @@ SBIN_PATH = ":/usr/sbin:/sbin:/usr/local/sbin"  # slurmctld, slurmd and slurmdbd
 # Files the deploy compares are configuration, units and keys: a larger one is not hashed (it
 # then matches nothing, and the deploy acts where it would).
 MAX_HASHED_BYTES = 64 << 20
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 _PLUGINDIR = re.compile(r"^\s*plugindir\s*=\s*(.*)$", re.IGNORECASE)
 # stat(1)'s %F words, which the shell survey reports and the deploy compares against.
 _KINDS = ((stat.S_ISDIR, "directory"), (stat.S_ISLNK, "symbolic link"), (stat.S_ISFIFO, "fifo"),
@@ -83,34 +87,19 @@ def file_kind(mode: int, size: int) -> str:
     return "weird file"
 
 
-def _name(lookup, ident: int) -> str:
-    try:
-        return lookup(ident)[0]
-    except KeyError:
-        return "UNKNOWN"
-
-
 def _sha256_of(path: str, st: os.stat_result) -> str:
     """Of a regular file with one name, as opened (never through a link): "" otherwise."""
     if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or st.st_size > MAX_HASHED_BYTES:
         return ""
     try:
-        fd = os.open(path, _OPEN_FLAGS)
+        fd = os.open(path, OPEN_READ_FLAGS)
     except OSError:
         return ""
     try:
         opened = os.fstat(fd)
         if (opened.st_ino, opened.st_dev) != (st.st_ino, st.st_dev) or opened.st_nlink != 1:
             return ""
-        digest = hashlib.sha256()
-        left = MAX_HASHED_BYTES
-        while left > 0:
-            chunk = os.read(fd, min(1 << 20, left))
-            if not chunk:
-                break
-            digest.update(chunk)
-            left -= len(chunk)
-        return digest.hexdigest()
+        return sha256_of_fd(fd, MAX_HASHED_BYTES) or ""
     except OSError:
         return ""
     finally:
@@ -123,7 +112,8 @@ def file_line(path: str) -> str:
         st = os.lstat(path)
     except OSError:
         return f"file|{path}|0"
-    owner, group = _name(pwd.getpwuid, st.st_uid), _name(grp.getgrgid, st.st_gid)
+    # stat(1)'s word for an id without a name
+    owner, group = name_of_uid(st.st_uid) or "UNKNOWN", name_of_gid(st.st_gid) or "UNKNOWN"
     mode = f"{stat.S_IMODE(st.st_mode):o}"
     kind = file_kind(st.st_mode, st.st_size)
     return f"file|{path}|1|{owner}|{group}|{mode}|{kind}|{_sha256_of(path, st)}|{st.st_nlink}"
@@ -213,19 +203,15 @@ class Survey:
         return ""
 
     def lines(self) -> list[str]:
-        out = [f"uid {os.geteuid()}"]
-        machine = os.uname().machine
-        lines_after_python = [f"machine {machine}"]
-        for path in self.files:
-            lines_after_python.append(key_line(path) if path in self.keys else file_line(path))
+        # The files first: python3, systemctl and Slurm's -V run meanwhile.
+        files = [key_line(p) if p in self.keys else file_line(p) for p in self.files]
         code, version = _finish(self._python)
         version = version.strip()
         if code != 0 or not re.fullmatch(r"\d+\.\d+", version) or \
                 tuple(int(p) for p in version.split(".")) < (3, 9):
             raise Declined("python3 is missing or older than 3.9")
-        out.append(f"python {version}")
-        out.append(lines_after_python[0])
-        out.append("pythons")
+        out = [f"uid {os.geteuid()}", f"python {version}", f"machine {os.uname().machine}",
+               "pythons"]
         out.append(f"os {' '.join(os_ids(_read_small('/etc/os-release')))}".rstrip())
         slurm = self._slurm_version()
         if slurm:
@@ -239,7 +225,7 @@ class Survey:
             if os.path.exists(f"{directory}/auth_jwt.so"):
                 out.append(f"jwtplugin {directory}/auth_jwt.so")
                 break
-        out.extend(lines_after_python[1:])
+        out.extend(files)
         for user in self.users:
             out.append(f"user {user} {int(_exists(pwd.getpwnam, user))}")
         for group in self.groups:
